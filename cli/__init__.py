@@ -1,0 +1,10 @@
+"""The `minigrad` command line (a click group). Commands arrive with the CLI issues."""
+import click
+
+from minigrad import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minigrad")
+def main():
+    """minigrad: second-order optimization studies on a from-scratch autodiff engine."""

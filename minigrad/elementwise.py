@@ -1,0 +1,431 @@
+"""Elementwise ops: arithmetic, math functions, activations, maximum/minimum, where, clip.
+
+Each derivative rule sits in its op's `backward`, written in Tensor ops (so it can be
+differentiated again); the gradient of a broadcast input is summed back by the tape.
+"""
+import numpy as np
+
+from .autograd import Function
+from .backend import get_default_dtype, xp_of
+from .tensor import Tensor
+
+
+def const(array):
+    """A constant tensor (no grad) around a backend array."""
+    return Tensor._make(array, None, False)
+
+
+def _scalar_like(value, like):
+    """A Python number as a 0-d array that does not promote `like`'s dtype."""
+    dt = like.data.dtype
+    if isinstance(value, float) and dt.kind not in "fc":
+        dt = get_default_dtype()
+    elif isinstance(value, bool) and dt.kind == "b":
+        dt = np.dtype(bool)
+    return const(xp_of(like.data).asarray(value, dtype=dt))
+
+
+def operands(a, b):
+    """Both operands as Tensors; a Python number takes the dtype of the tensor beside it."""
+    if isinstance(a, Tensor):
+        if not isinstance(b, Tensor):
+            b = _scalar_like(b, a) if isinstance(b, (int, float, bool)) else Tensor.wrap(b)
+    elif isinstance(b, Tensor):
+        a = _scalar_like(a, b) if isinstance(a, (int, float, bool)) else Tensor.wrap(a)
+    else:
+        a, b = Tensor.wrap(a), Tensor.wrap(b)
+    return a, b
+
+
+# --------------------------------------------------------------------------- arithmetic
+class Add(Function):
+    """d(a + b) = da + db."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(Function):
+    """d(a - b) = da - db."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    """d(a b) = b da + a db."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_inputs(0, 1)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (g * b if na else None), (g * a if nb else None)
+
+
+class Div(Function):
+    """d(a / b) = da / b - a db / b^2."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_inputs(0, 1)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga = g / b
+        return ga, (-(ga * a) / b if ctx.needs_input_grad[1] else None)
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return -x
+
+    @staticmethod
+    def backward(ctx, g):
+        return (-g,)
+
+
+class PowScalar(Function):
+    """d(x^p) = p x^(p-1) dx for a constant exponent p."""
+
+    @staticmethod
+    def forward(ctx, x, exponent):
+        ctx.save_inputs(0)
+        return x ** exponent
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        p = ctx.params["exponent"]
+        if p == 1:
+            return (g,)
+        if p == 2:
+            return (g * x * 2.0,)
+        return (g * pow(x, p - 1) * float(p),)
+
+
+class Pow(Function):
+    """d(a^b) = b a^(b-1) da + a^b log(a) db (the db part needs a > 0)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_inputs(0, 1)
+        out = a ** b
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = g * b * a ** (b - 1.0) if na else None
+        gb = g * ctx.output * log(a) if nb else None
+        return ga, gb
+
+
+def add(a, b):
+    return Add.apply(*operands(a, b))
+
+
+def sub(a, b):
+    return Sub.apply(*operands(a, b))
+
+
+def mul(a, b):
+    return Mul.apply(*operands(a, b))
+
+
+def div(a, b):
+    return Div.apply(*operands(a, b))
+
+
+def neg(x):
+    return Neg.apply(Tensor.wrap(x))
+
+
+def pow(a, b):  # noqa: A001 - mirrors the operator's name, like numpy.power
+    """a ** b; a constant Python exponent takes the cheaper rule."""
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return PowScalar.apply(a, exponent=b)
+    return Pow.apply(*operands(a, b))
+
+
+# ------------------------------------------------------------------------ math functions
+class Exp(Function):
+    """d exp(x) = exp(x) dx."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = xp_of(x).exp(x)
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * ctx.output,)
+
+
+class Log(Function):
+    """d log(x) = dx / x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_inputs(0)
+        return xp_of(x).log(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g / ctx.saved_tensors[0],)
+
+
+class Sqrt(Function):
+    """d sqrt(x) = dx / (2 sqrt(x))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = xp_of(x).sqrt(x)
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return ((g / ctx.output) * 0.5,)
+
+
+class Abs(Function):
+    """d |x| = sign(x) dx (0 at the kink)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_inputs(0)
+        return xp_of(x).abs(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.saved_tensors[0].data
+        return (g * const(xp_of(x).sign(x)),)
+
+
+class Tanh(Function):
+    """d tanh(x) = (1 - tanh(x)^2) dx."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = xp_of(x).tanh(x)
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.output
+        return (g * (1.0 - y * y),)
+
+
+class Sigmoid(Function):
+    """sigma(x) = 1 / (1 + e^-x) = (1 + tanh(x/2)) / 2;  d sigma = sigma (1 - sigma) dx."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = xp_of(x).tanh(x * 0.5) * 0.5 + 0.5
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.output
+        return (g * (y * (1.0 - y)),)
+
+
+class Relu(Function):
+    """d max(x, 0) = [x > 0] dx; the mask is a constant, so the second derivative is 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = xp_of(x).maximum(x, 0)
+        ctx.save_output(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * const(ctx.out_data > 0),)
+
+
+class LeakyRelu(Function):
+    """f(x) = x for x > 0, slope * x otherwise."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope):
+        ctx.save_inputs(0)
+        return xp_of(x).where(x > 0, x, x * negative_slope)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.saved_tensors[0].data
+        slope = xp_of(x).where(x > 0, 1.0, ctx.params["negative_slope"]).astype(x.dtype)
+        return (g * const(slope),)
+
+
+class Softplus(Function):
+    """softplus(x) = log(1 + e^(beta x)) / beta, computed as max(x,0) + log1p(e^-|beta x|)/beta;
+    d softplus = sigma(beta x) dx."""
+
+    @staticmethod
+    def forward(ctx, x, beta):
+        ctx.save_inputs(0)
+        xp = xp_of(x)
+        bx = x * beta
+        return (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        beta = ctx.params["beta"]
+        return (g * sigmoid(x * beta if beta != 1 else x),)
+
+
+def _unary(fn):
+    def op(x):
+        return fn.apply(Tensor.wrap(x))
+
+    op.__name__ = fn.__name__.lower()
+    op.__doc__ = fn.__doc__
+    return op
+
+
+exp, log, sqrt, abs, tanh, sigmoid, relu = (  # noqa: A001 - numpy's names
+    _unary(f) for f in (Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyRelu.apply(Tensor.wrap(x), negative_slope=float(negative_slope))
+
+
+def softplus(x, beta=1.0):
+    if beta <= 0:
+        raise ValueError(f"softplus: beta must be > 0, got {beta}")
+    return Softplus.apply(Tensor.wrap(x), beta=float(beta))
+
+
+# --------------------------------------------------------------- selections and clipping
+class _Extremum(Function):
+    """maximum/minimum of a and b: the gradient goes to the chosen input, split evenly on ties."""
+
+    pick = None
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        ctx.save_inputs(0, 1)
+        return cls.pick(xp_of(a), a, b)
+
+    @classmethod
+    def backward(cls, ctx, g):
+        a, b = (t.data for t in ctx.saved_tensors)
+        xp = xp_of(a)
+        chosen = cls.pick(xp, a, b)
+        dtype = g.dtype
+        wa = (a == chosen).astype(dtype)
+        wb = (b == chosen).astype(dtype)
+        tie = wa * wb
+        wa, wb = wa - 0.5 * tie, wb - 0.5 * tie
+        na, nb = ctx.needs_input_grad
+        return (g * const(wa) if na else None), (g * const(wb) if nb else None)
+
+
+class Maximum(_Extremum):
+    pick = staticmethod(lambda xp, a, b: xp.maximum(a, b))
+
+
+class Minimum(_Extremum):
+    pick = staticmethod(lambda xp, a, b: xp.minimum(a, b))
+
+
+def maximum(a, b):
+    return Maximum.apply(*operands(a, b))
+
+
+def minimum(a, b):
+    return Minimum.apply(*operands(a, b))
+
+
+class Where(Function):
+    """where(c, a, b): the gradient goes to a where c holds, to b elsewhere."""
+
+    @staticmethod
+    def forward(ctx, a, b, condition):
+        return xp_of(a).where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        cond = ctx.params["condition"]
+        zero = const(xp_of(g.data).zeros((), dtype=g.dtype))
+        na, nb = ctx.needs_input_grad
+        return (where(cond, g, zero) if na else None), (where(cond, zero, g) if nb else None)
+
+
+def where(condition, a, b):
+    """Elementwise `a if condition else b`; the condition is a constant bool array or tensor."""
+    if isinstance(condition, Tensor):
+        condition = condition.data
+    a, b = operands(a, b)
+    condition = xp_of(a.data).asarray(condition)
+    if condition.dtype != bool:
+        condition = condition.astype(bool)
+    return Where.apply(a, b, condition=condition)
+
+
+class Clip(Function):
+    """clip(x, lo, hi); the gradient passes where lo <= x <= hi."""
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        ctx.save_inputs(0)
+        return xp_of(x).clip(x, lo, hi)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.saved_tensors[0].data
+        lo, hi = ctx.params["lo"], ctx.params["hi"]
+        inside = xp_of(x).ones(x.shape, dtype=bool)
+        if lo is not None:
+            inside &= x >= lo
+        if hi is not None:
+            inside &= x <= hi
+        return (g * const(inside),)
+
+
+def clip(x, lo=None, hi=None):
+    """Limit x to [lo, hi] (either bound may be None)."""
+    if lo is None and hi is None:
+        raise ValueError("clip: give at least one of lo and hi")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"clip: lo={lo} is greater than hi={hi}")
+    return Clip.apply(Tensor.wrap(x), lo=lo, hi=hi)
+
+
+# ------------------------------------------------------- comparisons (no gradient, ever)
+def compare(name):
+    """The comparison ufunc `name` (greater, equal, ...) on tensors: a constant bool tensor."""
+
+    def fn(a, b):
+        a, b = operands(a, b)
+        return const(getattr(xp_of(a.data), name)(a.data, b.data))
+
+    fn.__name__ = name
+    return fn
