@@ -122,6 +122,10 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
+        if len(inputs) > 1:
+            kind = type(inputs[0].data)
+            if any(type(t.data) is not kind for t in inputs):
+                _check_same_device(cls, inputs)
         ctx = Node(cls, params)
         try:
             out = cls.forward(ctx, *[t.data for t in inputs], **params)
@@ -132,7 +136,6 @@ class Function:
             out = as_array(out)
         if not (is_grad_enabled() and any(t.requires_grad for t in inputs)):
             return Tensor._make(out, None, False)
-        _check_same_device(cls, inputs)
         ctx.edges = tuple(t._node if t._node is not None else (t if t.requires_grad else None)
                           for t in inputs)
         ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)

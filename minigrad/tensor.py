@@ -89,6 +89,9 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def numpy(self):
         """The data as a NumPy array on the host (shares memory on the CPU)."""
         return to_device(self.data, "cpu")

@@ -1,0 +1,81 @@
+"""Losses: cross-entropy from logits, negative log-likelihood, mean squared error.
+
+All are composed of differentiable ops, so their Hessians (and Gauss-Newton products)
+come from double backward; e.g. the Hessian of mean cross-entropy in the logits of one
+example is (diag(p) - p p^T) / N with p = softmax(logits).
+"""
+import numpy as np
+
+from ..backend import to_device, xp_of
+from ..reduce_ops import mean, sum as _sum
+from ..shape_ops import getitem
+from ..tensor import Tensor
+from .activation import log_softmax
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(losses, reduction):
+    if reduction == "mean":
+        return mean(losses)
+    if reduction == "sum":
+        return _sum(losses)
+    return losses
+
+
+def _check_reduction(fn, reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _labels(fn, labels, scores):
+    """Integer class labels (N,) as an index array on the scores' device, range-checked."""
+    if scores.ndim != 2:
+        raise ValueError(f"{fn}: input must be 2-D (N, C), got shape {scores.shape}")
+    n, c = scores.shape
+    raw = labels.data if isinstance(labels, Tensor) else labels
+    host = np.asarray(to_device(raw, "cpu"))  # the range check needs the values on the host
+    if host.dtype.kind not in "iu" and not (host.size == 0 and host.dtype.kind == "f"):
+        raise TypeError(f"{fn}: labels must be integers, got dtype {host.dtype}")
+    if host.shape != (n,):
+        raise ValueError(f"{fn}: labels must have shape ({n},) to match input shape {scores.shape}, "
+                         f"got {host.shape}")
+    bad = np.flatnonzero((host < 0) | (host >= c))
+    if bad.size:
+        raise ValueError(f"{fn}: labels must be in [0, {c}) for input shape {scores.shape}, "
+                         f"got {host[bad[0]]} at index {bad[0]}")
+    return to_device(host.astype(np.int64), scores.device)
+
+
+def _nll(log_probs, idx, reduction):
+    rows = xp_of(idx).arange(log_probs.shape[0])
+    return _reduce(-getitem(log_probs, (rows, idx)), reduction)
+
+
+def nll_loss(log_probs, labels, reduction="mean"):
+    """l_n = -log_probs[n, labels[n]], reduced by mean (over N), sum, or none (shape (N,))."""
+    _check_reduction("nll_loss", reduction)
+    log_probs = Tensor.wrap(log_probs)
+    return _nll(log_probs, _labels("nll_loss", labels, log_probs), reduction)
+
+
+def cross_entropy(logits, labels, reduction="mean"):
+    """l_n = logsumexp(z_n) - z_n[labels[n]] = -log softmax(z_n)[labels[n]].
+
+    Stable for huge logits: logsumexp subtracts each row's max before exp.
+    d l_n / d z_n = softmax(z_n) - onehot(labels[n]);  d^2 l_n / d z_n^2 = diag(p) - p p^T.
+    """
+    _check_reduction("cross_entropy", reduction)
+    logits = Tensor.wrap(logits)
+    idx = _labels("cross_entropy", labels, logits)
+    return _nll(log_softmax(logits, axis=1), idx, reduction)
+
+
+def mse_loss(x, target, reduction="mean"):
+    """l = (x - target)^2 elementwise, reduced by mean (over all elements), sum, or none."""
+    _check_reduction("mse_loss", reduction)
+    x, target = Tensor.wrap(x), Tensor.wrap(target)
+    if x.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {x.shape} and target shape {target.shape} differ")
+    diff = x - target
+    return _reduce(diff * diff, reduction)

@@ -1,0 +1,40 @@
+"""The README's code runs as written, and CI runs the README's test command."""
+import pathlib
+import re
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_quick_start_runs_and_its_hessian_vector_product_is_right(capsys):
+    code = blocks("python")[0]
+    example = (ROOT / "examples" / "quickstart.py").read_text().splitlines()[1:]  # minus its docstring
+    assert [ln for ln in code.splitlines() if ln.strip()] == [ln for ln in example if ln.strip()]
+    env = {}
+    exec(compile(code, "README quick start", "exec"), env)
+    X, y, w, v, hv = (env[k].numpy() for k in ("X", "y", "w", "v", "hv"))
+
+    def grad(w):
+        z = np.tanh(X @ w)
+        return X.T @ (2 * (z - y) * (1 - z ** 2)) / len(y)
+
+    eps = 1e-6
+    np.testing.assert_allclose(hv, (grad(w + eps * v) - grad(w - eps * v)) / (2 * eps), rtol=1e-6)
+    assert "H v" in capsys.readouterr().out
+
+
+def test_gradcheck_example_runs():
+    exec(compile(blocks("python")[1], "README gradcheck example", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = blocks("bash")
+    assert len(commands) == 2
+    test_command = commands[1].strip()
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
