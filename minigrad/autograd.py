@@ -67,19 +67,21 @@ class enable_grad(_GradMode):
 class Node:
     """One recorded op application: the Function, its input edges, what forward saved.
 
-    It is also the `ctx` that forward and backward receive.
+    It is also the `ctx` that forward and backward receive. Class-level defaults keep
+    creating one cheap: a node is made for every op call.
     """
 
-    __slots__ = ("fn", "edges", "input_shapes", "needs_input_grad", "saved_tensors",
-                 "out_data", "hooks", "params", "_save", "__dict__", "__weakref__")
+    edges = None            # per input: its Node, itself if a leaf that requires grad, or None
+    input_shapes = ()
+    needs_input_grad = ()
+    saved_tensors = ()
+    out_data = None
+    hooks = None
+    _save = None
 
     def __init__(self, fn, params):
         self.fn = fn
         self.params = params
-        self._save = None
-        self.saved_tensors = ()
-        self.out_data = None
-        self.hooks = None
 
     # -- used by forward ------------------------------------------------------------
     def save_inputs(self, *indices):
@@ -97,6 +99,7 @@ class Node:
         return Tensor._make(self.out_data, self, True)
 
     def release(self):
+        """Drop what forward saved; the node can no longer be backpropagated through."""
         self.edges = None
         self.saved_tensors = None
         self.out_data = None
@@ -106,14 +109,15 @@ class Node:
 
 
 class Function:
-    """Base class of every op. Subclasses define `forward(ctx, *arrays)` and `backward(ctx, grad)`.
+    """Base class of every op. Subclasses define `forward(ctx, *arrays, **params)` and
+    `backward(ctx, grad)`.
 
     `backward` returns one gradient (a Tensor, or None for "no gradient") per input.
-    Keyword arguments of `apply` reach both through `ctx.params`.
+    Keyword arguments of `apply` reach forward as keywords and backward through `ctx.params`.
     """
 
     @staticmethod
-    def forward(ctx, *arrays):  # pragma: no cover - interface
+    def forward(ctx, *arrays, **params):  # pragma: no cover - interface
         raise NotImplementedError
 
     @staticmethod
@@ -122,26 +126,38 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        if len(inputs) > 1:
-            kind = type(inputs[0].data)
-            if any(type(t.data) is not kind for t in inputs):
-                _check_same_device(cls, inputs)
+        # Written as plain loops: this runs once per op call, and its overhead is per-op overhead.
+        arrays = [t.data for t in inputs]
+        if len(arrays) > 1:
+            kind = type(arrays[0])
+            for a in arrays:
+                if type(a) is not kind:
+                    _check_same_device(cls, inputs)
         ctx = Node(cls, params)
         try:
-            out = cls.forward(ctx, *[t.data for t in inputs], **params)
+            out = cls.forward(ctx, *arrays, **params)
         except ValueError as exc:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise ValueError(f"{cls.__name__.lower()}: {exc} (input shapes {shapes})") from None
         if type(out) is not np.ndarray:
             out = as_array(out)
-        if not (is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        if not getattr(_state, "enabled", True):
             return Tensor._make(out, None, False)
-        ctx.edges = tuple(t._node if t._node is not None else (t if t.requires_grad else None)
-                          for t in inputs)
-        ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
-        ctx.input_shapes = tuple(t.data.shape for t in inputs)
+        edges, needs = [], []
+        record = False
+        for t in inputs:
+            rg = t._requires_grad
+            node = t._node
+            edges.append(node if node is not None else (t if rg else None))
+            needs.append(rg)
+            record = record or rg
+        if not record:
+            return Tensor._make(out, None, False)
+        ctx.edges = edges
+        ctx.needs_input_grad = needs
+        ctx.input_shapes = [a.shape for a in arrays]
         if ctx._save is not None:
-            ctx.saved_tensors = tuple(inputs[i] for i in ctx._save)
+            ctx.saved_tensors = [inputs[i] for i in ctx._save]
         return Tensor._make(out, ctx, True)
 
 

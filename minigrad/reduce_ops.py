@@ -1,7 +1,8 @@
 """Reductions: sum, max and min are primitives; mean, var and logsumexp are built from them."""
-from .autograd import Function, broadcast_to
+from .autograd import BroadcastTo, Function
 from .backend import xp_of
 from .elementwise import const, exp, log
+from .shape_ops import Reshape
 from .tensor import Tensor
 
 
@@ -26,6 +27,13 @@ def _keepdims_shape(shape, axes):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def _spread(g, shape, params):
+    """The gradient of a reduction over `params["axes"]`, broadcast back to the input's shape."""
+    if not params["keepdims"]:
+        g = Reshape.apply(g, shape=_keepdims_shape(shape, params["axes"]))
+    return g if g.shape == tuple(shape) else BroadcastTo.apply(g, shape=tuple(shape))
+
+
 class Sum(Function):
     """d sum(x) / dx = 1: the output gradient is broadcast back over the summed axes."""
 
@@ -35,10 +43,7 @@ class Sum(Function):
 
     @staticmethod
     def backward(ctx, g):
-        shape = ctx.input_shapes[0]
-        if not ctx.params["keepdims"]:
-            g = g.reshape(_keepdims_shape(shape, ctx.params["axes"]))
-        return (broadcast_to(g, shape),)
+        return (_spread(g, ctx.input_shapes[0], ctx.params),)
 
 
 class _Extreme(Function):
@@ -62,9 +67,7 @@ class _Extreme(Function):
         axes = ctx.params["axes"]
         hit = (x == ctx.out_data).astype(g.dtype)
         hit /= hit.sum(axis=axes, keepdims=True)
-        if not ctx.params["keepdims"]:
-            g = g.reshape(_keepdims_shape(x.shape, axes))
-        return (broadcast_to(g, x.shape) * const(hit),)
+        return (_spread(g, x.shape, ctx.params) * const(hit),)
 
 
 class Max(_Extreme):
