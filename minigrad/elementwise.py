@@ -239,11 +239,18 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
-    """sigma(x) = 1 / (1 + e^-x) = (1 + tanh(x/2)) / 2;  d sigma = sigma (1 - sigma) dx."""
+    """sigma(x) = 1 / (1 + e^-x);  d sigma = sigma (1 - sigma) dx.
+
+    Computed from e = exp(-|x|) as 1/(1+e) for x >= 0 and e/(1+e) for x < 0, which keeps full
+    relative precision in both tails (sigma(-40) = 4.2e-18, not 0).
+    """
 
     @staticmethod
     def forward(ctx, x):
-        out = xp_of(x).tanh(x * 0.5) * 0.5 + 0.5
+        xp = xp_of(x)
+        e = xp.exp(-xp.abs(x))
+        out = xp.where(x >= 0, 1.0, e) / (1.0 + e)
+        out = out.astype(x.dtype, copy=False)
         ctx.save_output(out)
         return out
 

@@ -2,7 +2,7 @@
 from .autograd import BroadcastTo, Function
 from .backend import xp_of
 from .elementwise import const, exp, log
-from .shape_ops import Reshape
+from .shape_ops import Reshape, normalize_axis
 from .tensor import Tensor
 
 
@@ -10,17 +10,10 @@ def normalize_axes(op, axis, ndim):
     """`axis` (None, int or tuple, negatives allowed) as a sorted tuple of distinct axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not isinstance(a, int) or isinstance(a, bool):
-            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
-        if not -ndim <= a < ndim:
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
+    axes = tuple(normalize_axis(op, a, ndim) for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
-    return tuple(sorted(out))
+    return tuple(sorted(axes))
 
 
 def _keepdims_shape(shape, axes):

@@ -10,6 +10,15 @@ from .backend import to_device, xp_of
 from .tensor import Tensor
 
 
+def normalize_axis(op, axis, ndim):
+    """One axis in [-ndim, ndim) as a non-negative int; anything else names `op` in the error."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {int(axis)} is out of range for a tensor with {ndim} dimensions")
+    return int(axis) % ndim
+
+
 class Reshape(Function):
     @staticmethod
     def forward(ctx, x, shape):
@@ -53,7 +62,7 @@ def flatten(x, start_axis=0, end_axis=-1):
     x = Tensor.wrap(x)
     if x.ndim == 0:
         return reshape(x, 1)
-    s, e = start_axis % x.ndim, end_axis % x.ndim
+    s, e = normalize_axis("flatten", start_axis, x.ndim), normalize_axis("flatten", end_axis, x.ndim)
     if s > e:
         raise ValueError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} "
                          f"for shape {x.shape}")
@@ -65,7 +74,8 @@ def squeeze(x, axis=None):
     x = Tensor.wrap(x)
     if axis is None:
         return reshape(x, tuple(n for n in x.shape if n != 1))
-    axes = {a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
+    axes = {normalize_axis("squeeze", a, x.ndim)
+            for a in (axis if isinstance(axis, (tuple, list)) else (axis,))}
     bad = [a for a in axes if x.shape[a] != 1]
     if bad:
         raise ValueError(f"squeeze: axis {bad[0]} of shape {x.shape} has size {x.shape[bad[0]]}, not 1")
@@ -75,10 +85,7 @@ def squeeze(x, axis=None):
 def unsqueeze(x, axis):
     """Insert a size-1 axis at position `axis` of the result."""
     x = Tensor.wrap(x)
-    nd = x.ndim + 1
-    if not -nd <= axis < nd:
-        raise ValueError(f"unsqueeze: axis {axis} is out of range for a result with {nd} dimensions")
-    axis %= nd
+    axis = normalize_axis("unsqueeze", axis, x.ndim + 1)
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
@@ -95,13 +102,12 @@ class Permute(Function):
         return (permute(g, *np.argsort(ctx.params["axes"]).tolist()),)
 
 
-def permute(x, *axes):
+def permute(x, *axes, op="permute"):
     """Reorder the axes: result axis i is input axis axes[i]."""
     x = Tensor.wrap(x)
-    axes = _shape_arg("permute", axes)
-    if sorted(a % x.ndim if x.ndim else a for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-    axes = tuple(a % x.ndim for a in axes)
+    axes = tuple(normalize_axis(op, a, x.ndim) for a in _shape_arg(op, axes))
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"{op}: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
     if axes == tuple(range(x.ndim)):
         return x
     return Permute.apply(x, axes=axes)
@@ -111,15 +117,16 @@ def transpose(x, *axes):
     """NumPy's transpose: reverse the axes, or permute them by `axes` (use `swapaxes` for two)."""
     x = Tensor.wrap(x)
     if not axes or (len(axes) == 1 and axes[0] is None):
-        return permute(x, *reversed(range(x.ndim)))
-    return permute(x, *axes)
+        return permute(x, *reversed(range(x.ndim)), op="transpose")
+    return permute(x, *axes, op="transpose")
 
 
 def swapaxes(x, axis1, axis2):
     x = Tensor.wrap(x)
+    axis1, axis2 = normalize_axis("swapaxes", axis1, x.ndim), normalize_axis("swapaxes", axis2, x.ndim)
     axes = list(range(x.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
-    return permute(x, *axes)
+    return permute(x, *axes, op="swapaxes")
 
 
 # ------------------------------------------------------------------------------ indexing
@@ -163,9 +170,7 @@ class ScatterAdd(Function):
         z = xp.zeros(shape, dtype=g.dtype)
         if _is_basic(index):
             z[index] = g
-        elif xp is np:
-            np.add.at(z, index, g)
-        else:  # pragma: no cover - GPU
+        else:  # integer or boolean arrays: repeated indices must add up (cupy.add.at on the GPU)
             xp.add.at(z, index, g)
         return z
 
@@ -202,6 +207,8 @@ class Pad(Function):
 def pad(x, pad_width, value=0.0):
     """Pad with a constant. `pad_width` as in NumPy: an int, (before, after), or one pair per axis."""
     x = Tensor.wrap(x)
+    if x.ndim == 0:
+        return x
     width = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2)) if x.ndim else ()
     width = tuple((int(b), int(a)) for b, a in width)
     if any(b < 0 or a < 0 for b, a in width):
@@ -232,9 +239,9 @@ def concatenate(tensors, axis=0):
         raise ValueError("concatenate: needs at least one tensor")
     first = tensors[0].shape
     nd = len(first)
-    if not -nd <= axis < nd:
-        raise ValueError(f"concatenate: axis {axis} is out of range for {nd}-d tensors")
-    axis %= nd
+    if nd == 0:
+        raise ValueError("concatenate: 0-d tensors cannot be concatenated; use stack")
+    axis = normalize_axis("concatenate", axis, nd)
     for t in tensors[1:]:
         if t.ndim != nd or any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             raise ValueError(f"concatenate: shapes {first} and {t.shape} differ off axis {axis}")
@@ -249,6 +256,7 @@ def stack(tensors, axis=0):
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all tensors must have one shape, got {tensors[0].shape} and {t.shape}")
+    axis = normalize_axis("stack", axis, tensors[0].ndim + 1)
     return concatenate([unsqueeze(t, axis) for t in tensors], axis=axis)
 
 

@@ -1,21 +1,57 @@
 """Activations: the engine's elementwise ones, log_softmax/softmax, and dropout."""
 import numpy as np
 
-from ..backend import to_device
-from ..elementwise import const, exp, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401
-from ..reduce_ops import logsumexp
+from ..autograd import Function
+from ..backend import to_device, xp_of
+from ..elementwise import const, exp, leaky_relu, log, relu, sigmoid, softplus, tanh  # noqa: F401
+from ..reduce_ops import normalize_axes, sum as _sum
 from ..tensor import Tensor
 
 
 def log_softmax(x, axis=-1):
-    """log softmax(x)_i = x_i - log sum_j exp(x_j), stable for any size of x (logsumexp shifts by max)."""
+    """log softmax(x)_i = x_i - logsumexp(x) = (x_i - m) - log sum_j exp(x_j - m), m = max_j x_j.
+
+    m is a constant (the value does not depend on it, so no derivative does). Subtracting it
+    first, rather than adding it into logsumexp and subtracting it again, keeps the result
+    exact for huge logits: with x = (-1e4, -1e4) the answer is log(1/2), not a rounding of 1e4.
+    """
     x = Tensor.wrap(x)
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    axes = normalize_axes("log_softmax", axis, x.ndim)
+    xp = xp_of(x.data)
+    m = x.data.max(axis=axes, keepdims=True)
+    shifted = x - const(xp.where(xp.isfinite(m), m, 0).astype(x.dtype))
+    return shifted - log(_sum(exp(shifted), axes, keepdims=True))
+
+
+class Softmax(Function):
+    """p = softmax(x) = exp(x - m) / sum exp(x - m);  d p = p * (dx - sum(p * dx)),
+    so the vector-Jacobian product is p * (g - sum(g * p)).
+
+    Mathematically exp(log_softmax(x)); a primitive because it takes half the array passes
+    (cross_entropy's backward runs it on every step). Its backward uses the output p as a
+    Tensor, so it is differentiable again.
+    """
+
+    @staticmethod
+    def forward(ctx, x, axes):
+        xp = xp_of(x)
+        m = x.max(axis=axes, keepdims=True)
+        e = xp.exp(x - xp.where(xp.isfinite(m), m, 0))
+        e /= e.sum(axis=axes, keepdims=True)
+        ctx.save_output(e)
+        return e
+
+    @staticmethod
+    def backward(ctx, g):
+        p = ctx.output
+        gp = g * p
+        return (gp - p * _sum(gp, ctx.params["axes"], keepdims=True),)
 
 
 def softmax(x, axis=-1):
-    """softmax(x)_i = exp(x_i) / sum_j exp(x_j) = exp(log_softmax(x)_i)."""
-    return exp(log_softmax(x, axis))
+    """softmax(x)_i = exp(x_i) / sum_j exp(x_j) = exp(log_softmax(x)_i), along `axis`."""
+    x = Tensor.wrap(x)
+    return Softmax.apply(x, axes=normalize_axes("softmax", axis, x.ndim))
 
 
 def dropout(x, p, training=True, rng=None):
