@@ -18,11 +18,15 @@ import numpy as np
 from .backend import as_array
 from .tensor import Tensor
 
-_state = threading.local()
+class _GradState(threading.local):
+    enabled = True  # a class default: every thread starts with grad mode on, lookups never miss
+
+
+_state = _GradState()
 
 
 def is_grad_enabled():
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def _set_grad_enabled(mode):
@@ -141,7 +145,7 @@ class Function:
             raise ValueError(f"{cls.__name__.lower()}: {exc} (input shapes {shapes})") from None
         if type(out) is not np.ndarray:
             out = as_array(out)
-        if not getattr(_state, "enabled", True):
+        if not _state.enabled:
             return Tensor._make(out, None, False)
         edges, needs = [], []
         record = False
@@ -307,21 +311,25 @@ def run_backward(roots, root_grads, retain_graph, create_graph, targets=None):
                     "after the first backward; pass retain_graph=True to the first call")
             if node.hooks:
                 g = _run_hooks(node.hooks, g)
-            if target_ids is not None:
+            edges = node.edges
+            if target_ids is None:
+                needs = [e is not None for e in edges]  # a recorded node always has one
+            else:
                 if id(node) in target_ids:
                     results[id(node)] = g
-                needs = tuple(e is not None and id(e) in (useful if type(e) is Node else target_ids)
-                              for e in node.edges)
-            else:
-                needs = tuple(e is not None for e in node.edges)
-            if any(needs):
-                node.needs_input_grad = needs
-                in_grads = node.fn.backward(node, g)
-                for e, shape, gi, need in zip(node.edges, node.input_shapes, in_grads, needs):
-                    if need and gi is not None:
-                        if gi.shape != shape:
-                            gi = sum_to(gi, shape)
-                        _accumulate(grads, keep, e, gi)
+                needs = [e is not None and id(e) in (useful if type(e) is Node else target_ids)
+                         for e in edges]
+                if True not in needs:
+                    if not retain_graph:
+                        node.release()
+                    continue
+            node.needs_input_grad = needs
+            in_grads = node.fn.backward(node, g)
+            for e, shape, gi, need in zip(edges, node.input_shapes, in_grads, needs):
+                if need and gi is not None:
+                    if gi.shape != shape:
+                        gi = sum_to(gi, shape)
+                    _accumulate(grads, keep, e, gi)
             if not retain_graph:
                 node.release()
         for k, g in grads.items():

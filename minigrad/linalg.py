@@ -6,7 +6,13 @@ from .shape_ops import reshape, swapaxes
 
 class MatMul(Function):
     """C = A B;  dA = G B^T,  dB = A^T G (transposes of the last two axes; batch axes are summed
-    back to each operand's shape by the tape)."""
+    back to each operand's shape by the tape).
+
+    When an operand is a transposed view (as W.T is in x @ W.T), its gradient is computed
+    transposed, dB = (G^T A)^T, so that after the transpose's own backward the weight gradient
+    comes out row-major like the weight: the same flops, but updates, sums and flattening of
+    gradients then run on contiguous memory (several times faster for a 1024 x 1024 weight).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -17,9 +23,19 @@ class MatMul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        ga = matmul(g, swapaxes(b, -1, -2)) if na else None
-        gb = matmul(swapaxes(a, -1, -2), g) if nb else None
+        ga = gb = None
+        if na:
+            ga = (swapaxes(matmul(b, swapaxes(g, -1, -2)), -1, -2) if _column_major(a.data)
+                  else matmul(g, swapaxes(b, -1, -2)))
+        if nb:
+            gb = (swapaxes(matmul(swapaxes(g, -1, -2), a), -1, -2) if _column_major(b.data)
+                  else matmul(swapaxes(a, -1, -2), g))
         return ga, gb
+
+
+def _column_major(array):
+    """True for a transposed view: its last axis is not the fastest-moving one."""
+    return array.ndim >= 2 and array.shape[-1] > 1 and array.strides[-2] < array.strides[-1]
 
 
 def matmul(a, b):
