@@ -9,18 +9,32 @@
 import numpy as _np
 
 from . import methods as _methods  # noqa: F401 - attaches operators and methods to Tensor
-from .autograd import Function, enable_grad, grad, is_grad_enabled, no_grad
+from .autograd import grad
+from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import get_default_dtype, set_default_dtype
-from .elementwise import (abs, add, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
+from .elementwise import (abs, add, astype, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
                           pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
 from .factories import arange, full, ones, ones_like, zeros, zeros_like
-from .linalg import dot, matmul
+from .linalg import matmul
 from .reduce_ops import logsumexp, max, mean, min, sum, var
 from .shape_ops import (broadcast_to, concatenate, expand_dims, flatten, getitem, pad, permute,
                         reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
 from .tensor import Tensor, tensor
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "Function", "grad", "no_grad", "enable_grad", "is_grad_enabled",
+    "set_grad_enabled", "get_default_dtype", "set_default_dtype",
+    "zeros", "ones", "full", "zeros_like", "ones_like", "arange",
+    "add", "sub", "mul", "div", "neg", "pow", "matmul", "astype",
+    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "leaky_relu", "softplus",
+    "maximum", "minimum", "where", "clip",
+    "sum", "mean", "max", "min", "var", "logsumexp",
+    "reshape", "transpose", "permute", "swapaxes", "broadcast_to", "squeeze", "unsqueeze",
+    "expand_dims", "flatten", "concatenate", "stack", "getitem", "pad",
+    "float16", "float32", "float64", "int32", "int64", "bool_",
+]
 
 float16, float32, float64 = _np.float16, _np.float32, _np.float64
 int32, int64, bool_ = _np.int32, _np.int64, _np.bool_

@@ -5,7 +5,7 @@ differentiated again); the gradient of a broadcast input is summed back by the t
 """
 import numpy as np
 
-from .autograd import Function
+from .function import Function
 from .backend import get_default_dtype, xp_of
 from .tensor import Tensor
 
@@ -15,26 +15,74 @@ def const(array):
     return Tensor._make(array, None, False)
 
 
+SCALARS = (int, float, np.generic)  # Python and NumPy numbers (bool is an int)
+
+
 def _scalar_like(value, like):
-    """A Python number as a 0-d array that does not promote `like`'s dtype."""
+    """A number as a 0-d constant of the dtype the result should have: the tensor's own, unless
+    the number is of a higher kind (a float beside an integer tensor gives the default float
+    dtype; an integer beside a bool tensor, int64). Like PyTorch, a number never widens a
+    float tensor: float32 * 0.5 stays float32."""
+    if isinstance(value, np.generic):
+        value = value.item()
     dt = like.data.dtype
+    if isinstance(value, complex):
+        raise TypeError(f"complex number {value} in an op: minigrad tensors are real")
     if isinstance(value, float) and dt.kind not in "fc":
         dt = get_default_dtype()
-    elif isinstance(value, bool) and dt.kind == "b":
-        dt = np.dtype(bool)
-    return const(xp_of(like.data).asarray(value, dtype=dt))
+    elif isinstance(value, int) and not isinstance(value, bool) and dt.kind == "b":
+        dt = np.dtype(np.int64)
+    try:
+        return const(xp_of(like.data).asarray(value, dtype=dt))
+    except OverflowError:
+        raise ValueError(f"{value} does not fit in the tensor's dtype {dt}") from None
 
 
 def operands(a, b):
-    """Both operands as Tensors; a Python number takes the dtype of the tensor beside it."""
+    """Both operands as Tensors of agreeing dtypes.
+
+    A number takes the tensor's dtype (see `_scalar_like`); an integer or bool tensor beside
+    a float tensor is cast to that float dtype (it cannot require grad); arrays of two float
+    dtypes promote as in NumPy (float32 with float64 gives float64).
+    """
     if isinstance(a, Tensor):
         if not isinstance(b, Tensor):
-            b = _scalar_like(b, a) if isinstance(b, (int, float, bool)) else Tensor.wrap(b)
+            b = _scalar_like(b, a) if isinstance(b, SCALARS) else Tensor.wrap(b)
     elif isinstance(b, Tensor):
-        a = _scalar_like(a, b) if isinstance(a, (int, float, bool)) else Tensor.wrap(a)
+        a = _scalar_like(a, b) if isinstance(a, SCALARS) else Tensor.wrap(a)
     else:
         a, b = Tensor.wrap(a), Tensor.wrap(b)
+    da, db = a.data.dtype, b.data.dtype
+    if da is not db and da != db:
+        if da.kind == "f" and db.kind != "f":
+            b = const(b.data.astype(da))
+        elif db.kind == "f" and da.kind != "f":
+            a = const(a.data.astype(db))
     return a, b
+
+
+class Cast(Function):
+    """y = x in another dtype. The gradient needs no rule: the tape casts every gradient to
+    its input's dtype."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        return x.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g,)
+
+
+def astype(x, dtype):
+    """x in `dtype`; differentiable between float dtypes, a constant when cast to int or bool."""
+    x = Tensor.wrap(x)
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind != "f":
+        return const(x.data.astype(dtype))
+    return Cast.apply(x, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -103,7 +151,7 @@ class Neg(Function):
 
 
 class PowScalar(Function):
-    """d(x^p) = p x^(p-1) dx for a constant exponent p."""
+    """d(x^p) = p x^(p-1) dx for a constant exponent p (0 for p = 0, even at x = 0)."""
 
     @staticmethod
     def forward(ctx, x, exponent):
@@ -114,6 +162,8 @@ class PowScalar(Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         p = ctx.params["exponent"]
+        if p == 0:
+            return (g * 0.0,)
         if p == 1:
             return (g,)
         if p == 2:
@@ -122,7 +172,13 @@ class PowScalar(Function):
 
 
 class Pow(Function):
-    """d(a^b) = b a^(b-1) da + a^b log(a) db (the db part needs a > 0)."""
+    """d(a^b) = b a^(b-1) da + a^b log(a) db.
+
+    At the edges, the limits that PyTorch also takes: the da part is 0 where b = 0 (even at
+    a = 0, where a^(b-1) is inf), the db part 0 where a = 0 (a^b log a -> 0 for b > 0). Both
+    use the "double where": the unsafe point is replaced inside the formula too, so that no
+    inf * 0 appears in this derivative or any higher one.
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -135,8 +191,16 @@ class Pow(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        ga = g * b * a ** (b - 1.0) if na else None
-        gb = g * ctx.output * log(a) if nb else None
+        ga = gb = None
+        if na:
+            b_zero = b.data == 0
+            if b_zero.any():
+                ga = where(b_zero, 0.0, g * b * pow(where(b_zero, 1.0, a), b - 1.0))
+            else:
+                ga = g * b * pow(a, b - 1.0)
+        if nb:
+            a_zero = a.data == 0
+            gb = g * ctx.output * log(where(a_zero, 1.0, a) if a_zero.any() else a)
         return ga, gb
 
 
@@ -162,8 +226,8 @@ def neg(x):
 
 def pow(a, b):  # noqa: A001 - mirrors the operator's name, like numpy.power
     """a ** b; a constant Python exponent takes the cheaper rule."""
-    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        return PowScalar.apply(a, exponent=b)
+    if isinstance(a, Tensor) and isinstance(b, SCALARS) and not isinstance(b, (bool, np.bool_)):
+        return PowScalar.apply(a, exponent=b.item() if isinstance(b, np.generic) else b)
     return Pow.apply(*operands(a, b))
 
 
@@ -249,8 +313,7 @@ class Sigmoid(Function):
     def forward(ctx, x):
         xp = xp_of(x)
         e = xp.exp(-xp.abs(x))
-        out = xp.where(x >= 0, 1.0, e) / (1.0 + e)
-        out = out.astype(x.dtype, copy=False)
+        out = (xp.where(x >= 0, 1.0, e) / (1.0 + e)).astype(x.dtype, copy=False)
         ctx.save_output(out)
         return out
 
@@ -309,7 +372,10 @@ class Softplus(Function):
 
 def _unary(fn):
     def op(x):
-        return fn.apply(Tensor.wrap(x))
+        x = Tensor.wrap(x)
+        if x.data.dtype.kind != "f":  # integers and bools go to the default float dtype
+            x = const(x.data.astype(get_default_dtype()))
+        return fn.apply(x)
 
     op.__name__ = fn.__name__.lower()
     op.__doc__ = fn.__doc__
@@ -387,7 +453,13 @@ class Where(Function):
 
 
 def where(condition, a, b):
-    """Elementwise `a if condition else b`; the condition is a constant bool array or tensor."""
+    """Elementwise `a if condition else b`; the condition is a constant bool array or tensor.
+
+    The branch not taken gets a zero gradient, but zero times its own local derivative is
+    still NaN where that derivative is inf or NaN: `where(x > 0, sqrt(x), 0)` at x = -1 has
+    a NaN gradient, as in PyTorch and JAX. Make the unsafe branch safe inside as well
+    (the "double where"): `where(x > 0, sqrt(where(x > 0, x, 1.0)), 0)`.
+    """
     if isinstance(condition, Tensor):
         condition = condition.data
     a, b = operands(a, b)
@@ -431,6 +503,8 @@ def compare(name):
     """The comparison ufunc `name` (greater, equal, ...) on tensors: a constant bool tensor."""
 
     def fn(a, b):
+        if a is None or b is None:
+            return NotImplemented  # x == None is False, as for any other object
         a, b = operands(a, b)
         return const(getattr(xp_of(a.data), name)(a.data, b.data))
 

@@ -15,7 +15,7 @@ def _shape(shape):
 
 def full(shape, value, dtype=None, device=None, requires_grad=False):
     dtype = get_default_dtype() if dtype is None else dtype
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
     return Tensor(_xp(device).full(shape, value, dtype=dtype), requires_grad=requires_grad)
 
 
@@ -37,7 +37,7 @@ def ones_like(t, dtype=None, requires_grad=False):
 
 def arange(start, stop=None, step=1, dtype=None, device=None):
     """Like numpy.arange; float ranges get the default dtype."""
-    arr = _xp(device).arange(start, stop, step) if stop is not None else _xp(device).arange(start)
+    arr = _xp(device).arange(start, stop, step)
     if dtype is None and arr.dtype.kind == "f":
         dtype = get_default_dtype()
     return Tensor(arr if dtype is None else arr.astype(dtype))

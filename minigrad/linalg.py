@@ -1,5 +1,5 @@
 """Matrix product with NumPy's rules: 2-D, batched (broadcast batch axes) and 1-D operands."""
-from .autograd import Function
+from .function import Function
 from .elementwise import operands
 from .shape_ops import reshape, swapaxes
 
@@ -61,6 +61,3 @@ def matmul(a, b):
         shape = shape[:-1]
     return reshape(out, shape)
 
-
-def dot(a, b):
-    return matmul(a, b)

@@ -36,7 +36,7 @@ def _attach():
                  "broadcast_to", "pad"):
         setattr(T, name, getattr(sh, name))
     T.reshape = sh.reshape
-    T.view = sh.reshape
+    T.astype = ew.astype
     T.matmul = linalg.matmul
     T.T = property(lambda self: sh.transpose(self))
 

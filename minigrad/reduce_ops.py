@@ -1,5 +1,6 @@
 """Reductions: sum, max and min are primitives; mean, var and logsumexp are built from them."""
-from .autograd import BroadcastTo, Function
+from .broadcast import BroadcastTo
+from .function import Function
 from .backend import xp_of
 from .elementwise import const, exp, log
 from .shape_ops import Reshape, normalize_axis
@@ -115,6 +116,20 @@ def var(x, axis=None, keepdims=False, ddof=0):
     return sum(centered * centered, axes, keepdims) * (1.0 / (n - ddof))
 
 
+def exp_shift(op, x, axes):
+    """m = max of the array x over `axes` (kept as size-1 axes), 0 where that max is not finite.
+
+    Subtracting m before exp keeps exp(x - m) <= 1, and holding m constant is exact for
+    logsumexp and softmax, whose values do not depend on it. A slice of all -inf gets 0,
+    not -inf, so that x - m stays -inf instead of NaN.
+    """
+    if x.size == 0:
+        raise ValueError(f"{op}: the tensor of shape {x.shape} is empty")
+    xp = xp_of(x)
+    m = x.max(axis=axes, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0).astype(x.dtype, copy=False)
+
+
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) = m + log(sum(exp(x - m))) with m = max(x) held constant.
 
@@ -123,10 +138,8 @@ def logsumexp(x, axis=None, keepdims=False):
     """
     x = Tensor.wrap(x)
     axes = normalize_axes("logsumexp", axis, x.ndim)
-    xp = xp_of(x.data)
-    m = x.data.max(axis=axes, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype)
-    out = log(sum(exp(x - const(m)), axes, keepdims=True)) + const(m)
+    m = const(exp_shift("logsumexp", x.data, axes))
+    out = log(sum(exp(x - m), axes, keepdims=True)) + m
     if not keepdims:
         out = out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
     return out

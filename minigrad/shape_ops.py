@@ -5,8 +5,9 @@ permutation, scatter-add for indexing (and indexing for scatter-add), a slice fo
 """
 import numpy as np
 
-from .autograd import Function, broadcast_to  # noqa: F401 - broadcast_to is re-exported
-from .backend import to_device, xp_of
+from .backend import device_of, to_device, xp_of
+from .broadcast import BroadcastTo, broadcasts_to
+from .function import Function
 from .tensor import Tensor
 
 
@@ -17,6 +18,35 @@ def normalize_axis(op, axis, ndim):
     if not -ndim <= axis < ndim:
         raise ValueError(f"{op}: axis {int(axis)} is out of range for a tensor with {ndim} dimensions")
     return int(axis) % ndim
+
+
+class Identity(Function):
+    """y = x, recorded: what a movement op returns when it has nothing to move, so that the
+    result is still a tensor of its own (its hooks and gradient are its own, and under
+    no_grad it carries no graph)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g,)
+
+
+def identity(x):
+    return Identity.apply(Tensor.wrap(x))
+
+
+def broadcast_to(x, shape):
+    """Broadcast `x` to `shape` exactly as NumPy does (a read-only view)."""
+    shape = tuple(shape)
+    x = Tensor.wrap(x)
+    if x.shape == shape:
+        return identity(x)
+    if not broadcasts_to(x.shape, shape):
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
+    return BroadcastTo.apply(x, shape=shape)
 
 
 class Reshape(Function):
@@ -53,7 +83,7 @@ def reshape(x, *shape):
     if -1 in shape:
         shape = tuple(size // known if n == -1 else n for n in shape)
     if shape == x.shape:
-        return x
+        return identity(x)
     return Reshape.apply(x, shape=shape)
 
 
@@ -109,7 +139,7 @@ def permute(x, *axes, op="permute"):
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"{op}: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
     if axes == tuple(range(x.ndim)):
-        return x
+        return identity(x)
     return Permute.apply(x, axes=axes)
 
 
@@ -137,12 +167,16 @@ def _is_basic(index):
 
 
 def _normalize_index(index, xp):
+    """The index with tensors and lists as arrays, each array copied: backward uses it later,
+    and the caller may change theirs in the meantime."""
+    if isinstance(index, tuple):
+        return tuple(_normalize_index(i, xp) for i in index)
     if isinstance(index, Tensor):
-        return index.data
+        return index.data.copy()
     if isinstance(index, list):
         return xp.asarray(index)
-    if isinstance(index, tuple):
-        return tuple(_normalize_index(i, xp) if isinstance(i, (Tensor, list)) else i for i in index)
+    if hasattr(index, "ndim") and hasattr(index, "copy") and not isinstance(index, np.generic):
+        return index.copy()
     return index
 
 
@@ -208,9 +242,13 @@ def pad(x, pad_width, value=0.0):
     """Pad with a constant. `pad_width` as in NumPy: an int, (before, after), or one pair per axis."""
     x = Tensor.wrap(x)
     if x.ndim == 0:
-        return x
-    width = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2)) if x.ndim else ()
-    width = tuple((int(b), int(a)) for b, a in width)
+        return identity(x)
+    try:
+        width = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2))
+        width = tuple((int(b), int(a)) for b, a in width)
+    except (ValueError, TypeError):
+        raise ValueError(f"pad: pad_width {pad_width!r} is not an int, a (before, after) pair or one "
+                         f"pair per axis of shape {x.shape}") from None
     if any(b < 0 or a < 0 for b, a in width):
         raise ValueError(f"pad: widths must be >= 0, got {pad_width!r} for shape {x.shape}")
     return Pad.apply(x, pad_width=width, value=value)
@@ -263,7 +301,7 @@ def stack(tensors, axis=0):
 class ToDevice(Function):
     @staticmethod
     def forward(ctx, x, device):
-        ctx.params["source"] = "cpu" if xp_of(x) is np else "cuda"
+        ctx.params["source"] = device_of(x)
         return to_device(x, device)
 
     @staticmethod

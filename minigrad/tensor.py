@@ -14,7 +14,6 @@ class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_node", "_hooks", "__weakref__")
     # NumPy gives way to our reflected operators: array * tensor -> Tensor.__rmul__.
     __array_ufunc__ = None
-    _xp = staticmethod(xp_of)
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         self.data = _to_array(data, dtype, device)
@@ -138,6 +137,8 @@ class Tensor:
 
         The move is differentiable: the gradient is moved back.
         """
+        if device is None:
+            raise ValueError("to: give a device, 'cpu' or 'cuda'")
         device = normalize_device(device)
         if device == self.device:
             return self

@@ -32,7 +32,7 @@ def _as_tuple(x):
 def _prepare(inputs):
     """float64 copies of the inputs, keeping each one's requires_grad."""
     out = []
-    for i, x in enumerate(_as_tuple(inputs)):
+    for x in _as_tuple(inputs):
         if not isinstance(x, Tensor):
             x = Tensor.wrap(x)
         data = x.data
@@ -80,10 +80,18 @@ def _vjp(outs, inputs, wanted, flat_u):
             for x, g in zip(xs, grads)]
 
 
-def _report(kind, fn_name, input_index, where, analytic, numeric, atol, rtol):
+def _name(fn):
+    """A readable name: `Cube.apply` for a Function's apply, else the function's name."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):
+        return f"{owner.__name__}.{fn.__name__}"
+    return getattr(fn, "__name__", repr(fn))
+
+
+def _report(kind, fn_name, label, where, analytic, numeric, atol, rtol):
     err = abs(analytic - numeric)
     rel = err / max(abs(numeric), 1e-300)
-    return (f"{kind} of {fn_name} is wrong for input {input_index} {where}:\n"
+    return (f"{kind} of {fn_name} is wrong for {label} {where}:\n"
             f"  analytic {analytic:.10g}\n  numeric  {numeric:.10g}\n"
             f"  abs error {err:.3g} (atol {atol:g}), rel error {rel:.3g} (rtol {rtol:g})")
 
@@ -93,7 +101,7 @@ def _close(a, n, atol, rtol):
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, mode="auto", directions=3, seed=0,
-              _kind="gradient"):
+              _kind="gradient", _labels=None):
     """Check the first derivatives of `fn` at `inputs` against central differences.
 
     fn: takes the inputs as Tensors, returns a Tensor or a tuple of Tensors.
@@ -106,12 +114,19 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, mode="auto", direct
         raise ValueError(f"gradcheck: mode must be 'auto', 'full' or 'random', got {mode!r}")
     if eps <= 0:
         raise ValueError(f"gradcheck: eps must be > 0, got {eps}")
+    if not isinstance(directions, int) or directions < 0:
+        raise ValueError(f"gradcheck: directions must be an int >= 0, got {directions!r}")
     inputs = _prepare(inputs)
-    name = getattr(fn, "__name__", repr(fn))
+    name = _name(fn)
+    labels = _labels or [f"input {i}" for i in range(len(inputs))]
     outs = _outputs(fn, inputs)
     n_out = sum(o.size for o in outs)
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
     rng = np.random.default_rng(seed)
+    small = n_out <= FULL_JACOBIAN_LIMIT and all(inputs[i].size <= FULL_JACOBIAN_LIMIT for i in wanted)
+    full = mode == "full" or (mode == "auto" and small)
+    if directions == 0 and not full:
+        raise ValueError("gradcheck: directions=0 without the full-Jacobian check would check nothing")
 
     # Directional checks: u^T J v, one direction v per input at a time.
     for _ in range(directions):
@@ -124,12 +139,11 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, mode="auto", direct
             numeric = u @ (_evaluate(fn, inputs, i, eps * dv) - _evaluate(fn, inputs, i, -eps * dv)) / (2 * eps)
             analytic = float(vjp @ v)
             if not _close(analytic, numeric, atol, rtol):
-                raise GradcheckError(_report(f"directional {_kind} u^T J v", name, i,
+                raise GradcheckError(_report(f"directional {_kind} u^T J v", name, labels[i],
                                              f"(shape {x.shape}, random direction)",
                                              analytic, numeric, atol, rtol))
 
-    small = n_out <= FULL_JACOBIAN_LIMIT and all(inputs[i].size <= FULL_JACOBIAN_LIMIT for i in wanted)
-    if mode == "full" or (mode == "auto" and small):
+    if full:
         rows = [_vjp(outs, inputs, wanted, row) for row in np.eye(n_out)]
         for w, i in enumerate(wanted):
             x = inputs[i]
@@ -144,7 +158,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, mode="auto", direct
                         idx = np.unravel_index(j, x.shape) if x.shape else ()
                         raise GradcheckError(_report(
                             f"Jacobian entry d out[{k}] / d x[{tuple(int(t) for t in idx)}] ({_kind})",
-                            name, i, f"(shape {x.shape})", analytic[k, j], column[k], atol, rtol))
+                            name, labels[i], f"(shape {x.shape})", analytic[k, j], column[k], atol, rtol))
     return True
 
 
@@ -157,6 +171,10 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     """
     inputs = _prepare(inputs)
     outs = _outputs(fn, inputs)
+    if not any(o.requires_grad for o in outs):
+        raise GradcheckError(f"gradgradcheck: no output of {_name(fn)} requires grad: it is cut off from "
+                             "the tape (or does not depend on the inputs), so there is no "
+                             "vector-Jacobian product to differentiate")
     rng = np.random.default_rng(seed + 1)
     if grad_outputs is None:
         us = [Tensor(to_device(rng.standard_normal(o.shape), o.device), requires_grad=True) for o in outs]
@@ -180,9 +198,10 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                   create_graph=True, allow_unused=True)
         return tuple(_zeros_like(xs[i]) if g is None else g for i, g in zip(wanted, gs))
 
-    vjp_fn.__name__ = f"vjp of {getattr(fn, '__name__', repr(fn))}"
+    vjp_fn.__name__ = f"the vector-Jacobian product of {_name(fn)}"
+    labels = [f"input {i}" for i in range(n_in)] + [f"grad_output {k}" for k in range(len(us))]
     return gradcheck(vjp_fn, list(inputs) + us, eps, atol, rtol, mode=mode, directions=directions,
-                     seed=seed, _kind="second derivative")
+                     seed=seed, _kind="second derivative", _labels=labels)
 
 
 def _zeros_like(x):

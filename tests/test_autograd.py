@@ -268,3 +268,169 @@ def test_to_cpu_is_identity_and_bad_device_is_an_error():
     assert x.to("cpu") is x
     with pytest.raises(ValueError, match="unknown device"):
         x.to("tpu")
+
+
+# ------------------------------------------------------------------------------- layout
+def test_weight_gradients_come_out_row_major_like_the_weights():
+    """x @ W.T makes W.T a transposed view; its gradient must still land row-major on W,
+    and the Hessian-vector product too (updates and flattening then run on contiguous memory)."""
+    rng = np.random.default_rng(0)
+    x = mg.tensor(rng.standard_normal((8, 5)))
+    W = t64(rng.standard_normal((4, 5)))
+    loss = ((x @ W.T).tanh() ** 2).sum()
+    (g,) = mg.grad(loss, W, create_graph=True)
+    (hv,) = mg.grad((g * mg.tensor(rng.standard_normal((4, 5)))).sum(), W)
+    assert g.data.flags.c_contiguous and hv.data.flags.c_contiguous
+    z = np.tanh(x.data @ W.data.T)
+    np.testing.assert_allclose(g.data, (2 * z * (1 - z ** 2)).T @ x.data, rtol=1e-12)
+
+
+# ------------------------------------------------- graph-walk semantics (as in PyTorch)
+def test_grad_of_an_intermediate_does_not_free_the_graph_below_it():
+    x = t64([1.0, 2.0])
+    h = x * x
+    l1, l2 = h.sum(), (h * 3.0).sum()
+    (gh,) = mg.grad(l1, h)  # stops at h: h's own backward never ran, so nothing below is freed
+    np.testing.assert_allclose(gh.data, [1.0, 1.0])
+    l2.backward()
+    np.testing.assert_allclose(x.grad.data, 6 * x.data)
+
+
+def test_backward_then_grad_of_an_intermediate_of_another_branch():
+    x = t64([1.0, 2.0])
+    h = x * x
+    l1, l2 = h.sum(), (h * 3.0).sum()
+    l1.backward()  # frees the Mul that made h
+    (gh,) = mg.grad(l2, h)  # needs only the nodes above h
+    np.testing.assert_allclose(gh.data, [3.0, 3.0])
+    with pytest.raises(RuntimeError, match="Mul a second time"):
+        mg.grad((h * 2.0).sum(), x)
+
+
+def test_dot_grad_is_never_shared_and_always_writable():
+    a, b = t64([1.0, 2.0]), t64([3.0, 4.0])
+    G = t64([1.0, 1.0], requires_grad=False)
+    (a + b).backward(G)
+    assert a.grad is not b.grad and a.grad.data is not G.data
+    a.grad.data *= 10
+    np.testing.assert_allclose(b.grad.data, [1.0, 1.0])
+    np.testing.assert_allclose(G.data, [1.0, 1.0])
+    x = t64([1.0, 2.0, 3.0])
+    x.mean().backward()  # the gradient is a broadcast (read-only) view until it lands in .grad
+    x.grad.data *= 3.0
+    np.testing.assert_allclose(x.grad.data, [1.0, 1.0, 1.0])
+
+
+def test_a_hook_on_a_noop_reshape_sees_only_its_own_gradient():
+    x = t64([1.0, 2.0])
+    h = x * 1.0
+    h2 = h.reshape(h.shape)  # a tensor of its own, not h itself
+    assert h2 is not h
+    g2, g = mg.grad((h * 3.0).sum() + (h2 * 2.0).sum(), [h2, h])
+    np.testing.assert_allclose(g2.data, [2.0, 2.0])
+    np.testing.assert_allclose(g.data, [5.0, 5.0])
+    with mg.no_grad():
+        assert not x.reshape(x.shape).requires_grad
+
+
+def test_index_arrays_are_copied_at_the_call():
+    x = t64(np.arange(6.0).reshape(3, 2))
+    idx = np.array([0, 0])
+    y = x[idx]
+    idx[:] = 2  # the caller reuses their array; the tape must not notice
+    (g,) = mg.grad(y.sum(), x)
+    np.testing.assert_allclose(g.data, [[2.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
+
+
+# ------------------------------------------------------------------ custom Functions
+class _Two(mg.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a * b
+
+
+def test_a_backward_returning_the_wrong_number_of_gradients_is_named():
+    class OneForTwo(_Two):
+        @staticmethod
+        def backward(ctx, g):
+            return (g,)
+
+    a, b = t64([1.0]), t64([2.0])
+    with pytest.raises(TypeError, match="OneForTwo.backward must return a tuple of 2 gradients"):
+        mg.grad(OneForTwo.apply(a, b).sum(), [a, b])
+
+
+def test_a_backward_returning_raw_arrays_or_wrong_shapes_is_named():
+    class Raw(_Two):
+        @staticmethod
+        def backward(ctx, g):
+            return g.data, g.data
+
+    class Transposed(_Two):
+        @staticmethod
+        def backward(ctx, g):
+            return g.T, g.T
+
+    a, b = t64(np.ones((2, 3))), t64(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="Raw.backward returned a ndarray for input 0"):
+        mg.grad(Raw.apply(a, b).sum(), [a, b])
+    with pytest.raises(ValueError, match=r"Transposed.backward returned a gradient of shape \(3, 2\)"):
+        mg.grad(Transposed.apply(a, b).sum(), [a, b])
+
+
+def test_apply_with_a_non_tensor_input_is_a_type_error():
+    with pytest.raises(TypeError, match="_two: input 1 is a float"):
+        _Two.apply(t64([1.0]), 2.0)
+
+
+# ------------------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("make", [
+    lambda x: x * np.int64(3), lambda x: x / np.float64(2.0), lambda x: x ** np.int64(2),
+    lambda x: x * mg.tensor([2, 3]), lambda x: x + mg.tensor([True, False]),
+    lambda x: mg.where(np.array([True, False]), x, np.float64(0.0)), lambda x: x @ mg.tensor([1, 2]),
+], ids=["np-int", "np-float", "np-pow", "int-tensor", "bool-tensor", "where", "matmul-int"])
+def test_float32_stays_float32_beside_numpy_numbers_and_integer_tensors(make):
+    x = mg.tensor(np.array([1.5, 2.5], np.float32), requires_grad=True)
+    y = make(x)
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_gradients_are_cast_back_to_each_input_dtype():
+    x = mg.tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    (g,) = mg.grad(x * x, x, grad_outputs=mg.tensor(np.ones(2, np.float64)))
+    assert g.dtype == np.float32
+    y = x.astype(np.float64) * mg.tensor(np.array([3.0, 4.0]))  # float64 downstream of float32
+    assert y.dtype == np.float64
+    (g,) = mg.grad(y.sum(), x)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g.data, [3.0, 4.0])
+
+
+def test_numbers_beside_integer_and_bool_tensors_follow_the_kinds():
+    assert (mg.tensor([True, False]) + 3).tolist() == [4, 3]
+    y = mg.tensor([1, 2]) * 2.5
+    assert y.dtype == np.float32 and y.tolist() == [2.5, 5.0]
+    assert mg.sigmoid(mg.tensor([0, 3])).dtype == np.float32
+    with pytest.raises(ValueError, match="300 does not fit in the tensor's dtype uint8"):
+        mg.tensor(np.array([1], np.uint8)) + 300
+
+
+# ------------------------------------------------------------------- small API points
+def test_grad_mode_objects_are_reentrant():
+    ng = mg.no_grad()
+    with ng:
+        with ng:
+            assert not mg.is_grad_enabled()
+        assert not mg.is_grad_enabled()
+    assert mg.is_grad_enabled()
+
+
+def test_factories_and_comparisons_with_none():
+    np.testing.assert_array_equal(mg.arange(5, step=2).numpy(), [0, 2, 4])
+    assert mg.full(np.int64(3), 1.0).shape == (3,)
+    x = mg.tensor([1.0])
+    assert (x == None) is False and (x != None) is True  # noqa: E711 - the point of the test
+    with pytest.raises(ValueError, match="give a device"):
+        x.to(None)

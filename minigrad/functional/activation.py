@@ -1,10 +1,10 @@
 """Activations: the engine's elementwise ones, log_softmax/softmax, and dropout."""
 import numpy as np
 
-from ..autograd import Function
+from ..function import Function
 from ..backend import to_device, xp_of
 from ..elementwise import const, exp, leaky_relu, log, relu, sigmoid, softplus, tanh  # noqa: F401
-from ..reduce_ops import normalize_axes, sum as _sum
+from ..reduce_ops import exp_shift, normalize_axes, sum as _sum
 from ..tensor import Tensor
 
 
@@ -17,9 +17,7 @@ def log_softmax(x, axis=-1):
     """
     x = Tensor.wrap(x)
     axes = normalize_axes("log_softmax", axis, x.ndim)
-    xp = xp_of(x.data)
-    m = x.data.max(axis=axes, keepdims=True)
-    shifted = x - const(xp.where(xp.isfinite(m), m, 0).astype(x.dtype))
+    shifted = x - const(exp_shift("log_softmax", x.data, axes))
     return shifted - log(_sum(exp(shifted), axes, keepdims=True))
 
 
@@ -34,9 +32,7 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, axes):
-        xp = xp_of(x)
-        m = x.max(axis=axes, keepdims=True)
-        e = xp.exp(x - xp.where(xp.isfinite(m), m, 0))
+        e = xp_of(x).exp(x - exp_shift("softmax", x, axes))
         e /= e.sum(axis=axes, keepdims=True)
         ctx.save_output(e)
         return e

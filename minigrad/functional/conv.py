@@ -6,7 +6,9 @@ and batched matmul are the fastest on NumPy -- and `Fold` is its adjoint: it sca
 columns back into the image. Each is the other's backward, and both are linear, so conv2d
 is differentiable to any order without a line of conv-specific derivative code.
 """
-from ..autograd import Function
+import numpy as np
+
+from ..function import Function
 from ..backend import xp_of
 from ..linalg import matmul
 from ..shape_ops import reshape, transpose
@@ -15,10 +17,13 @@ from ..tensor import Tensor
 
 def _pair(fn, name, value, minimum):
     """An int or a pair of ints as a pair, each >= minimum."""
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    pair = (value, value) if is_int(value) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    pair = tuple(int(v) for v in pair)
     if any(v < minimum for v in pair):
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
     return tuple(pair)

@@ -7,10 +7,10 @@ example is (diag(p) - p p^T) / N with p = softmax(logits).
 """
 import numpy as np
 
-from ..autograd import Function
+from ..function import Function
 from ..backend import to_device, xp_of
 from ..elementwise import const
-from ..reduce_ops import mean, sum as _sum
+from ..reduce_ops import exp_shift, mean, sum as _sum
 from ..shape_ops import getitem, reshape
 from ..tensor import Tensor
 from .activation import softmax
@@ -36,9 +36,11 @@ def _labels(fn, labels, scores):
     if scores.ndim != 2:
         raise ValueError(f"{fn}: input must be 2-D (N, C), got shape {scores.shape}")
     n, c = scores.shape
+    if n == 0:
+        raise ValueError(f"{fn}: the batch is empty (input shape {scores.shape})")
     raw = labels.data if isinstance(labels, Tensor) else labels
     host = np.asarray(to_device(raw, "cpu"))  # the range check needs the values on the host
-    if host.dtype.kind not in "iu" and not (host.size == 0 and host.dtype.kind == "f"):
+    if host.dtype.kind not in "iu":
         raise TypeError(f"{fn}: labels must be integers, got dtype {host.dtype}")
     if host.shape != (n,):
         raise ValueError(f"{fn}: labels must have shape ({n},) to match input shape {scores.shape}, "
@@ -73,7 +75,7 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, z, labels, reduction):
         xp = xp_of(z)
-        shifted = z - z.max(axis=1, keepdims=True)  # exact for the largest logit of each row
+        shifted = z - exp_shift("cross_entropy", z, (1,))  # exact for the largest logit of each row
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[xp.arange(z.shape[0]), labels]
         ctx.save_inputs(0)
         return losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()

@@ -1,5 +1,5 @@
 """Batch normalization, composed of differentiable ops (so its double backward works)."""
-from ..autograd import no_grad
+from ..function import no_grad
 from ..backend import xp_of
 from ..elementwise import const, sqrt
 from ..reduce_ops import mean
