@@ -53,7 +53,10 @@ def _useful_nodes(order, target_ids):
 def _accumulate(grads, owners, key, g):
     k = id(key)
     if k in grads:
-        grads[k] = grads[k] + g
+        if _state.enabled:  # create_graph: the sum must be on the tape too
+            grads[k] = grads[k] + g
+        else:  # plain arrays: same shape and dtype by now, and nothing to record
+            grads[k] = Tensor._make(grads[k].data + g.data, None, False)
     else:
         grads[k] = g
         owners[k] = key  # keeps the key alive, so its id stays unique during the walk
@@ -134,13 +137,18 @@ def run_backward(roots, root_grads, retain_graph, create_graph, targets=None, wh
                     f"{where}: backward through {node.fn.__name__} a second time, but its saved buffers "
                     "were freed after the first backward; pass retain_graph=True to the first call")
             node.needs_input_grad = needs
-            in_grads = _checked(node, node.fn.backward(node, g))
+            in_grads = node.fn.backward(node, g)
+            if type(in_grads) is not tuple or len(in_grads) != len(edges):
+                in_grads = _checked(node, in_grads)
             for e, shape, dtype, gi, need in zip(edges, node.input_shapes, node.input_dtypes,
                                                  in_grads, needs):
                 if need and gi is not None:
-                    if gi.shape != shape:
+                    if not isinstance(gi, Tensor):
+                        _checked(node, in_grads)
+                    data = gi.data
+                    if data.shape != shape:
                         gi = _summed_back(node, gi, shape)
-                    if gi.dtype != dtype:
+                    if data.dtype is not dtype and data.dtype != dtype:
                         gi = astype(gi, dtype)
                     _accumulate(grads, owners, e, gi)
             if not retain_graph:
@@ -234,7 +242,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def backward(tensor, grad=None, retain_graph=None, create_graph=False):
-    """Accumulate d tensor / d leaf into `leaf.grad` for every leaf that requires grad."""
+    """Accumulate d tensor / d leaf into `leaf.grad` for every leaf that requires grad.
+
+    `grad` is needed unless the tensor has one element. `retain_graph` defaults to
+    `create_graph`; without it the graph's saved buffers are freed. (Tensor.backward.)
+    """
     gouts = _grad_outputs((tensor,), None if grad is None else (grad,), "backward")
     if retain_graph is None:
         retain_graph = create_graph

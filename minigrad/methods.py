@@ -1,5 +1,6 @@
 """Operators and methods on Tensor, so ops are reached the way NumPy and PyTorch users reach
 for them: `x @ w + b`, `x.tanh()`, `x.sum(axis=0)`, `x.T`, `x.reshape(2, 3)`, `x[mask]`."""
+from . import autograd
 from . import elementwise as ew
 from . import linalg, reduce_ops as red, shape_ops as sh
 from .tensor import Tensor
@@ -35,6 +36,7 @@ def _attach():
     for name in ("flatten", "squeeze", "unsqueeze", "permute", "transpose", "swapaxes",
                  "broadcast_to", "pad"):
         setattr(T, name, getattr(sh, name))
+    T.backward = autograd.backward
     T.reshape = sh.reshape
     T.astype = ew.astype
     T.matmul = linalg.matmul

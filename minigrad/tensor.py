@@ -170,14 +170,7 @@ class Tensor:
         hooks.append(fn)
         return _HookHandle(hooks, fn)
 
-    def backward(self, grad=None, retain_graph=None, create_graph=False):
-        """Accumulate d self / d leaf into `leaf.grad` for every leaf that requires grad.
-
-        `grad` is needed unless self has one element. `retain_graph` defaults to
-        `create_graph`; without it the graph's saved buffers are freed.
-        """
-        from .autograd import backward
-        backward(self, grad, retain_graph, create_graph)
+    # backward() lives with the graph walk (minigrad/autograd.py); minigrad.methods attaches it.
 
 
 class _HookHandle:
