@@ -19,12 +19,13 @@ from .linalg import matmul
 from .reduce_ops import logsumexp, max, mean, min, sum, var
 from .shape_ops import (broadcast_to, concatenate, expand_dims, flatten, getitem, pad, permute,
                         reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
+from .random import manual_seed
 from .tensor import Tensor, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "Function", "grad", "no_grad", "enable_grad", "is_grad_enabled",
+    "Tensor", "tensor", "Function", "manual_seed", "grad", "no_grad", "enable_grad", "is_grad_enabled",
     "set_grad_enabled", "get_default_dtype", "set_default_dtype",
     "zeros", "ones", "full", "zeros_like", "ones_like", "arange",
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "astype",

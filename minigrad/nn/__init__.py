@@ -1,0 +1,14 @@
+"""minigrad.nn: modules, layers, initialization, models and per-layer statistics.
+
+    import minigrad.nn as nn
+    model = nn.Sequential(nn.Linear(784, 256, rng=0), nn.ReLU(), nn.Linear(256, 10, rng=1))
+    loss = F.cross_entropy(model(x), labels)
+"""
+from . import init
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
+                     MaxPool2d, ReLU, Sigmoid, Softplus, Tanh)
+from .module import Module, ModuleList, Parameter, Sequential
+
+__all__ = ["Module", "ModuleList", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d",
+           "AvgPool2d", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softplus", "LeakyReLU", "Dropout",
+           "BatchNorm1d", "BatchNorm2d", "init"]
