@@ -31,7 +31,7 @@ def _check_reduction(fn, reduction):
         raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _labels(fn, labels, scores):
+def class_labels(fn, labels, scores):
     """Integer class labels (N,) as an index array on the scores' device, range-checked."""
     if scores.ndim != 2:
         raise ValueError(f"{fn}: input must be 2-D (N, C), got shape {scores.shape}")
@@ -61,7 +61,7 @@ def nll_loss(log_probs, labels, reduction="mean"):
     """l_n = -log_probs[n, labels[n]], reduced by mean (over N), sum, or none (shape (N,))."""
     _check_reduction("nll_loss", reduction)
     log_probs = Tensor.wrap(log_probs)
-    return _nll(log_probs, _labels("nll_loss", labels, log_probs), reduction)
+    return _nll(log_probs, class_labels("nll_loss", labels, log_probs), reduction)
 
 
 class CrossEntropy(Function):
@@ -103,7 +103,7 @@ def cross_entropy(logits, labels, reduction="mean"):
     """
     _check_reduction("cross_entropy", reduction)
     logits = Tensor.wrap(logits)
-    idx = _labels("cross_entropy", labels, logits)
+    idx = class_labels("cross_entropy", labels, logits)
     return CrossEntropy.apply(logits, labels=idx, reduction=reduction)
 
 
