@@ -5,10 +5,12 @@
     loss = F.cross_entropy(model(x), labels)
 """
 from . import init
+from .capture import CaptureStats, NoiseScale, capture, gradient_noise_scale, gradient_noise_scale_two_batches
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
                      MaxPool2d, ReLU, Sigmoid, Softplus, Tanh)
 from .module import Module, ModuleList, Parameter, Sequential
 
 __all__ = ["Module", "ModuleList", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d",
            "AvgPool2d", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softplus", "LeakyReLU", "Dropout",
-           "BatchNorm1d", "BatchNorm2d", "init"]
+           "BatchNorm1d", "BatchNorm2d", "init", "capture", "CaptureStats", "NoiseScale",
+           "gradient_noise_scale", "gradient_noise_scale_two_batches"]
