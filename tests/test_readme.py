@@ -30,7 +30,17 @@ def test_quick_start_runs_and_its_hessian_vector_product_is_right(capsys):
 
 
 def test_gradcheck_example_runs():
-    exec(compile(blocks("python")[1], "README gradcheck example", "exec"), {})
+    (code,) = [b for b in blocks("python") if "gradgradcheck(Cube.apply" in b]
+    exec(compile(code, "README gradcheck example", "exec"), {})
+
+
+def test_curvature_example_runs_and_its_eigenvalues_are_the_dense_ones():
+    (code,) = [b for b in blocks("python") if "HessianOperator(loss" in b]
+    env = {}
+    exec(compile(code, "README curvature example", "exec"), env)
+    dense = np.linalg.eigvalsh(env["H"].dense())  # a backend array, NumPy on the CPU
+    np.testing.assert_allclose(env["top"], dense[::-1][:3], rtol=1e-6, atol=1e-10)
+    assert env["A"].shape == (21, 21) and env["G"].shape == (16, 16)
 
 
 def test_ci_runs_the_readme_test_command():
