@@ -12,8 +12,8 @@ import pytest
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import nn
-from minigrad.nn.capture import (CaptureStats, NoiseScale, capture, gradient_noise_scale,
-                                 gradient_noise_scale_two_batches)
+from minigrad.nn import (CaptureStats, NoiseScale, capture, gradient_noise_scale,
+                         gradient_noise_scale_two_batches)
 
 f64 = np.float64
 

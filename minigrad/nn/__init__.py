@@ -5,7 +5,8 @@
     loss = F.cross_entropy(model(x), labels)
 """
 from . import init
-from .capture import CaptureStats, NoiseScale, capture, gradient_noise_scale, gradient_noise_scale_two_batches
+from .capture import CaptureStats, capture
+from .noise_scale import NoiseScale, gradient_noise_scale, gradient_noise_scale_two_batches
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
                      MaxPool2d, ReLU, Sigmoid, Softplus, Tanh)
 from .module import Module, ModuleList, Parameter, Sequential

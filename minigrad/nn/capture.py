@@ -51,7 +51,7 @@ McCandlish, Kaplan, Amodei et al. 2018 (gradient noise scale, arXiv:1812.06162);
 Goodfellow 2015 / Dangel et al. 2020 (BackPACK) for per-example gradient norms.
 """
 import math
-from collections import OrderedDict, namedtuple
+from collections import OrderedDict
 from contextlib import contextmanager
 
 import numpy as np
@@ -60,6 +60,7 @@ from ..backend import xp_of
 from ..functional.conv import im2col
 from ..tensor import Tensor
 from .layers import Conv2d, Linear
+from .noise_scale import gradient_noise_scale
 
 #: |a| at or above this counts as saturated in `summary` (tanh-like units: tanh(2.65) = 0.99).
 SATURATION_THRESHOLD = 0.99
@@ -79,57 +80,6 @@ def capture(model, layers=None):
         yield stats
     finally:
         stats._detach()
-
-
-NoiseScale = namedtuple("NoiseScale", ["b_simple", "trace_cov", "grad_sq_norm"])
-NoiseScale.__doc__ = """B_simple = tr(Sigma) / |G|^2 with the two unbiased estimates it is made of
-(average `trace_cov` and `grad_sq_norm` over steps before dividing, as McCandlish et al. do)."""
-
-
-def gradient_noise_scale_two_batches(small_sq_norm, big_sq_norm, small_batch, big_batch):
-    """B_simple from the squared norms of mean gradients over two batch sizes (McCandlish et al.
-    2018, appendix A.1).
-
-    With G_B the mean gradient over B examples, E|G_B|^2 = |G|^2 + tr(Sigma)/B, where G is the
-    true gradient and Sigma the covariance of one example's gradient. Two batch sizes
-    B_small < B_big give the unbiased estimates
-
-        |G|^2     ~= (B_big |G_Bbig|^2 - B_small |G_Bsmall|^2) / (B_big - B_small)
-        tr(Sigma) ~= (|G_Bsmall|^2 - |G_Bbig|^2) / (1/B_small - 1/B_big)
-
-    and B_simple = tr(Sigma) / |G|^2. `small_sq_norm` may itself be an average of several
-    |G_Bsmall|^2 (the estimates stay unbiased). Single-step estimates are noisy: the |G|^2
-    estimate can be <= 0 when the batch sees more noise than signal, and then b_simple is
-    negative or inf (read it as "larger than this batch can measure").
-    """
-    b_small, b_big = float(small_batch), float(big_batch)
-    if not 0 < b_small < b_big:
-        raise ValueError(f"gradient_noise_scale: need 0 < small_batch < big_batch, got "
-                         f"small_batch={small_batch}, big_batch={big_batch}")
-    small, big = float(small_sq_norm), float(big_sq_norm)
-    grad_sq = (b_big * big - b_small * small) / (b_big - b_small)
-    trace = (small - big) / (1.0 / b_small - 1.0 / b_big)
-    b_simple = trace / grad_sq if grad_sq != 0 else math.inf
-    return NoiseScale(b_simple, trace, grad_sq)
-
-
-def gradient_noise_scale(per_example_sq_norms, mean_grad_sq_norm):
-    """B_simple = tr(Sigma) / |G|^2 from B per-example gradients x_n (McCandlish et al. 2018).
-
-    `per_example_sq_norms`: |x_n|^2 for n = 1..B (B >= 2); `mean_grad_sq_norm`: |x_bar|^2 for the
-    mean x_bar = (1/B) sum_n x_n of those same gradients. This is the two-batch estimator with
-    B_small = 1 (|G_1|^2 averaged over the B examples) and B_big = B, which works out to the
-    usual unbiased per-example estimates
-
-        tr(Sigma) ~= (1/(B-1)) sum_n |x_n - x_bar|^2 = (sum_n |x_n|^2 - B |x_bar|^2) / (B - 1)
-        |G|^2     ~= |x_bar|^2 - tr(Sigma)/B          = (B |x_bar|^2 - mean_n |x_n|^2) / (B - 1)
-
-    Returns a `NoiseScale` (b_simple, trace_cov, grad_sq_norm).
-    """
-    sq = np.asarray(_to_host(per_example_sq_norms), dtype=np.float64).reshape(-1)
-    if sq.size < 2:
-        raise ValueError(f"gradient_noise_scale: need at least 2 per-example gradients, got {sq.size}")
-    return gradient_noise_scale_two_batches(sq.mean(), mean_grad_sq_norm, 1, sq.size)
 
 
 class CaptureStats:
@@ -502,11 +452,3 @@ def _same_batch(rec, parts):
         raise RuntimeError(f"capture: the {len(parts)} calls of layer {rec.label} have different batch "
                            f"sizes {sorted(sizes)}; one capture context holds one batch "
                            "(use stats.clear() or a new context per batch)")
-
-
-def _to_host(x):
-    if isinstance(x, Tensor):
-        x = x.data
-    if xp_of(x) is not np:
-        return x.get()
-    return x
