@@ -451,8 +451,8 @@ def _layout(a):
 def op_breakdown(name, fn, n):
     """Time spent inside each op (Function.apply: forward ops and the ops backward runs), by op,
     input shapes and layouts; what is left of the wall time is Python in the graph walk."""
-    from minigrad import autograd
-    orig = autograd.Function.__dict__["apply"]
+    from minigrad import function
+    orig = function.Function.__dict__["apply"]
     rec = []
     clock = time.perf_counter
 
@@ -464,7 +464,7 @@ def op_breakdown(name, fn, n):
         return out
 
     fn()
-    autograd.Function.apply = classmethod(timed)
+    function.Function.apply = classmethod(timed)
     try:
         agg, wall = {}, 0.0
         for _ in range(n):
@@ -477,7 +477,7 @@ def op_breakdown(name, fn, n):
                 a[0] += 1
                 a[1] += dt
     finally:
-        autograd.Function.apply = orig
+        function.Function.apply = orig
     in_ops = sum(a[1] for a in agg.values()) / n * 1e3
     in_mm = sum(a[1] for (op, _), a in agg.items() if op == "MatMul") / n * 1e3
     print(f"\n--- {name}: per call {wall / n * 1e3:.1f} ms wall, {in_mm:.1f} ms in MatMul, "

@@ -109,7 +109,7 @@ def _power(matvec, op, k, found, tol, maxiter, rng):
                 break
         else:
             warnings.warn(f"eigenvalues: power iteration did not reach tol={tol} in {maxiter} "
-                          f"iterations (residual {residual:.3g}, eigenvalue {mu:.6g})", RuntimeWarning)
+                          f"iterations (residual {residual:.3g}, eigenvalue {mu:.6g})", RuntimeWarning, stacklevel=3)
         found.append((mu, v))
     return found
 

@@ -45,6 +45,9 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
+        if name in self._buffers and (value is None or hasattr(value, "shape")):
+            self._buffers[name] = value  # a new array for a registered buffer stays a buffer
+            return
         for store in (self._parameters, self._modules, self._buffers):
             store.pop(name, None)
         if isinstance(value, Parameter):
