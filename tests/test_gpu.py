@@ -96,3 +96,24 @@ def test_moving_between_devices_is_differentiable_and_mixing_is_an_error():
     np.testing.assert_allclose(g.numpy(), 2 * np.arange(3.0))
     with pytest.raises(ValueError, match="different devices"):
         x + y
+
+
+def test_models_and_curvature_on_gpu_match_cpu():
+    from minigrad.curvature import HessianOperator, eigenvalues
+    from minigrad.nn import models
+
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 1, 28, 28))
+    labels = rng.integers(0, 10, 4)
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = models.lenet5(rng=0, dtype=np.float64).to(device)
+        loss = F.cross_entropy(model(mg.tensor(x, device=device)), labels)
+        grads = [g.numpy() for g in mg.grad(loss, model.parameters(), create_graph=True)]
+        op = HessianOperator(F.cross_entropy(model(mg.tensor(x, device=device)), labels),
+                             model.parameters())
+        results[device] = (loss.numpy(), grads, eigenvalues(op, k=1, method="power", tol=1e-10))
+    np.testing.assert_allclose(results["cuda"][0], results["cpu"][0], rtol=1e-10)
+    for a, c in zip(results["cuda"][1], results["cpu"][1]):
+        np.testing.assert_allclose(a, c, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(results["cuda"][2], results["cpu"][2], rtol=1e-6)
