@@ -10,7 +10,7 @@ import numpy as _np
 
 from . import methods as _methods  # noqa: F401 - attaches operators and methods to Tensor
 from .autograd import grad
-from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .function import Function, backward_order, curvature_product, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import get_default_dtype, set_default_dtype
 from .elementwise import (abs, add, astype, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
                           pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "manual_seed", "grad", "no_grad", "enable_grad", "is_grad_enabled",
-    "set_grad_enabled", "get_default_dtype", "set_default_dtype",
+    "set_grad_enabled", "backward_order", "curvature_product", "get_default_dtype", "set_default_dtype",
     "zeros", "ones", "full", "zeros_like", "ones_like", "arange",
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "astype",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "leaky_relu", "softplus",

@@ -113,8 +113,11 @@ def run_backward(roots, root_grads, retain_graph, create_graph, targets=None, wh
     target_ids = None if targets is None else {id(_key(t)) for t in targets}
     useful = None if targets is None else _useful_nodes(order, target_ids)
     results = {}
-    previous = _state.enabled
-    _state.enabled = bool(create_graph)
+    previous = _state.enabled, _state.order, _state.walk
+    walk = max([t._node.order for t in roots if t._node is not None] + [_state.floor])
+    _state.enabled, _state.walk = bool(create_graph), walk
+    if create_graph:
+        _state.order = walk + 1
     try:
         for node in order:
             g = grads.pop(id(node), None)
@@ -168,7 +171,7 @@ def run_backward(roots, root_grads, retain_graph, create_graph, targets=None, wh
             elif k in target_ids:
                 results[k] = g
     finally:
-        _state.enabled = previous
+        _state.enabled, _state.order, _state.walk = previous
     return results
 
 

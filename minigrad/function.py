@@ -6,6 +6,7 @@ Because backward is made of differentiable ops, running it with grad mode on
 (`create_graph=True`) records the backward pass itself, and any order of derivative
 follows. With `create_graph=False` the walk runs it under `no_grad()`, recording nothing.
 """
+import contextlib
 import functools
 import threading
 
@@ -16,7 +17,10 @@ from .tensor import Tensor
 
 
 class _GradState(threading.local):
-    enabled = True  # a class default: every thread starts with grad mode on, lookups never miss
+    enabled = True  # class defaults: every thread starts with grad mode on, lookups never miss
+    order = 1       # the derivative order of the ops being recorded now (2 inside a create_graph walk)
+    walk = 0        # the derivative order of the backward walk under way (0: none)
+    floor = 1       # walks started inside curvature_product() count as order 2 at least
 
 
 _state = _GradState()
@@ -28,6 +32,30 @@ def is_grad_enabled():
 
 def set_grad_enabled(mode):
     _state.enabled = bool(mode)
+
+
+def backward_order():
+    """The derivative order of the backward walk under way: 1 while a loss is differentiated
+    (loss.backward(), grad(loss, ...), with or without create_graph), 2 while a gradient that
+    was recorded with create_graph is differentiated (a Hessian-vector product), and so on;
+    0 outside any walk. Hooks use it to tell a gradient from a curvature product."""
+    return _state.walk
+
+
+@contextlib.contextmanager
+def curvature_product():
+    """Backward walks started inside count as second order in `backward_order()`.
+
+    For code that builds curvature products out of first-order walks (the vector-Jacobian
+    products through the outputs of a Gauss-Newton product, the recorded gradient of a
+    Hessian operator), so that hooks which record gradients (minigrad.nn.capture) skip them.
+    """
+    previous = _state.floor
+    _state.floor = 2
+    try:
+        yield
+    finally:
+        _state.floor = previous
 
 
 class _GradMode:
@@ -85,6 +113,8 @@ class Node:
     out_data = None
     hooks = None
     freed = False
+    order = 1               # 2 for ops recorded by a create_graph walk or applied to their
+                            # results (see backward_order)
     _save = None
 
     def __init__(self, fn, params):
@@ -161,15 +191,23 @@ class Function:
             return Tensor._make(out, None, False)
         edges, needs = [], []
         record = False
+        order = _state.order
         for t in inputs:
             rg = t._requires_grad
             node = t._node
-            edges.append(node if node is not None else (t if rg else None))
+            if node is not None:
+                edges.append(node)
+                if node.order > order:
+                    order = node.order
+            else:
+                edges.append(t if rg else None)
             needs.append(rg)
             record = record or rg
         if not record:
             return Tensor._make(out, None, False)
         ctx.edges = edges
+        if order != 1:  # an op on a recorded gradient is part of a higher derivative too
+            ctx.order = order
         ctx.needs_input_grad = needs
         ctx.input_shapes = [a.shape for a in arrays]
         ctx.input_dtypes = [a.dtype for a in arrays]

@@ -11,10 +11,10 @@ _generator = np.random.default_rng()
 
 def manual_seed(seed):
     """Reset the global default Generator to `seed` (an int >= 0); returns it."""
-    global _generator
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"manual_seed: the seed must be an int >= 0, got {seed!r}")
-    _generator = np.random.default_rng(int(seed))
+    # Reseed in place: whoever holds default_generator() follows the new seed too.
+    _generator.bit_generator.state = type(_generator.bit_generator)(int(seed)).state
     return _generator
 
 

@@ -434,3 +434,15 @@ def test_factories_and_comparisons_with_none():
     assert (x == None) is False and (x != None) is True  # noqa: E711 - the point of the test
     with pytest.raises(ValueError, match="give a device"):
         x.to(None)
+
+
+def test_backward_order_tells_gradients_from_curvature_products():
+    x = t64([1.0, 2.0])
+    h = x * x
+    seen = []
+    h.register_hook(lambda g: seen.append(mg.backward_order()))
+    loss = (h * h).sum()
+    (g,) = mg.grad(loss, x, create_graph=True)   # order 1: the gradient of the loss
+    mg.grad((g * 1.0).sum(), x, retain_graph=True)  # order 2: differentiating the gradient
+    loss.backward()                              # order 1 again
+    assert seen == [1, 2, 1] and mg.backward_order() == 0

@@ -456,3 +456,55 @@ def test_clear_and_repeated_backward_passes():
     G0 = stats.kfac_factors(model[0], backward=0)[1]
     np.testing.assert_allclose(stats.kfac_factors(model[0])[1], 4 * G0)
     np.testing.assert_allclose(stats.kfac_factors(model[0], backward="sum")[1], 5 * G0)
+
+
+def test_curvature_products_inside_capture_are_not_recorded_as_passes():
+    from minigrad.curvature import GGNOperator, HessianOperator
+
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(nn.Linear(5, 4, rng=0, dtype=np.float64), nn.Tanh(),
+                          nn.Linear(4, 3, rng=1, dtype=np.float64))
+    x, y = mg.tensor(rng.standard_normal((6, 5))), rng.integers(0, 3, 6)
+    with capture(model) as stats:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward(retain_graph=True)
+        A, G = stats.kfac_factors(model[2])
+        vs = [mg.tensor(rng.standard_normal(p.shape)) for p in model.parameters()]
+        HessianOperator(loss, model.parameters()).matvec(vs)
+        GGNOperator(loss, logits, model.parameters()).matvec(vs)
+        counts = [stats.num_backward(m) for m in (model[0], model[2])]
+        A2, G2 = stats.kfac_factors(model[2])
+    assert counts == [1, 1]  # the operators' walks are curvature products, not passes
+    np.testing.assert_allclose(G2, G, rtol=1e-12)
+    np.testing.assert_allclose(A2, A, rtol=1e-12)
+
+
+def test_per_example_statistics_refuse_batchnorm_in_training_mode():
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64), nn.BatchNorm1d(4, dtype=np.float64),
+                          nn.Tanh(), nn.Linear(4, 2, rng=1, dtype=np.float64))
+    x, y = mg.tensor(rng.standard_normal((6, 3))), rng.integers(0, 2, 6)
+    with capture(model) as stats:
+        F.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match="BatchNorm layers \\['1'\\] are in training mode"):
+        stats.per_example_grad_norms()
+    model.eval()
+    with capture(model) as stats:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    norms = stats.per_example_grad_norms(model[0])
+    for i in range(6):  # brute force: each example's own loss, BN now a fixed affine map
+        own = F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        gw, gb = mg.grad(own, [model[0].weight, model[0].bias])
+        np.testing.assert_allclose(norms[i], np.sqrt((gw.data ** 2).sum() + (gb.data ** 2).sum()),
+                                   rtol=1e-10)
+
+
+def test_a_second_forward_after_a_backward_warns():
+    model = nn.Sequential(nn.Linear(3, 2, rng=0, dtype=np.float64))
+    x = mg.tensor(np.ones((2, 3)))
+    with capture(model):
+        model(x).sum().backward()
+        with pytest.warns(UserWarning, match="called again after a backward pass"):
+            model(x)

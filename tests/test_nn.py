@@ -386,13 +386,19 @@ def test_manual_seed_makes_unseeded_layers_reproducible():
     def build():
         return nn.Linear(6, 4), nn.Dropout(0.5)
 
+    x = mg.ones(10, 10)
     mg.manual_seed(123)
     lin1, drop1 = build()
+    mask1 = drop1(x).numpy()
     mg.manual_seed(123)
     lin2, drop2 = build()
+    mask2 = drop2(x).numpy()
     np.testing.assert_array_equal(lin1.weight.numpy(), lin2.weight.numpy())
-    x = mg.ones(10, 10)
-    np.testing.assert_array_equal(drop1(x).numpy(), drop2(x).numpy())
+    np.testing.assert_array_equal(mask1, mask2)  # masks come from the global stream at call time
+    mg.manual_seed(7)
+    again = drop1(x).numpy()
+    mg.manual_seed(7)
+    np.testing.assert_array_equal(drop1(x).numpy(), again)  # also for a layer built before
     lin3, _ = build()  # the global stream moved on
     assert not np.array_equal(lin1.weight.numpy(), lin3.weight.numpy())
     with pytest.raises(ValueError, match="manual_seed"):
@@ -461,3 +467,28 @@ def test_assigning_a_new_array_to_a_buffer_keeps_it_a_buffer():
     state = bn.state_dict()
     assert list(state) == ["weight", "bias", "running_mean", "running_var"]
     np.testing.assert_array_equal(state["running_mean"], [2.0, 2.0, 2.0])
+
+
+def test_module_registration_errors_and_atomic_loading():
+    lin = nn.Linear(3, 2, rng=0)
+    with pytest.raises(TypeError, match="'weight' is a parameter"):
+        lin.weight = mg.tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    with pytest.raises(KeyError, match="'weight' already exists"):
+        lin.register_buffer("weight", np.zeros((2, 3), np.float32))
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(TypeError, match="'running_mean' is a buffer"):
+        bn.running_mean = nn.Parameter(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="in_features and out_features must be >= 1"):
+        nn.Linear(0, 3)
+    assert not isinstance(nn.AvgPool2d(2), nn.MaxPool2d)
+    before = lin.weight.numpy().copy()
+    view = lin.weight.data
+    state = lin.state_dict()
+    state["weight"] = np.full((2, 3), 7.0)
+    state["bias"] = np.array(["a", "b"])
+    with pytest.raises(ValueError, match="bias has dtype"):
+        lin.load_state_dict(state)
+    np.testing.assert_array_equal(lin.weight.numpy(), before)  # nothing changed
+    state["bias"] = np.zeros(2)
+    lin.load_state_dict(state)
+    np.testing.assert_array_equal(view, np.full((2, 3), 7.0))  # copied into the same array

@@ -16,6 +16,7 @@ The graph of the loss is kept (retain_graph), so products can be taken again on 
 """
 from ..autograd import grad
 from ..backend import xp_of
+from ..function import curvature_product
 from ..elementwise import const
 from ..functional.activation import softmax
 from ..functional.loss import class_labels
@@ -73,8 +74,9 @@ def vjp(outputs, inputs, cotangents, create_graph=False):
     pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None and o.requires_grad]
     if not pairs:
         return [zeros_like_data(t) for t in inputs]
-    got = grad([o for o, _ in pairs], inputs, grad_outputs=[c for _, c in pairs],
-               retain_graph=True, create_graph=create_graph, allow_unused=True)
+    with curvature_product():  # hooks that record gradients (nn.capture) skip these walks
+        got = grad([o for o, _ in pairs], inputs, grad_outputs=[c for _, c in pairs],
+                   retain_graph=True, create_graph=create_graph, allow_unused=True)
     return [zeros_like_data(t) if g is None else g for g, t in zip(got, inputs)]
 
 

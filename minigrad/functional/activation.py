@@ -5,6 +5,7 @@ from ..function import Function
 from ..backend import to_device, xp_of
 from ..elementwise import const, exp, leaky_relu, log, relu, sigmoid, softplus, tanh  # noqa: F401
 from ..reduce_ops import exp_shift, normalize_axes, sum as _sum
+from ..random import default_generator
 from ..tensor import Tensor
 
 
@@ -53,9 +54,8 @@ def softmax(x, axis=-1):
 def dropout(x, p, training=True, rng=None):
     """Inverted dropout: y = x * m / (1 - p) with m_i ~ Bernoulli(1 - p), so E[y] = x.
 
-    The mask is drawn on the host from `rng`, a `numpy.random.Generator`; pass one made with
-    a seed for a reproducible run. rng=None draws from a fresh, unseeded
-    `numpy.random.default_rng()`, so every call differs. The mask is a constant: the
+    The mask is drawn on the host from `rng`, a `numpy.random.Generator`; rng=None draws from
+    minigrad's global default generator, which `minigrad.manual_seed` resets. The mask is a constant: the
     derivative is dy/dx = m / (1 - p). training=False or p=0 returns x itself.
     """
     if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
@@ -66,7 +66,7 @@ def dropout(x, p, training=True, rng=None):
     if not training or p == 0:
         return x
     if rng is None:
-        rng = np.random.default_rng()
+        rng = default_generator()
     elif not isinstance(rng, np.random.Generator):
         raise TypeError(f"dropout: rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
     dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)

@@ -15,7 +15,10 @@ forward hook keeps, for every call of the layer, the input array `a` the layer w
 registers a tensor hook on the layer's output s (the pre-activation) that appends the gradient
 g = dL/ds of every backward pass run through it (`loss.backward()` or `minigrad.grad`).
 Only backend arrays are kept (`Tensor.data`, no graph, no copy: do not edit them in place).
-Nothing is recorded outside the `with` block: on exit, even on an error, the forward hooks and
+Only gradients count as passes: walks that compute curvature products (a Hessian-vector
+product, the vector-Jacobian products of a GGN or Fisher matvec from minigrad.curvature)
+reach the same outputs but are skipped (see `minigrad.backward_order`), so curvature
+operators may be used inside the block. Nothing is recorded outside the `with` block: on exit, even on an error, the forward hooks and
 every tensor hook still attached to a recorded output are removed, and a backward run after
 the block records nothing. The statistics stay readable after the block.
 
@@ -51,15 +54,17 @@ McCandlish, Kaplan, Amodei et al. 2018 (gradient noise scale, arXiv:1812.06162);
 Goodfellow 2015 / Dangel et al. 2020 (BackPACK) for per-example gradient norms.
 """
 import math
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import numpy as np
 
 from ..backend import xp_of
+from ..function import backward_order
 from ..functional.conv import im2col
 from ..tensor import Tensor
-from .layers import Conv2d, Linear
+from .layers import Conv2d, Linear, _BatchNorm
 from .noise_scale import gradient_noise_scale
 
 #: |a| at or above this counts as saturated in `summary` (tanh-like units: tanh(2.65) = 0.99).
@@ -89,6 +94,7 @@ class CaptureStats:
     """
 
     def __init__(self, model, layers=None):
+        self._model = model
         names = {id(m): (n or type(m).__name__) for n, m in model.named_modules()}
         if layers is None:
             layers = [m for m in model.modules() if isinstance(m, (Linear, Conv2d))]
@@ -118,6 +124,14 @@ class CaptureStats:
         self._grad_handles = []
         self.active = False
 
+    def _check_independent_examples(self, what):
+        coupled = [name for name, m in self._model.named_modules()
+                   if isinstance(m, _BatchNorm) and m.training]
+        if coupled:
+            raise ValueError(f"capture.{what}: BatchNorm layers {coupled} are in training mode, so "
+                             "examples share batch statistics and have no separate gradients; "
+                             "call model.eval() for per-example statistics")
+
     # -- recording -------------------------------------------------------------------------
     def _attach(self):
         for rec in self._records.values():
@@ -132,13 +146,23 @@ class CaptureStats:
 
     def _forward_hook(self, rec):
         def hook(module, inputs, output):
+            if not inputs:
+                raise TypeError(f"capture: {rec.label} was called without a positional input; "
+                                "call captured layers as layer(x)")
+            if any(c.grads for c in rec.calls):
+                warnings.warn(f"capture: {rec.label} is called again after a backward pass was "
+                              "recorded; its calls are all treated as one batch (weight sharing). "
+                              "Use stats.clear() or a new capture block per batch.", stacklevel=3)
             x = inputs[0]
             call = _Call(x.data if isinstance(x, Tensor) else Tensor.wrap(x).data, output.shape,
                          output.requires_grad)
             rec.calls.append(call)
             if output.requires_grad:
                 def grad_hook(g):
-                    call.grads.append(g.data)
+                    # Only first-order walks are passes: a curvature product (a Hessian-vector
+                    # product, a GGN matvec) also reaches this output, with a second-order quantity.
+                    if backward_order() == 1:
+                        call.grads.append(g.data)
                 self._grad_handles.append(output.register_hook(grad_hook))
         return hook
 
@@ -198,9 +222,12 @@ class CaptureStats:
         every N, T, stride and padding, which the tests check.
 
         `backward`: which recorded pass gives g: an index (-1, the latest, by default), "sum"
-        (G summed over all passes: backpropagating the columns of a square root of the output
-        Hessian gives the exact GGN / type-2 Fisher), or "mean" (for several sampled-label
-        passes). A and G are backend arrays in the dtype of the recorded arrays.
+        (G summed over all passes), or "mean" (for several sampled-label passes). With "sum",
+        the exact GGN / type-2 Fisher block comes from backpropagating, as gradients at the
+        outputs, the columns of (1/N) S_n for every example n, where S_n S_n^T = H_n is the
+        Hessian of example n's own loss in its outputs: the recorded g is then (1/N) S_n[:, c],
+        d = S_n[:, c], and G = (1/N) sum_n S_n S_n^T (backpropagating columns of a square root
+        of the MEAN loss's Hessian instead gives N times that). A and G are backend arrays in the dtype of the recorded arrays.
         """
         rec = self._called(layer)
         a = self._homogeneous_inputs(rec)
@@ -238,7 +265,10 @@ class CaptureStats:
           matrices (Goodfellow 2015), costing N T^2 (D+O); "direct": form each D_n, N T D O.
         `method="auto"` takes the cheaper (gram covers T = 1). `layer=None`: the norm over all
         captured layers that were called (the root of the sum of their squares).
+        Examples must not interact: with BatchNorm in training mode each example's loss depends
+        on the whole batch, d = N g no longer holds, and this is an error.
         """
+        self._check_independent_examples("per_example_grad_norms")
         if method not in ("auto", "gram", "direct"):
             raise ValueError(f"per_example_grad_norms: method must be 'auto', 'gram' or 'direct', "
                              f"got {method!r}")
@@ -256,7 +286,9 @@ class CaptureStats:
         """The gradient noise scale B_simple over the parameters of `layers` (None: all captured
         layers that were called), from the exact per-example gradients of this batch:
         `gradient_noise_scale(per-example squared norms, squared norm of their mean)`. Only the
-        captured layers' weights and biases count (not BatchNorm's, for example)."""
+        captured layers' weights and biases count (not BatchNorm's, for example). Not defined
+        with BatchNorm in training mode (see per_example_grad_norms)."""
+        self._check_independent_examples("noise_scale")
         if isinstance(layers, (list, tuple)):
             recs = [self._called(x) for x in layers]
         else:

@@ -34,6 +34,9 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        if self.in_features < 1 or self.out_features < 1:
+            raise ValueError(f"Linear: in_features and out_features must be >= 1, got "
+                             f"{in_features} and {out_features}")
         rng = generator(rng)
         self.weight = _new_parameter((self.out_features, self.in_features), dtype)
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
@@ -60,6 +63,9 @@ class Conv2d(Module):
                  rng=None, dtype=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError(f"Conv2d: in_channels and out_channels must be >= 1, got "
+                             f"{in_channels} and {out_channels}")
         pair = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size, kernel_size)
         self.kernel_size = tuple(int(k) for k in pair)
         self.stride, self.padding = stride, padding
@@ -81,21 +87,30 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    pool = None
+
     def __init__(self, kernel_size, stride=None):
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return type(self).pool(x, self.kernel_size, self.stride)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
-class AvgPool2d(MaxPool2d):
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+class MaxPool2d(_Pool2d):
+    """The maximum over each kernel window (stride defaults to the kernel size)."""
+
+    pool = staticmethod(F.max_pool2d)
+
+
+class AvgPool2d(_Pool2d):
+    """The mean over each kernel window (stride defaults to the kernel size)."""
+
+    pool = staticmethod(F.avg_pool2d)
 
 
 class Flatten(Module):
@@ -147,19 +162,19 @@ class LeakyReLU(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout while training, the identity in eval mode. Masks come from this layer's
-    own Generator (`rng`: a seed or Generator; None draws one from the global default)."""
+    """Inverted dropout while training, the identity in eval mode. Masks come from `rng` (a seed
+    or a Generator, the layer's own stream) or, with rng=None, from the global default
+    generator at each call, so that `minigrad.manual_seed` makes the masks reproducible."""
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got p={p}")
         self.p = p
-        # Its own stream; without a seed, one drawn from the global generator (manual_seed).
-        self.rng = np.random.default_rng(generator(None).integers(2 ** 63)) if rng is None else generator(rng)
+        self.rng = None if rng is None else generator(rng)
 
     def forward(self, x):
-        return F.dropout(x, self.p, training=self.training, rng=self.rng)
+        return F.dropout(x, self.p, training=self.training, rng=generator(self.rng))
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -45,9 +45,16 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
-        if name in self._buffers and (value is None or hasattr(value, "shape")):
-            self._buffers[name] = value  # a new array for a registered buffer stays a buffer
-            return
+        if name in self._buffers:
+            if isinstance(value, Parameter):
+                raise TypeError(f"{type(self).__name__}: {name!r} is a buffer; a Parameter cannot "
+                                "replace it (delete it first)")
+            if value is None or hasattr(value, "shape"):
+                self._buffers[name] = value  # a new array for a registered buffer stays a buffer
+                return
+        if name in self._parameters and not isinstance(value, Parameter) and value is not None:
+            raise TypeError(f"{type(self).__name__}: {name!r} is a parameter; assign a Parameter "
+                            f"or None, not a {type(value).__name__}")
         for store in (self._parameters, self._modules, self._buffers):
             store.pop(name, None)
         if isinstance(value, Parameter):
@@ -76,6 +83,9 @@ class Module:
     def register_buffer(self, name, array):
         """Keep `array` (a backend array, or None) as named state: saved, loaded and moved with
         the module, but not a parameter."""
+        if name in self._parameters or name in self._modules or (
+                name in self.__dict__ and name not in self._buffers):
+            raise KeyError(f"{type(self).__name__}.register_buffer: attribute {name!r} already exists")
         self.__dict__.pop(name, None)
         self._buffers[name] = array
 
@@ -83,6 +93,8 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"{type(self).__name__}.register_parameter: {name!r} must be a Parameter "
                             f"or None, got {type(param).__name__}")
+        if name in self._buffers or name in self._modules:
+            raise KeyError(f"{type(self).__name__}.register_parameter: attribute {name!r} already exists")
         if param is None:
             self._parameters.pop(name, None)
             object.__setattr__(self, name, None)
@@ -196,17 +208,27 @@ class Module:
             problems.append("mis-shaped " + "; ".join(wrong))
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + ", ".join(problems))
-        for key in expected & set(state):
+        staged = []  # convert everything first, so that a failure changes nothing
+        for key in sorted(expected & set(state)):
             value = state[key].data if isinstance(state[key], Tensor) else state[key]
             value = np.asarray(to_device(value, "cpu"))
+            if value.dtype.kind not in "fiub":
+                raise ValueError(f"load_state_dict into {type(self).__name__}: {key} has dtype "
+                                 f"{value.dtype}, not numbers")
             if key in targets:
-                p = targets[key]
-                p.data = to_device(value.astype(p.dtype, copy=True), p.device)
+                staged.append((targets[key], None, value.astype(targets[key].dtype)))
             else:
                 module, name = buffers[key]
-                old = module._buffers[name]
-                module._buffers[name] = to_device(value.astype(old.dtype, copy=True),
-                                                  "cpu" if xp_of(old) is np else "cuda")
+                staged.append((module, name, value.astype(module._buffers[name].dtype)))
+        for owner, name, value in staged:
+            if name is None:  # a Parameter: copy into its array, so that views of it stay valid
+                try:
+                    owner.data[...] = to_device(value, owner.device)
+                except ValueError:  # a read-only array (a broadcast view someone assigned)
+                    owner.data = to_device(value, owner.device)
+            else:
+                old = owner._buffers[name]
+                owner._buffers[name] = to_device(value, "cpu" if xp_of(old) is np else "cuda")
         return missing, unexpected
 
     # -- calling ---------------------------------------------------------------------------
