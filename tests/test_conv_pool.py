@@ -213,3 +213,22 @@ def test_pool_errors():
         F.avg_pool2d(x, 0)
     with pytest.raises(ValueError, match=r"col2im: columns of shape \(1, 2, 2, 2, 2, 2\) do not fit"):
         F.col2im(t64(np.zeros((1, 2, 2, 2, 2, 2))), (5, 5), 2)
+
+
+def test_max_pool_ties_and_uncovered_edges_get_exact_gradients():
+    """Windows with ties share the gradient evenly; rows and columns that no window covers
+    (H, W not multiples of the kernel) get exactly zero, never inf or NaN."""
+    x = np.zeros((1, 2, 5, 7))
+    x[0, 1, :4, :6] = np.arange(24).reshape(4, 6) % 3  # ties inside windows, and in channel 0
+    xt = mg.tensor(x, requires_grad=True)
+    g = np.random.default_rng(0).standard_normal((1, 2, 2, 3))
+    (gx,) = mg.grad(F.max_pool2d(xt, 2), xt, grad_outputs=mg.tensor(g))
+    expected = np.zeros_like(x)
+    for c in range(2):
+        for i in range(2):
+            for j in range(3):
+                win = x[0, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                hit = win == win.max()
+                expected[0, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += hit * g[0, c, i, j] / hit.sum()
+    np.testing.assert_array_equal(np.isfinite(gx.data), True)
+    np.testing.assert_allclose(gx.data, expected, rtol=1e-14, atol=0)

@@ -1,10 +1,12 @@
 """Linear maps on activations: `linear` and `conv2d`, with im2col (`Unfold`) and col2im (`Fold`).
 
-conv2d is im2col + one matmul. `Unfold` copies every kernel-sized patch of the (zero-padded)
-image into a column tensor of shape (N, C, kh, kw, OH, OW) -- the Caffe layout, whose copy
-and batched matmul are the fastest on NumPy -- and `Fold` is its adjoint: it scatter-adds
-columns back into the image. Each is the other's backward, and both are linear, so conv2d
-is differentiable to any order without a line of conv-specific derivative code.
+`Unfold` copies every kernel-sized patch of the (zero-padded) image into a column tensor of
+shape (N, C, kh, kw, OH, OW) -- the Caffe layout, which `im2col` returns and minigrad.nn.capture
+relies on -- and `Fold` is its adjoint: it scatter-adds columns back into the image. Each is the
+other's backward, and both are linear.
+
+conv2d is the fused `Conv2d` op of conv_op.py: im2col + one matmul on channel-major columns,
+differentiable to any order.
 """
 import numpy as np
 
@@ -13,6 +15,7 @@ from ..backend import xp_of
 from ..linalg import matmul
 from ..shape_ops import reshape, transpose
 from ..tensor import Tensor
+from .conv_op import Conv2d, batch_last_layout
 
 
 def _pair(fn, name, value, minimum):
@@ -143,7 +146,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, oh*sh + i, ow*sw + j]
 
     x (N, C, H, W), W (O, C, kh, kw), b (O,); OH = (H + 2 ph - kh) // sh + 1.
-    Computed as Y = W.reshape(O, C kh kw) @ im2col(x).reshape(N, C kh kw, OH OW).
+    Computed as Y = W.reshape(O, C kh kw) @ cols, with channel-major columns (C kh kw, N OH OW).
     """
     x, weight = Tensor.wrap(x), Tensor.wrap(weight)
     if x.ndim != 4:
@@ -158,13 +161,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     stride = _pair("conv2d", "stride", stride, 1)
     padding = _pair("conv2d", "padding", padding, 0)
     oh, ow = _out_size("conv2d", x.shape, (kh, kw), stride, padding)
-    cols = Unfold.apply(x, kernel=(kh, kw), stride=stride, padding=padding)
-    n = x.shape[0]
-    y = matmul(reshape(weight, out_ch, in_ch * kh * kw), reshape(cols, n, in_ch * kh * kw, oh * ow))
+    y = Conv2d.apply(x, weight, stride=stride, padding=padding, batch_last=batch_last_layout((oh, ow)))
     if bias is not None:
         bias = Tensor.wrap(bias)
         if bias.shape != (out_ch,):
             raise ValueError(f"conv2d: bias must have shape ({out_ch},), got {bias.shape} "
                              f"(weight shape {weight.shape})")
-        y = y + reshape(bias, out_ch, 1)
-    return reshape(y, n, out_ch, oh, ow)
+        y = y + reshape(bias, out_ch, 1, 1)
+    return y

@@ -1,8 +1,10 @@
-"""Batch normalization, composed of differentiable ops (so its double backward works)."""
-from ..function import no_grad
+"""Batch normalization. In training mode the normalization and the affine map are one fused op
+(`BatchNormTrain`) whose backward is the closed form, written in differentiable ops (so its
+double backward works); in evaluation mode it is composed of ops."""
+from ..function import Function, is_grad_enabled
 from ..backend import xp_of
 from ..elementwise import const, sqrt
-from ..reduce_ops import mean
+from ..reduce_ops import mean, sum  # noqa: A004 - minigrad's sum
 from ..shape_ops import reshape
 from ..tensor import Tensor
 
@@ -26,6 +28,47 @@ def _per_channel(name, value, c, x, array):
     return value
 
 
+class BatchNormTrain(Function):
+    """y = xhat * w + b with xhat = (x - mu) * r, where mu and sigma^2 are the batch mean and
+    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); mu and r
+    come in as params (computed once by batch_norm); w and b have shape (1, C, 1, ...).
+
+    Closed-form backward, with sums over `axes`:
+        db = sum(g),  dw = sum(g * xhat),  dx = r w (g - db / n - xhat dw / n)
+    Without create_graph it uses the forward's xhat and r as constants; under create_graph it
+    rebuilds them from x with differentiable ops (the same numbers), so every order of
+    derivative follows.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, mu, r, axes, eps):
+        ctx.save_inputs(0, 1)
+        xhat = x - mu
+        xhat *= r
+        ctx.xhat = xhat
+        y = xhat * w
+        y += b
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        axes, eps = ctx.params["axes"], ctx.params["eps"]
+        need_x, need_w, need_b = ctx.needs_input_grad
+        n = x.size // x.shape[1]
+        if is_grad_enabled() or getattr(ctx, "xhat", None) is None:
+            centered = x - mean(x, axes, keepdims=True)
+            r = 1 / sqrt(mean(centered * centered, axes, keepdims=True) + eps)
+            xhat = centered * r
+        else:
+            r, xhat = const(ctx.params["r"]), const(ctx.xhat)
+        ctx.xhat = None
+        db = sum(g, axes, keepdims=True)
+        dw = sum(g * xhat, axes, keepdims=True)
+        dx = (g - db * (1.0 / n) - xhat * (dw * (1.0 / n))) * (r * w) if need_x else None
+        return dx, (dw if need_w else None), (db if need_b else None)
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """y = (x - mu) / sqrt(sigma^2 + eps) * weight + bias, per channel (axis 1 of (N, C) or (N, C, H, W)).
@@ -46,30 +89,34 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     bias = _per_channel("bias", bias, c, x, array=False)
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     shape = (1, c) + (1,) * (x.ndim - 2)
+    xp = xp_of(x.data)
     if training:
         n = x.size // c if c else 0
         if n < 2:
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got input shape {x.shape}")
-        batch_mean = mean(x, axes, keepdims=True)
-        centered = x - batch_mean
-        batch_var = mean(centered * centered, axes, keepdims=True)
-        y = centered / sqrt(batch_var + eps)
-        with no_grad():  # the running stats are bookkeeping, not part of the graph
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += (momentum * batch_mean.data.reshape(c)).astype(running_mean.dtype)
-            if running_var is not None:
-                unbiased = batch_var.data.reshape(c) * (n / (n - 1))
-                running_var *= 1 - momentum
-                running_var += (momentum * unbiased).astype(running_var.dtype)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
-        xp = xp_of(x.data)
-        mu = xp.asarray(running_mean, dtype=x.dtype).reshape(shape)
-        inv_std = (1 / xp.sqrt(xp.asarray(running_var, dtype=x.dtype) + eps)).reshape(shape)
-        y = (x - const(mu)) * const(inv_std.astype(x.dtype))
+        # the batch statistics, once, on raw arrays (the op's backward rebuilds them when needed)
+        batch_mean = x.data.mean(axis=axes, keepdims=True)
+        centered = x.data - batch_mean
+        batch_var = xp.mean(xp.square(centered, out=centered), axis=axes, keepdims=True)
+        del centered
+        r = (1 / xp.sqrt(batch_var + eps)).astype(x.dtype)
+        w = const(xp.ones(shape, dtype=x.dtype)) if weight is None else reshape(weight, *shape)
+        b = const(xp.zeros(shape, dtype=x.dtype)) if bias is None else reshape(bias, *shape)
+        y = BatchNormTrain.apply(x, w, b, mu=batch_mean, r=r, axes=axes, eps=eps)
+        if running_mean is not None:  # bookkeeping, not part of the graph
+            running_mean *= 1 - momentum
+            running_mean += (momentum * batch_mean.reshape(c)).astype(running_mean.dtype)
+        if running_var is not None:
+            unbiased = batch_var.reshape(c) * (n / (n - 1))
+            running_var *= 1 - momentum
+            running_var += (momentum * unbiased).astype(running_var.dtype)
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+    mu = xp.asarray(running_mean, dtype=x.dtype).reshape(shape)
+    inv_std = (1 / xp.sqrt(xp.asarray(running_var, dtype=x.dtype) + eps)).reshape(shape)
+    y = (x - const(mu)) * const(inv_std.astype(x.dtype))
     if weight is not None:
         y = y * reshape(weight, *shape)
     if bias is not None:

@@ -1,22 +1,121 @@
-"""Pooling: a reduction over the window axes of im2col's columns (no padding).
+"""Pooling over kh x kw windows (no padding).
 
-With cols = im2col(x) of shape (N, C, kh, kw, OH, OW), max pooling is `max` over axes (2, 3)
-and average pooling is `mean` over them, so both inherit their derivatives (of any order)
-from `Unfold`/`Fold` and the reductions.
+General windows: a reduction over the window axes of im2col's columns, (N, C, kh, kw, OH, OW):
+max pooling is `max` over axes (2, 3) and average pooling is `mean` over them, so both inherit
+their derivatives (of any order) from `Unfold`/`Fold` and the reductions.
+
+Non-overlapping windows (stride == kernel, the common case) skip the column copy: the windows'
+sum is the sum of the kh*kw strided slices x[:, :, i::kh, j::kw] (`WindowSum`), whose adjoint
+copies each output value back over its window (`Tile`); the two are each other's backward.
+Max pooling there is `MaxPool`, the maximum of the strided slices, whose backward is
+Tile(g) * mask with a constant mask (1 / ties at the window's maxima, 0 elsewhere).
 """
+from ..backend import xp_of
+from ..elementwise import const
+from ..function import Function
 from ..reduce_ops import max as _max, mean as _mean
 from ..tensor import Tensor
 from .conv import Unfold, _out_size, _pair
 
 
 def _windows(fn, x, kernel_size, stride):
+    """(x, kernel, stride) checked; windows are read from x as it is."""
     x = Tensor.wrap(x)
     if x.ndim != 4:
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     kernel = _pair(fn, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else _pair(fn, "stride", stride, 1)
     _out_size(fn, x.shape, kernel, stride, (0, 0))
-    return Unfold.apply(x, kernel=kernel, stride=stride, padding=(0, 0))
+    return x, kernel, stride
+
+
+def _slices(kernel, out):
+    """The kh*kw strided slices that pick offset (i, j) of every window."""
+    (kh, kw), (oh, ow) = kernel, out
+    return [(Ellipsis, slice(i, i + kh * oh, kh), slice(j, j + kw * ow, kw))
+            for i in range(kh) for j in range(kw)]
+
+
+def _window_sum(x, kernel):
+    kh, kw = kernel
+    out = (x.shape[2] // kh, x.shape[3] // kw)
+    slices = _slices(kernel, out)
+    y = x[slices[0]].copy()
+    for s in slices[1:]:
+        y += x[s]
+    return y
+
+
+def _tile(g, kernel, size):
+    xp = xp_of(g)
+    (kh, kw), (n, c, oh, ow) = kernel, g.shape
+    covered = tuple(size) == (kh * oh, kw * ow)  # (a 6-D broadcast + reshape is 4x slower)
+    out = (xp.empty if covered else xp.zeros)((n, c) + tuple(size), dtype=g.dtype)
+    for s in _slices(kernel, (oh, ow)):
+        out[s] = g
+    return out
+
+
+class WindowSum(Function):
+    """y[n, c, oh, ow] = sum_{i,j} x[n, c, oh*kh + i, ow*kw + j] (stride == kernel); adjoint: `Tile`."""
+
+    @staticmethod
+    def forward(ctx, x, kernel):
+        return _window_sum(x, kernel)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (Tile.apply(g, kernel=ctx.params["kernel"], size=tuple(ctx.input_shapes[0][2:])),)
+
+
+class Tile(Function):
+    """x[n, c, oh*kh + i, ow*kw + j] = g[n, c, oh, ow] (0 outside the windows); adjoint: `WindowSum`."""
+
+    @staticmethod
+    def forward(ctx, g, kernel, size):
+        return _tile(g, kernel, size)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return (WindowSum.apply(gg, kernel=ctx.params["kernel"]),)
+
+
+class MaxPool(Function):
+    """y = max of the kh*kw strided slices (stride == kernel).
+
+    dx = Tile(g) * mask, mask = [x == its window's max] / (number of such elements in the
+    window): ties split the gradient evenly, as `max` does. The mask is piecewise constant,
+    so the backward is linear in g and differentiable (Tile's backward is WindowSum).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel):
+        xp = xp_of(x)
+        kh, kw = kernel
+        out = (x.shape[2] // kh, x.shape[3] // kw)
+        slices = _slices(kernel, out)
+        y = x[slices[0]].copy()
+        for s in slices[1:]:
+            xp.maximum(y, x[s], out=y)
+        ctx.save_inputs(0)
+        ctx.save_output(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        kernel = ctx.params["kernel"]
+        x, y = ctx.saved_tensors[0].data, ctx.out_data
+        size = tuple(x.shape[2:])
+        xp = xp_of(x)
+        hit = x == _tile(y, kernel, size)  # (a bool -> float cast into strided slices is 4x slower)
+        hit[:, :, kernel[0] * y.shape[2]:] = False  # rows and columns no window covers
+        hit[:, :, :, kernel[1] * y.shape[3]:] = False
+        ties = int(xp.count_nonzero(hit)) != y.size or bool(xp.isnan(y).any())
+        hit = hit.astype(g.dtype)
+        if ties:  # some window has several maxima (or none): share evenly
+            count = _window_sum(hit, kernel)
+            hit /= _tile(count, kernel, size) + (hit == 0)  # (hit == 0) guards 0 / 0
+        return (Tile.apply(g, kernel=kernel, size=size) * const(hit),)
 
 
 def max_pool2d(x, kernel_size, stride=None):
@@ -24,9 +123,15 @@ def max_pool2d(x, kernel_size, stride=None):
 
     The gradient goes to the maximum of each window (split evenly on ties).
     """
-    return _max(_windows("max_pool2d", x, kernel_size, stride), axis=(2, 3))
+    x, kernel, stride = _windows("max_pool2d", x, kernel_size, stride)
+    if stride == kernel:
+        return MaxPool.apply(x, kernel=kernel)
+    return _max(Unfold.apply(x, kernel=kernel, stride=stride, padding=(0, 0)), axis=(2, 3))
 
 
 def avg_pool2d(x, kernel_size, stride=None):
     """y[n, c, oh, ow] = mean_{i,j} x[n, c, oh*sh + i, ow*sw + j]; stride defaults to kernel_size."""
-    return _mean(_windows("avg_pool2d", x, kernel_size, stride), axis=(2, 3))
+    x, kernel, stride = _windows("avg_pool2d", x, kernel_size, stride)
+    if stride == kernel:
+        return WindowSum.apply(x, kernel=kernel) * (1.0 / (kernel[0] * kernel[1]))
+    return _mean(Unfold.apply(x, kernel=kernel, stride=stride, padding=(0, 0)), axis=(2, 3))
