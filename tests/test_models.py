@@ -1,12 +1,12 @@
 """minigrad.nn.models: shapes, parameter counts against the architectures' formulas, seeds,
 a few SGD steps that lower the loss, BatchNorm's train/eval behaviour in the ResNet, a
 finite-difference check of a tiny ResNet, and the autoencoder's losses."""
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 import minigrad as mg
+from minigrad.nn.utils import parameters_replaced
 import minigrad.functional as F
 from minigrad import nn
 from minigrad.nn import models as M
@@ -47,24 +47,6 @@ def sgd_losses(model, x, loss_of, steps, lr):
     with mg.no_grad():
         losses.append(loss_of(model(x)).item())
     return losses
-
-
-@contextmanager
-def parameters_replaced(module, tensors):
-    """Run `module` with the parameters named in `tensors` replaced (for gradcheck's copies)."""
-    saved = []
-    try:
-        for name, t in tensors.items():
-            *path, attr = name.split(".")
-            owner = module
-            for part in path:
-                owner = getattr(owner, part)
-            saved.append((owner, attr, owner._parameters[attr]))
-            owner._parameters[attr] = t
-        yield module
-    finally:
-        for owner, attr, p in reversed(saved):
-            owner._parameters[attr] = p
 
 
 # ----------------------------------------------------------------------------------- MLP

@@ -2,12 +2,12 @@
 against finite differences in float64, the Module machinery (parameters, modules, modes,
 Sequential, hooks, state dicts, error messages) and initialization (seeds and the formulas)."""
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 import minigrad as mg
+from minigrad.nn.utils import parameters_replaced
 from minigrad import nn
 from minigrad.nn import init
 from minigrad.testing import gradcheck, gradgradcheck
@@ -32,25 +32,6 @@ def distinct(*shape, seed=0):
     """A shuffled grid 0.1, 0.2, ...: no two values within 0.1, so max pooling has no near-ties."""
     v = np.random.default_rng(seed).permutation(np.prod(shape)).reshape(shape) * 0.1 - 1.0
     return t64(v, requires_grad=True)
-
-
-@contextmanager
-def parameters_replaced(module, tensors):
-    """Run `module` with its parameters (by dotted name) replaced by the given tensors, so that
-    gradcheck's float64 copies are the ones the forward pass uses."""
-    saved = []
-    try:
-        for name, t in tensors.items():
-            *path, attr = name.split(".")
-            owner = module
-            for part in path:
-                owner = getattr(owner, part)
-            saved.append((owner, attr, owner._parameters[attr]))
-            owner._parameters[attr] = t
-        yield module
-    finally:
-        for owner, attr, p in reversed(saved):
-            owner._parameters[attr] = p
 
 
 def layer_fn(layer, before=None):
