@@ -1,5 +1,10 @@
-"""minigrad.optim: SGD, K-FAC, TRCG and STRCG (to come; see the optimizer issue).
+"""minigrad.optim: SGD (and, to come, K-FAC, TRCG and STRCG) on one interface, and lr schedules.
 
 Optimizers reach curvature only through the engine's public API (`minigrad.grad`,
-`minigrad.curvature`, layer statistics).
+`minigrad.curvature`, `minigrad.nn.capture`).
 """
+from . import schedules
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "schedules"]

@@ -1,0 +1,139 @@
+"""The interface every minigrad optimizer shares.
+
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for x, y in batches:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()                      # or opt.step(closure), see below
+        log(opt.info)
+
+A closure is `closure(indices=None) -> loss`: it recomputes the MEAN loss on the current batch
+with the graph (grad mode on), or, given row indices into the batch, on that subset only
+(sub-sampled curvature). Second-order methods call it again at trial points.
+
+Hyperparameters are validated at construction (a ValueError names the parameter and the
+value). `lr` is settable (schedules change it) and may be a number or a callable of the step
+number. A non-finite loss or gradient never reaches the parameters: the step raises
+FloatingPointError naming the step and the quantity, and the parameters stay as they were.
+`state_dict()` / `load_state_dict()` hold everything needed to resume bit for bit.
+"""
+import numbers
+
+import numpy as np
+
+from minigrad.backend import to_device, xp_of
+
+
+def check_number(owner, name, value, low=None, high=None, low_open=False, high_open=False):
+    """`value` as a float inside the given bounds, or a ValueError naming `owner` and `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    bad = (low is not None and (value < low or (low_open and value == low))) or \
+          (high is not None and (value > high or (high_open and value == high)))
+    if bad:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{owner}: {name} must be in {span}, got {value!r}")
+    return float(value)
+
+
+def check_schedule(owner, name, value, **bounds):
+    """A number (checked) or a callable of the step (checked when it is evaluated)."""
+    if callable(value):
+        return value
+    return check_number(owner, name, value, **bounds)
+
+
+class Optimizer:
+    """Base class: parameters, step counter, per-parameter state, `info`, checkpointing."""
+
+    name = "Optimizer"
+    hyperparameters = ()   # names of the attributes state_dict saves
+
+    def __init__(self, params):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{self.name}: got an empty parameter list")
+        for i, p in enumerate(params):
+            if not getattr(p, "requires_grad", False):
+                raise ValueError(f"{self.name}: parameter {i} (shape {getattr(p, 'shape', None)}) "
+                                 "does not require grad")
+        self.params = params
+        self.state = [dict() for _ in params]
+        self.steps = 0
+        self.info = {}
+
+    # -- hyperparameters -----------------------------------------------------------------
+    def value(self, name):
+        """A hyperparameter's value at the current step (schedules are callables of the step)."""
+        v = getattr(self, name)
+        if callable(v):
+            v = check_number(self.name, f"{name}({self.steps})", v(self.steps), low=0)
+        return v
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_schedule(self.name, "lr", value, low=0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self, closure=None):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def gradients(self):
+        """The parameters' .grad arrays (zeros where none), checked to be finite."""
+        grads = []
+        for i, p in enumerate(self.params):
+            g = p.grad.data if p.grad is not None else xp_of(p.data).zeros_like(p.data)
+            grads.append(g)
+        self.check_finite("gradient", grads)
+        return grads
+
+    def check_finite(self, what, arrays):
+        for i, a in enumerate(arrays):
+            if not bool(xp_of(a).isfinite(a).all()):
+                raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite {what} "
+                                         f"(parameter {i}, shape {tuple(a.shape)}); the parameters "
+                                         "were left unchanged")
+
+    def check_finite_loss(self, loss):
+        value = float(loss.item() if hasattr(loss, "item") else loss)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite loss {value}; "
+                                     "the parameters were left unchanged")
+        return value
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self):
+        """Host copies of the step count, hyperparameters and per-parameter state."""
+        hyper = {}
+        for name in ("lr",) + tuple(self.hyperparameters):
+            v = getattr(self, name)
+            if not callable(v):
+                hyper[name] = v
+        state = [{k: (np.array(to_device(v, "cpu"), copy=True) if hasattr(v, "shape") else v)
+                  for k, v in s.items()} for s in self.state]
+        return {"name": self.name, "steps": self.steps, "hyperparameters": hyper, "state": state}
+
+    def load_state_dict(self, saved):
+        if saved.get("name") != self.name:
+            raise ValueError(f"{self.name}.load_state_dict: the state is of a {saved.get('name')!r}")
+        if len(saved["state"]) != len(self.params):
+            raise ValueError(f"{self.name}.load_state_dict: the state has {len(saved['state'])} "
+                             f"parameters, this optimizer {len(self.params)}")
+        for name, v in saved["hyperparameters"].items():
+            setattr(self, name, v)
+        self.steps = int(saved["steps"])
+        self.state = []
+        for p, s in zip(self.params, saved["state"]):
+            self.state.append({k: (to_device(np.array(v, copy=True), p.device) if hasattr(v, "shape") else v)
+                               for k, v in s.items()})

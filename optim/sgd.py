@@ -1,0 +1,60 @@
+"""Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
+
+The usual framework semantics, so that a trajectory matches the reference step for step:
+
+    g <- grad + weight_decay * theta
+    b <- g                                   on the first step
+    b <- momentum * b + (1 - dampening) * g  afterwards
+    d <- g + momentum * b  (nesterov)   or   d <- b   (momentum > 0)   or   d <- g
+    theta <- theta - lr * d
+"""
+from minigrad.function import enable_grad
+
+from .optimizer import Optimizer, check_number
+
+
+class SGD(Optimizer):
+    name = "SGD"
+    hyperparameters = ("momentum", "nesterov", "weight_decay", "dampening")
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        super().__init__(params)
+        self.lr = lr
+        self.momentum = check_number(self.name, "momentum", momentum, low=0, high=1, high_open=True)
+        self.weight_decay = check_number(self.name, "weight_decay", weight_decay, low=0)
+        self.dampening = check_number(self.name, "dampening", dampening, low=0, high=1)
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError(f"{self.name}: nesterov needs momentum > 0 and dampening = 0, got "
+                             f"momentum={momentum}, dampening={dampening}")
+        self.nesterov = bool(nesterov)
+
+    def step(self, closure=None):
+        """One update from the parameters' .grad (or from closure(): loss, then its backward)."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+            self.check_finite_loss(loss)
+            self.zero_grad()
+            loss.backward()
+        grads = self.gradients()
+        lr = self.value("lr")
+        updates = []
+        for p, g, state in zip(self.params, grads, self.state):
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                if "momentum_buffer" not in state:
+                    buf = g.copy()
+                else:
+                    buf = self.momentum * state["momentum_buffer"] + (1 - self.dampening) * g
+                updates.append((state, buf))
+                g = g + self.momentum * buf if self.nesterov else buf
+            p.data = p.data - lr * g
+        for state, buf in updates:
+            state["momentum_buffer"] = buf
+        self.steps += 1
+        self.info = {"lr": lr}
+        if loss is not None:
+            self.info["loss"] = float(loss.item())
+        return loss
