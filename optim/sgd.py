@@ -8,7 +8,7 @@ The usual framework semantics, so that a trajectory matches the reference step f
     d <- g + momentum * b  (nesterov)   or   d <- b   (momentum > 0)   or   d <- g
     theta <- theta - lr * d
 """
-from minigrad.function import enable_grad
+from minigrad import enable_grad
 
 from .optimizer import Optimizer, check_number
 
