@@ -6,5 +6,7 @@ Optimizers reach curvature only through the engine's public API (`minigrad.grad`
 from . import schedules
 from .optimizer import Optimizer
 from .sgd import SGD
+from .steihaug import SteihaugResult, steihaug_cg
+from .trust_region import STRCG, TRCG
 
-__all__ = ["Optimizer", "SGD", "schedules"]
+__all__ = ["Optimizer", "SGD", "TRCG", "STRCG", "steihaug_cg", "SteihaugResult", "schedules"]

@@ -116,7 +116,7 @@ class Optimizer:
     def state_dict(self):
         """Host copies of the step count, hyperparameters and per-parameter state."""
         hyper = {}
-        for name in ("lr",) + tuple(self.hyperparameters):
+        for name in (("lr",) if hasattr(self, "_lr") else ()) + tuple(self.hyperparameters):
             v = getattr(self, name)
             if not callable(v):
                 hyper[name] = v
