@@ -22,11 +22,14 @@ step sees exactly the forward and backward pass(es) run since the last `zero_gra
 A = (1/(N T)) sum a~ a~^T and, for fisher="empirical", G = (1/N) sum d d^T with d the
 per-example gradient of the loss at its true labels. Curvature products (Hessian-vector,
 GGN matvecs) are not recorded by the capture. A forward run under no_grad() between
-zero_grad() and step() has no gradient and makes the step raise; run evaluation after step().
+zero_grad() and step() has no gradient and makes the step raise; run evaluation after step()
+(a step with a closure clears the record itself before calling it). The record holds one
+batch's layer inputs and output gradients; `close()` removes the hooks and frees them.
 
 True Fisher. G comes from an extra backward pass (through minigrad.grad, so the parameters'
 .grad stay the true-label gradient) of the MEAN cross-entropy of `outputs` (logits (N, C))
-on labels y~_n drawn from softmax(outputs_n) with the optimizer's Generator `rng`. For the
+on labels y~_n drawn from softmax(outputs_n) with the optimizer's Generator `rng` (an int
+seed or a Generator; None: a Generator seeded from minigrad's global one). For the
 last layer this gives d_n = p_n - e_{y~_n}, whose expectation over y~ is
 E[d d^T] = diag(p_n) - p_n p_n^T, the exact Fisher of the categorical likelihood, so G is an
 unbiased (one-sample) estimate of the true Fisher factor. The extra pass is only run on the
@@ -100,7 +103,17 @@ from minigrad.functional import cross_entropy
 from minigrad.nn import Conv2d, Linear, capture
 from minigrad.random import generator
 
-from .kfac_factors import precondition, sample_categorical, symmetric_eigh, trace_ratio_pi
+from .kfac_factors import (
+    damped_kronecker_quadratic,
+    layer_matrix,
+    levenberg_marquardt,
+    precondition,
+    reduction_ratio,
+    sample_categorical,
+    split_matrix,
+    symmetric_eigh,
+    trace_ratio_pi,
+)
 from .optimizer import Optimizer, check_number, check_schedule
 
 FISHER_KINDS = ("true", "empirical")
@@ -305,10 +318,9 @@ class KFAC(Optimizer):
             V = self._grad_matrix(m, w, b, grads)
             P = precondition(V, eig, damping, self.damping_form)
             quad += float((V * P).sum())
-            updates[w] = P[:, :-1].reshape(self.params[w].shape) if b is not None \
-                else P.reshape(self.params[w].shape)
+            updates[w], bias_update = split_matrix(P, self.params[w].shape, b is not None)
             if b is not None:
-                updates[b] = P[:, -1]
+                updates[b] = bias_update
         quad *= lr * lr
         nu = 1.0
         if self.kl_clip is not None and quad > 0:
@@ -360,17 +372,10 @@ class KFAC(Optimizer):
         model_change = sum(float((g * d).sum()) for g, d in zip(grads, deltas))
         for _, m, w, b in self.layers:
             D = self._grad_matrix(m, w, b, deltas, decay=False)
-            s = self.state[w]
-            model_change += 0.5 * float((D * (s["G"] @ D @ s["A"])).sum() + damping * (D * D).sum())
-        if model_change < 0 and math.isfinite(new_loss):
-            rho = (new_loss - old_loss) / model_change
-        else:
-            rho = -math.inf
-        omega = (19 / 20) ** self.adapt_every
-        if rho > 0.75:
-            damping = damping * omega
-        elif rho < 0.25:
-            damping = damping / omega
+            model_change += damped_kronecker_quadratic(D, self.state[w]["A"], self.state[w]["G"],
+                                                       damping) / 2
+        rho = reduction_ratio(new_loss - old_loss, model_change)
+        damping = levenberg_marquardt(damping, rho, self.adapt_every)
         self.damping = min(self.max_damping, max(self.min_damping, damping))
         self.info["rho"] = rho
 
@@ -419,16 +424,13 @@ class KFAC(Optimizer):
         return a, QA, g, QG, trace_ratio_pi(A, G)
 
     def _grad_matrix(self, m, w, b, grads, decay=True):
-        W = self.params[w]
-        V = grads[w].reshape(W.shape[0], -1)
+        """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""
+        gw, gb = grads[w], (grads[b] if b is not None else None)
         if decay and self.weight_decay:
-            V = V + self.weight_decay * W.data.reshape(W.shape[0], -1)
-        if b is not None:
-            gb = grads[b]
-            if decay and self.weight_decay:
+            gw = gw + self.weight_decay * self.params[w].data
+            if b is not None:
                 gb = gb + self.weight_decay * self.params[b].data
-            V = xp_of(V).concatenate([V, gb[:, None]], axis=1)
-        return V
+        return layer_matrix(gw, gb)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self):

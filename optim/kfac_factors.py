@@ -57,3 +57,42 @@ def sample_categorical(logits, rng):
     u = rng.random(p.shape[0])
     labels = (np.cumsum(p, axis=1) < u[:, None]).sum(axis=1)
     return np.minimum(labels, p.shape[1] - 1).astype(np.int64)
+
+
+def layer_matrix(weight_grad, bias_grad=None):
+    """[weight_grad.reshape(O, -1), bias_grad] as an (O, D+1) matrix (bias column last)."""
+    V = weight_grad.reshape(weight_grad.shape[0], -1)
+    if bias_grad is None:
+        return V
+    return xp_of(V).concatenate([V, bias_grad[:, None]], axis=1)
+
+
+def split_matrix(P, weight_shape, has_bias):
+    """The inverse of layer_matrix: (weight-shaped array, bias array or None)."""
+    if not has_bias:
+        return P.reshape(weight_shape), None
+    return P[:, :-1].reshape(weight_shape), P[:, -1]
+
+
+def damped_kronecker_quadratic(D, A, G, damping):
+    """vec_r(D)^T (G (x) A + damping I) vec_r(D) = <D, G D A> + damping ||D||^2."""
+    return float((D * (G @ D @ A)).sum() + damping * (D * D).sum())
+
+
+def reduction_ratio(actual_change, model_change):
+    """rho = actual / predicted reduction; -inf when the model predicts no decrease
+    (model_change >= 0) or the actual change is not finite."""
+    if model_change < 0 and math.isfinite(actual_change):
+        return actual_change / model_change
+    return -math.inf
+
+
+def levenberg_marquardt(damping, rho, every):
+    """Martens & Grosse 2015 Sec. 6.5: omega = (19/20)^every; rho > 3/4: damping * omega,
+    rho < 1/4: damping / omega, else unchanged."""
+    omega = (19 / 20) ** every
+    if rho > 0.75:
+        return damping * omega
+    if rho < 0.25:
+        return damping / omega
+    return damping
