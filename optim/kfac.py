@@ -421,7 +421,7 @@ class KFAC(Optimizer):
                                "first step must update them (steps % cov_update_every == 0)")
         a, QA = symmetric_eigh(A, f"A of layer {label!r}")
         g, QG = symmetric_eigh(G, f"G of layer {label!r}")
-        return a, QA, g, QG, trace_ratio_pi(A, G)
+        return a, QA, g, QG, trace_ratio_pi(A, G), {}  # {}: precondition's cache of damped inverses
 
     def _grad_matrix(self, m, w, b, grads, decay=True):
         """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""
