@@ -85,6 +85,8 @@ under the K-FAC curvature blockdiag(G (x) A) (the paper uses exact Fisher produc
 outside the covered layers enter M only through the gradient term). Levenberg-Marquardt:
 rho > 3/4: lambda <- omega lambda; rho < 1/4 (or M >= 0, or h not finite): lambda <- lambda /
 omega, with omega = (19/20)^T1; lambda is kept in [min_damping, max_damping]. info: "rho".
+An update after which the loss is not finite is undone (the parameters go back; the momentum
+buffers keep it) and the damping rises.
 
 References: Martens & Grosse 2015, arXiv:1503.05671; Grosse & Martens 2016 (KFC, conv),
 arXiv:1602.01407; Ba, Grosse & Martens 2017 (distributed K-FAC, KL clipping); George et al.
@@ -114,7 +116,7 @@ from .kfac_factors import (
     symmetric_eigh,
     trace_ratio_pi,
 )
-from .optimizer import Optimizer, check_number, check_schedule
+from .optimizer import Optimizer, check_number, check_schedule, loss_and_outputs
 
 FISHER_KINDS = ("true", "empirical")
 DAMPING_FORMS = ("factored", "eigen")
@@ -269,6 +271,9 @@ class KFAC(Optimizer):
             self._stats.clear()
 
     def _step(self, closure, outputs):
+        if self.adaptive_damping and (self.steps + 1) % self.adapt_every == 0 and closure is None:
+            raise ValueError(f"{self.name}.step: adaptive_damping needs a closure to evaluate the "
+                             "loss after the update")
         update_factors = self.steps % self.cov_update_every == 0
         sampled = self.fisher == "true" and update_factors
         loss = None
@@ -278,7 +283,7 @@ class KFAC(Optimizer):
             self._stats.clear()
             with enable_grad():
                 result = closure()
-            loss, outputs = result if isinstance(result, tuple) else (result, None)
+            loss, outputs = loss_and_outputs(result)
             self.check_finite_loss(loss)
             if sampled and outputs is None:
                 raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs: let "
@@ -340,9 +345,6 @@ class KFAC(Optimizer):
             s = self.state[w]
             s["A_eig"], s["G_eig"], s["stale"] = A, G, False
         adapt = self.adaptive_damping and (self.steps + 1) % self.adapt_every == 0
-        if adapt and closure is None:
-            raise ValueError(f"{self.name}.step: adaptive_damping needs a closure to evaluate the "
-                             "loss after the update")
         before = [p.data for p in self.params] if adapt else None
         for i, (p, g, s) in enumerate(zip(self.params, grads, self.state)):
             if i in self._covered:
@@ -367,7 +369,10 @@ class KFAC(Optimizer):
         self._stats.clear()
         with no_grad():
             result = closure()
-        new_loss = float((result[0] if isinstance(result, tuple) else result).item())
+        new_loss = float(loss_and_outputs(result)[0].item())
+        if not math.isfinite(new_loss):  # the update overshot into inf/NaN: undo it, damp harder
+            for p, b in zip(self.params, before):
+                p.data = b
         deltas = [p.data - b for p, b in zip(self.params, before)]
         model_change = sum(float((g * d).sum()) for g, d in zip(grads, deltas))
         for _, m, w, b in self.layers:

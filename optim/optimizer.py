@@ -46,6 +46,15 @@ def check_schedule(owner, name, value, **bounds):
     return check_number(owner, name, value, **bounds)
 
 
+def loss_and_outputs(result):
+    """A closure's result, `loss` or `(loss, outputs)` (a tuple or a list), as (loss, outputs)."""
+    if isinstance(result, (tuple, list)):
+        if len(result) != 2:
+            raise ValueError(f"a closure returns loss or (loss, outputs), got {len(result)} items")
+        return result[0], result[1]
+    return result, None
+
+
 class Optimizer:
     """Base class: parameters, step counter, per-parameter state, `info`, checkpointing."""
 

@@ -7,6 +7,14 @@ import math
 from .optimizer import check_number
 
 
+def _whole(owner, name, value, low):
+    """A whole number >= low (2.0 is fine, 2.5 is a ValueError naming the argument)."""
+    number = check_number(owner, name, value, low=low)
+    if number != int(number):
+        raise ValueError(f"{owner}: {name} must be a whole number, got {value!r}")
+    return int(number)
+
+
 def constant(lr):
     lr = check_number("constant", "lr", lr, low=0)
     return lambda step: lr
@@ -15,7 +23,7 @@ def constant(lr):
 def step_decay(lr, step_size, gamma=0.1):
     """lr * gamma^(step // step_size)."""
     lr = check_number("step_decay", "lr", lr, low=0)
-    step_size = int(check_number("step_decay", "step_size", step_size, low=1))
+    step_size = _whole("step_decay", "step_size", step_size, 1)
     gamma = check_number("step_decay", "gamma", gamma, low=0)
     return lambda step: lr * gamma ** (step // step_size)
 
@@ -23,14 +31,14 @@ def step_decay(lr, step_size, gamma=0.1):
 def cosine(lr, total_steps, min_lr=0.0):
     """min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2 for t <= T, then min_lr (Loshchilov & Hutter 2017)."""
     lr = check_number("cosine", "lr", lr, low=0)
-    total = int(check_number("cosine", "total_steps", total_steps, low=1))
+    total = _whole("cosine", "total_steps", total_steps, 1)
     min_lr = check_number("cosine", "min_lr", min_lr, low=0, high=lr)
     return lambda step: min_lr + (lr - min_lr) * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
 
 def linear_warmup(schedule, warmup_steps):
     """schedule(step) * (step + 1) / warmup_steps for the first warmup_steps steps (Goyal et al. 2017)."""
-    warmup = int(check_number("linear_warmup", "warmup_steps", warmup_steps, low=1))
+    warmup = _whole("linear_warmup", "warmup_steps", warmup_steps, 1)
     if not callable(schedule):
         schedule = constant(schedule)
     return lambda step: schedule(step) * min(1.0, (step + 1) / warmup)

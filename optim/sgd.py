@@ -10,7 +10,7 @@ The usual framework semantics, so that a trajectory matches the reference step f
 """
 from minigrad import enable_grad
 
-from .optimizer import Optimizer, check_number
+from .optimizer import Optimizer, check_number, loss_and_outputs
 
 
 class SGD(Optimizer):
@@ -33,7 +33,7 @@ class SGD(Optimizer):
         loss = None
         if closure is not None:
             with enable_grad():
-                loss = closure()
+                loss, _ = loss_and_outputs(closure())
             self.check_finite_loss(loss)
             self.zero_grad()
             loss.backward()

@@ -57,6 +57,7 @@ def steihaug_cg(matvec, gradient, radius, tol=1e-9, max_iters=250):
     gradient: flat array g. radius > 0. tol: stop when |g + H s| <= tol |g|.
     Returns a SteihaugResult. A zero gradient gives s = 0, reason "converged", no products.
     If, through rounding, the final step does not decrease the model, the step is zero.
+    A non-finite curvature p^T H p raises FloatingPointError (CG would go on with NaNs).
     """
     if radius <= 0 or not math.isfinite(radius):
         raise ValueError(f"steihaug_cg: radius must be a finite number > 0, got {radius!r}")
@@ -83,6 +84,9 @@ def steihaug_cg(matvec, gradient, radius, tol=1e-9, max_iters=250):
     for j in range(1, max_iters + 1):
         hp = apply(p)
         curvature = _dot(p, hp)
+        if not math.isfinite(curvature):
+            raise FloatingPointError(f"steihaug_cg: non-finite curvature p^T H p = {curvature} at CG "
+                                     f"iteration {j} (the curvature products overflow or are NaN)")
         if curvature <= 0:
             tau = _to_boundary(s, p, radius)
             return finish(s + tau * p, r + tau * hp, j, "negative_curvature")

@@ -65,7 +65,7 @@ from minigrad.backend import xp_of
 from minigrad.curvature import GGNOperator, HessianOperator
 from minigrad.function import enable_grad
 
-from .optimizer import Optimizer, check_number
+from .optimizer import Optimizer, check_number, loss_and_outputs
 from .steihaug import steihaug_cg
 
 CURVATURES = ("hessian", "ggn")
@@ -124,13 +124,7 @@ class TRCG(Optimizer):
     # -- the closure protocol --------------------------------------------------------------
     def _evaluate(self, closure, indices=None):
         """(loss, outputs) from closure(indices); outputs is None for a bare loss."""
-        got = closure() if indices is None else closure(indices)
-        if isinstance(got, (tuple, list)):
-            if len(got) != 2:
-                raise ValueError(f"{self.name}: the closure must return loss or (loss, outputs), "
-                                 f"got a {type(got).__name__} of length {len(got)}")
-            return got[0], got[1]
-        return got, None
+        return loss_and_outputs(closure() if indices is None else closure(indices))
 
     def _curvature_operator(self, loss, outputs):
         if self.curvature == "ggn":
@@ -195,8 +189,12 @@ class TRCG(Optimizer):
                 (batch_size if indices is None else len(indices))}
         for _ in range(self.max_retries + 1):
             radius = self.radius
-            result = steihaug_cg(operator.matvec_flat, g, radius, tol=tol,
-                                 max_iters=self.cg_max_iters)
+            try:
+                result = steihaug_cg(operator.matvec_flat, g, radius, tol=tol,
+                                     max_iters=self.cg_max_iters)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the parameters "
+                                         "were left unchanged") from None
             info.update(step_radius=radius, cg_iterations=info["cg_iterations"] + result.iterations,
                         cg_stop=result.reason)
             predicted = result.predicted_reduction

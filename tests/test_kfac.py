@@ -485,3 +485,18 @@ def test_same_steps_on_the_gpu():
         results.append([p.numpy() for p in model.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_adaptive_damping_without_a_closure_changes_nothing():
+    rng = np.random.default_rng(5)
+    model = nn.Sequential(nn.Linear(4, 3, rng=0, dtype=np.float64))
+    x, y = mg.tensor(rng.standard_normal((8, 4))), rng.integers(0, 3, 8)
+    opt = KFAC(model, lr=0.1, damping=1e-2, fisher="empirical", adaptive_damping=True, adapt_every=1)
+    before = [p.numpy().copy() for p in model.parameters()]
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match="adaptive_damping needs a closure"):
+        opt.step()
+    assert opt.steps == 0 and opt.factors(model[0]) is None
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b)

@@ -119,3 +119,12 @@ def test_schedules_follow_their_formulas():
         schedules.scaled_lr(0.1, 128, 512, rule="cubic")
     with pytest.raises(ValueError, match="step_size"):
         schedules.step_decay(0.1, step_size=0)
+
+
+def test_closures_may_return_loss_and_outputs_and_schedules_want_whole_steps():
+    w = mg.tensor(np.array([1.0]), requires_grad=True)
+    opt = SGD([w], lr=0.25)
+    opt.step(lambda: [(w * w).sum(), w * 2.0])  # (loss, outputs) as a list, as TRCG/KFAC accept
+    np.testing.assert_allclose(w.numpy(), [0.5])
+    with pytest.raises(ValueError, match="step_size must be a whole number"):
+        schedules.step_decay(1.0, 2.5)

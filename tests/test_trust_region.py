@@ -321,3 +321,14 @@ def test_curvature_subsample_comes_from_the_seeded_generator(logistic):
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     none, opt = draws(5, 1.0)
     assert none == [] and opt.info["curvature_samples"] == N
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_non_finite_curvature_raises_instead_of_stalling():
+    with pytest.raises(FloatingPointError, match="non-finite curvature"):
+        steihaug_cg(lambda x: np.full_like(x, np.nan), np.ones(3), 1.0)
+    w = mg.tensor(np.array([1e-300]), requires_grad=True)
+    opt = TRCG([w], radius=1.0, hessian_fraction=1.0)
+    with pytest.raises(FloatingPointError, match="TRCG step 1: steihaug_cg: non-finite curvature"):
+        opt.step(lambda indices=None: mg.exp(w * 1e200).sum())  # H = 1e400: inf
+    np.testing.assert_array_equal(w.numpy(), [1e-300])
