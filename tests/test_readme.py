@@ -48,3 +48,11 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 2
     test_command = commands[1].strip()
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_optimizer_example_runs_and_each_step_is_reported():
+    (code,) = [b for b in blocks("python") if "TRCG(model.parameters()" in b]
+    env = {}
+    exec(compile(code, "README optimizer example", "exec"), env)
+    info = env["opt"].info
+    assert info["cg_iterations"] >= 1 and "rho" in info and "radius" in info
