@@ -145,6 +145,12 @@ class KFAC(Optimizer):
     hyperparameters = ("damping", "momentum", "factor_decay", "cov_update_every",
                        "inv_update_every", "kl_clip", "fisher", "damping_form", "weight_decay",
                        "adaptive_damping", "adapt_every", "min_damping", "max_damping")
+    bounds = {"lr": dict(low=0), "damping": dict(low=0, low_open=True),
+              "momentum": dict(low=0, high=1, high_open=True),
+              "factor_decay": dict(low=0, high=1, high_open=True), "cov_update_every": dict(low=1),
+              "inv_update_every": dict(low=1), "kl_clip": dict(low=0, low_open=True),
+              "weight_decay": dict(low=0), "adapt_every": dict(low=1),
+              "min_damping": dict(low=0, low_open=True), "max_damping": dict(low=0, low_open=True)}
 
     def __init__(self, model, lr, damping, momentum=0.9, factor_decay=0.95, cov_update_every=1,
                  inv_update_every=20, kl_clip=1e-3, fisher="true", damping_form="factored",

@@ -60,6 +60,7 @@ class Optimizer:
 
     name = "Optimizer"
     hyperparameters = ()   # names of the attributes state_dict saves
+    bounds = {"lr": dict(low=0)}  # check_number bounds, checked again when a checkpoint is loaded
 
     def __init__(self, params):
         params = list(params)
@@ -139,6 +140,9 @@ class Optimizer:
         if len(saved["state"]) != len(self.params):
             raise ValueError(f"{self.name}.load_state_dict: the state has {len(saved['state'])} "
                              f"parameters, this optimizer {len(self.params)}")
+        for name, v in saved["hyperparameters"].items():
+            if name in self.bounds and v is not None and not isinstance(v, (bool, str)):
+                check_number(f"{self.name}.load_state_dict", name, v, **self.bounds[name])
         for name, v in saved["hyperparameters"].items():
             setattr(self, name, v)
         self.steps = int(saved["steps"])

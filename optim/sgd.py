@@ -16,6 +16,8 @@ from .optimizer import Optimizer, check_number, loss_and_outputs
 class SGD(Optimizer):
     name = "SGD"
     hyperparameters = ("momentum", "nesterov", "weight_decay", "dampening")
+    bounds = {"lr": dict(low=0), "momentum": dict(low=0, high=1, high_open=True),
+              "weight_decay": dict(low=0), "dampening": dict(low=0, high=1)}
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         super().__init__(params)

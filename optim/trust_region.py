@@ -96,6 +96,10 @@ class TRCG(Optimizer):
     name = "TRCG"
     hyperparameters = ("radius", "max_radius", "hessian_fraction", "cg_max_iters", "cg_tol",
                        "curvature", "reject_below", "expand_above", "max_retries")
+    bounds = {"radius": dict(low=0, low_open=True), "max_radius": dict(low=0, low_open=True),
+              "hessian_fraction": dict(low=0, low_open=True, high=1), "cg_max_iters": dict(low=1),
+              "cg_tol": dict(low=0), "reject_below": dict(low=0, high=1, high_open=True),
+              "expand_above": dict(low=0, low_open=True), "max_retries": dict(low=0)}
 
     def __init__(self, params, radius=5.0, max_radius=20.0, hessian_fraction=0.05,
                  cg_max_iters=250, cg_tol=1e-9, curvature="hessian", reject_below=1e-4,

@@ -500,3 +500,13 @@ def test_adaptive_damping_without_a_closure_changes_nothing():
     assert opt.steps == 0 and opt.factors(model[0]) is None
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.numpy(), b)
+
+
+def test_a_checkpoint_with_invalid_hyperparameters_is_refused():
+    model = nn.Sequential(nn.Linear(4, 3, rng=0, dtype=np.float64))
+    opt = KFAC(model, lr=0.1, damping=1e-2, fisher="empirical")
+    saved = opt.state_dict()
+    saved["hyperparameters"]["cov_update_every"] = 0
+    with pytest.raises(ValueError, match="cov_update_every must be in"):
+        opt.load_state_dict(saved)
+    assert opt.cov_update_every == 1

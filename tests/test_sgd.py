@@ -128,3 +128,13 @@ def test_closures_may_return_loss_and_outputs_and_schedules_want_whole_steps():
     np.testing.assert_allclose(w.numpy(), [0.5])
     with pytest.raises(ValueError, match="step_size must be a whole number"):
         schedules.step_decay(1.0, 2.5)
+
+
+def test_a_checkpoint_with_invalid_hyperparameters_is_refused():
+    w = mg.tensor(np.array([1.0]), requires_grad=True)
+    opt = SGD([w], lr=0.1, momentum=0.9)
+    saved = opt.state_dict()
+    saved["hyperparameters"]["momentum"] = 1.5
+    with pytest.raises(ValueError, match="SGD.load_state_dict: momentum must be in"):
+        opt.load_state_dict(saved)
+    assert opt.momentum == 0.9
