@@ -1,0 +1,333 @@
+"""``load(name, split)``: the embedded digits set and the IDX image sets (MNIST, Fashion-MNIST).
+
+Every set comes back the same way: ``images`` float32 in [0, 1], NCHW; ``labels`` int64;
+``metadata`` with ``classes``, ``shape`` (C, H, W), ``source`` and ``checksum``.
+
+Where files are looked for (IDX sets), first hit wins, each file on its own:
+``data_dir``, ``$MINIGRAD_DATA``, ``~/.cache/minigrad``, then the system folders
+(``/usr/share/datasets``, Debian's ``dataset-fashion-mnist`` puts its files in
+``/usr/share/datasets/fashion-mnist``, and ``/usr/local/share/datasets``); in each folder both
+``<folder>/<name>/<file>`` and ``<folder>/<file>``, gzip-compressed (``.gz``) or not.
+Every file is verified by the SHA-256 of its decompressed payload before it is used.
+
+The parsed arrays are cached in ``<cache>/<name>-<split>.h5`` (``<cache>`` is ``data_dir`` if given,
+else ``$MINIGRAD_DATA``, else ``~/.cache/minigrad``), written atomically, with the payload
+hashes it came from and a digest of its arrays, both checked on every load: a stale or
+corrupt cache is rebuilt from the files.
+"""
+import os
+import shutil
+import tempfile
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._files import arrays_sha256, parse_idx, read_h5, read_payload, sha256_bytes, write_h5_atomic
+
+
+class ChecksumError(ValueError):
+    """A file's content does not match its published SHA-256."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The files of a data set are in none of the folders searched."""
+
+
+SPLITS = ("train", "test")
+SYSTEM_DIRS = ["/usr/share/datasets", "/usr/local/share/datasets"]
+CACHE_VERSION = 1
+
+# ---------------------------------------------------------------------------------------------
+# digits: embedded in the package (datasets/data/digits.h5; see datasets/README.md)
+
+DIGITS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits.h5")
+# arrays_sha256 of images, labels, train_index, test_index as exported by _export_digits.py
+DIGITS_SHA256 = "9d8f67724811024f3b807bb90a1eedc80b1948fdcb5f7f30079d0caa493e7b7b"
+DIGITS_CLASSES = [str(d) for d in range(10)]
+
+
+def _load_digits(split):
+    names = ("images", "labels", "train_index", "test_index")
+    try:
+        arrays, attrs = read_h5(DIGITS_PATH, names)
+    except (OSError, KeyError) as e:
+        raise OSError(f"digits: cannot read the embedded file {DIGITS_PATH}: {e}") from e
+    actual = arrays_sha256(arrays)
+    if actual != DIGITS_SHA256:
+        raise ChecksumError(f"digits: {DIGITS_PATH} is corrupt: SHA-256 of its arrays is "
+                            f"{actual}, expected {DIGITS_SHA256}")
+    rows = arrays[f"{split}_index"]
+    images = arrays["images"][rows][:, None, :, :].astype(np.float32)
+    labels = arrays["labels"][rows].astype(np.int64)
+    meta = {
+        "name": "digits", "split": split, "classes": list(DIGITS_CLASSES), "shape": (1, 8, 8),
+        "num_examples": len(labels), "source": DIGITS_PATH, "checksum": actual,
+        "license": "CC BY 4.0",
+        "citation": "E. Alpaydin and C. Kaynak, Optical Recognition of Handwritten Digits, "
+                    "UCI Machine Learning Repository, 1998 (via scikit-learn's load_digits)",
+    }
+    return images, labels, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX sets
+
+
+@dataclass
+class IDXSet:
+    """An image set shipped as four IDX files, each known by its decompressed SHA-256."""
+    name: str
+    classes: list
+    files: dict        # split -> (images file name, labels file name), without ".gz"
+    sha256: dict       # file name -> SHA-256 of the decompressed payload
+    urls: list = field(default_factory=list)   # mirrors; file URL = mirror + "/" + name + ".gz"
+    gz_sha256: dict = field(default_factory=dict)  # published hash of the .gz, where known
+    license: str = ""
+    citation: str = ""
+    shape: tuple = (1, 28, 28)
+
+
+_STANDARD_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                   "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+IDX_SETS = {
+    "fashion-mnist": IDXSet(
+        name="fashion-mnist",
+        classes=["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"],
+        files=_STANDARD_FILES,
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        urls=["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"],
+        license="MIT", citation="H. Xiao, K. Rasul and R. Vollgraf, Fashion-MNIST, "
+                                "arXiv:1708.07747, 2017"),
+    "mnist": IDXSet(
+        name="mnist",
+        classes=[str(d) for d in range(10)],
+        files=_STANDARD_FILES,
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        gz_sha256={
+            "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        urls=["https://ossci-datasets.s3.amazonaws.com/mnist",
+              "https://storage.googleapis.com/cvdf-datasets/mnist"],
+        license="CC BY-SA 3.0", citation="Y. LeCun, C. Cortes and C. J. C. Burges, "
+                                         "The MNIST database of handwritten digits"),
+}
+
+NOT_YET = ("cifar10", "svhn")
+
+
+def names():
+    """The data sets ``load`` knows."""
+    return ("digits",) + tuple(IDX_SETS)
+
+
+def search_dirs(data_dir=None):
+    """Folders searched for data files, in order."""
+    dirs = []
+    if data_dir is not None:
+        dirs.append(os.fspath(data_dir))
+    if os.environ.get("MINIGRAD_DATA"):
+        dirs.append(os.environ["MINIGRAD_DATA"])
+    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "minigrad"))
+    dirs.extend(SYSTEM_DIRS)
+    return dirs
+
+
+def cache_dir(data_dir=None):
+    """Where parsed arrays are cached: ``data_dir``, else ``$MINIGRAD_DATA``, else
+    ``~/.cache/minigrad``."""
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    if os.environ.get("MINIGRAD_DATA"):
+        return os.environ["MINIGRAD_DATA"]
+    return os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
+
+
+def cache_path(name, split, data_dir=None):
+    """The cache file of one split: ``<cache>/<name>-<split>.h5``."""
+    return os.path.join(cache_dir(data_dir), f"{name}-{split}.h5")
+
+
+def _find(spec, fname, dirs):
+    for d in dirs:
+        for folder in (os.path.join(d, spec.name), d):
+            for candidate in (fname + ".gz", fname):
+                path = os.path.join(folder, candidate)
+                if os.path.isfile(path):
+                    return path
+    return None
+
+
+def _verified_payload(spec, fname, path):
+    data = read_payload(path)
+    expected = spec.sha256[fname]
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise ChecksumError(
+            f"{spec.name}: checksum mismatch for {path}: SHA-256 of the decompressed content "
+            f"is {actual}, expected {expected}; delete or replace the file")
+    return data
+
+
+def _not_found(spec, split, missing, dirs):
+    wanted = ", ".join(f"{f}.gz" for f in missing)
+    where = "\n".join(f"  {os.path.join(d, spec.name)}" for d in dirs)
+    hint = (" (on Debian/Ubuntu: apt-get install dataset-fashion-mnist)"
+            if spec.name == "fashion-mnist" else "")
+    src = f" from {spec.urls[0]}/" if spec.urls else ""
+    return DataNotFoundError(
+        f"{spec.name} ({split} split): missing {wanted}. Put these files{src} in one of these "
+        f"folders (or directly in the folder itself):\n{where}\n"
+        f"or pass download=True{hint}.")
+
+
+def _download(spec, fname, dest_dir):
+    """Fetch ``fname.gz`` into ``dest_dir/name/``, verified before it is moved into place."""
+    folder = os.path.join(dest_dir, spec.name)
+    os.makedirs(folder, exist_ok=True)
+    errors = []
+    for mirror in spec.urls:
+        url = f"{mirror}/{fname}.gz"
+        fd, tmp = tempfile.mkstemp(prefix=fname + ".", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+            with open(tmp, "rb") as f:
+                raw = f.read()
+            if fname in spec.gz_sha256 and sha256_bytes(raw) != spec.gz_sha256[fname]:
+                raise ChecksumError(f"{url}: SHA-256 {sha256_bytes(raw)}, expected "
+                                    f"{spec.gz_sha256[fname]}")
+            os.rename(tmp, tmp + ".gz")  # read_payload decompresses by the name's suffix
+            tmp += ".gz"
+            _verified_payload(spec, fname, tmp)
+            path = os.path.join(folder, fname + ".gz")
+            os.replace(tmp, path)
+            return path
+        except Exception as e:  # try the next mirror
+            errors.append(f"{url}: {e}")
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError(f"{spec.name}: could not download {fname}.gz:\n  " + "\n  ".join(errors))
+
+
+def _split_hash(arrays, split):
+    return arrays_sha256({k: v for k, v in arrays.items() if k.startswith(split + "_")})
+
+
+def _read_cache(spec, path, split):
+    """The cached arrays of ``split``, or None when absent; raises ValueError when corrupt."""
+    if not os.path.exists(path):
+        return None
+    keys = (f"{split}_images", f"{split}_labels")
+    try:
+        arrays, attrs = read_h5(path, keys)
+    except Exception as e:  # truncated/garbled HDF5, missing dataset, ...
+        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
+    if attrs.get("version") != CACHE_VERSION:
+        raise ValueError(f"cache version {attrs.get('version')!r}, expected {CACHE_VERSION}")
+    for fname in spec.files[split]:
+        if attrs.get(f"payload_sha256:{fname}") != spec.sha256[fname]:
+            raise ValueError(f"it was built from a different {fname}")
+    if attrs.get(f"sha256_{split}") != _split_hash(arrays, split):
+        raise ValueError("its arrays do not match the digest recorded in it")
+    return arrays
+
+
+def _build(spec, split, data_dir, download):
+    dirs = search_dirs(data_dir)
+    paths = {f: _find(spec, f, dirs) for f in spec.files[split]}
+    missing = [f for f, p in paths.items() if p is None]
+    if missing and download:
+        for f in missing:
+            paths[f] = _download(spec, f, cache_dir(data_dir))
+        missing = []
+    if missing:
+        raise _not_found(spec, split, missing, dirs)
+    img_name, lab_name = spec.files[split]
+    images = parse_idx(_verified_payload(spec, img_name, paths[img_name]), paths[img_name])
+    labels = parse_idx(_verified_payload(spec, lab_name, paths[lab_name]), paths[lab_name])
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{spec.name}: {paths[img_name]} has {images.shape[0]} images but "
+                         f"{paths[lab_name]} has {labels.shape[0]} labels")
+    return {f"{split}_images": images, f"{split}_labels": labels}, paths
+
+
+def _write_cache(spec, path, split, arrays):
+    attrs = {"version": CACHE_VERSION, "name": spec.name, "split": split,
+             f"sha256_{split}": _split_hash(arrays, split)}
+    for f in spec.files[split]:
+        attrs[f"payload_sha256:{f}"] = spec.sha256[f]
+    try:
+        write_h5_atomic(path, arrays, attrs, level=1)
+    except OSError as e:
+        warnings.warn(f"{spec.name}: could not write the cache {path} ({e}); "
+                      f"the files will be parsed again next time", stacklevel=3)
+
+
+def _load_idx(spec, split, data_dir, download):
+    path = cache_path(spec.name, split, data_dir)
+    try:
+        arrays = _read_cache(spec, path, split)
+        source = path
+    except ValueError as e:
+        warnings.warn(f"{spec.name}: cache {path} is corrupt or stale ({e}); rebuilding it",
+                      stacklevel=3)
+        arrays = None
+    if arrays is None:
+        arrays, paths = _build(spec, split, data_dir, download)
+        _write_cache(spec, path, split, arrays)
+        source = ", ".join(paths.values())
+    raw = arrays[f"{split}_images"]
+    images = (raw.astype(np.float32) / np.float32(255.0))[:, None, :, :]
+    labels = arrays[f"{split}_labels"].astype(np.int64)
+    img_name, lab_name = spec.files[split]
+    meta = {
+        "name": spec.name, "split": split, "classes": list(spec.classes),
+        "shape": tuple(images.shape[1:]), "num_examples": len(labels), "source": source,
+        "checksum": spec.sha256[img_name],
+        "checksums": {img_name: spec.sha256[img_name], lab_name: spec.sha256[lab_name]},
+        "license": spec.license, "citation": spec.citation,
+    }
+    return images, labels, meta
+
+
+def load(name, split="train", data_dir=None, download=False):
+    """Load a data set split as ``(images, labels, metadata)``.
+
+    images: float32 array (N, C, H, W) in [0, 1];  labels: int64 array (N,);
+    metadata: dict with ``classes``, ``shape`` (C, H, W), ``source`` (file or files read),
+    ``checksum`` (SHA-256 the content was verified against), ``num_examples``, ``license``,
+    ``citation``.
+
+    name: ``"digits"`` (embedded, 1,437 train / 360 test 8x8 images), ``"mnist"`` or
+    ``"fashion-mnist"`` (60,000 / 10,000 28x28 images, read from local IDX files; see the
+    module docstring for where they are looked for). ``download=True`` fetches missing IDX
+    files into the cache folder, verified by SHA-256 before use.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"load({name!r}): split must be 'train' or 'test', got {split!r}")
+    key = str(name).lower().replace("_", "-")
+    if key == "digits":
+        return _load_digits(split)
+    if key in IDX_SETS:
+        return _load_idx(IDX_SETS[key], split, data_dir, download)
+    if key in NOT_YET:
+        raise NotImplementedError(f"load({name!r}): data set {name!r} is not yet supported; "
+                                  f"supported: {', '.join(names())}")
+    raise ValueError(f"load: unknown data set {name!r}; supported: {', '.join(names())}")
