@@ -1,4 +1,4 @@
-"""The `minigrad` command line (a click group). Commands arrive with the CLI issues."""
+"""The `minigrad` command line (a click group): `minigrad train` (cli/train.py)."""
 import click
 
 from minigrad import __version__
@@ -8,3 +8,8 @@ from minigrad import __version__
 @click.version_option(__version__, prog_name="minigrad")
 def main():
     """minigrad: second-order optimization studies on a from-scratch autodiff engine."""
+
+
+from .train import train
+
+main.add_command(train)

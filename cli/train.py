@@ -1,0 +1,417 @@
+"""`minigrad train`: train a classifier on digits / MNIST / Fashion-MNIST with one optimizer.
+
+See `minigrad train --help`; files written are described in cli/runlog.py.
+
+Data order: epoch e visits the training split in the order of
+``numpy.random.default_rng([seed, e]).permutation(n)`` (via ``minigrad.datasets.batches``),
+in batches of --batch-size (the last one of an epoch shorter). A step is one batch; the
+checkpoint stores (epoch, position), so a resumed run sees exactly the batches the
+uninterrupted one would.
+"""
+import functools
+import math
+import os
+import signal
+import sys
+import time
+
+import click
+import numpy as np
+from minigrad.optim import KFAC, SGD, STRCG, TRCG
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import datasets
+from minigrad.nn import models
+
+from . import runlog
+
+DATASETS = ("digits", "mnist", "fashion-mnist")
+MODELS = ("mlp", "lenet", "resnet20")
+OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
+DEFAULT_EPOCHS = 20
+# per-optimizer defaults of the options that are None on the command line
+DEFAULTS = {
+    "sgd": {"lr": 0.1, "momentum": 0.9},
+    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2},
+    "trcg": {"radius": 1.0, "hessian_fraction": 0.1},
+    "strcg": {"radius": 1.0, "hessian_fraction": 0.1},
+}
+APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac",),
+           "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
+# options that define the run: fixed at the first session, a resume may not change them
+STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
+              "radius", "hessian_fraction", "seed", "dtype")
+EVAL_BATCH = 1000
+EXIT_INTERRUPTED = 130
+
+
+def _parse_hidden(ctx, param, value):
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive ints like 64,64, got {value!r}")
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter(f"layer sizes must be positive, got {value!r}")
+    return sizes
+
+
+def _fail(message, code=1):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line_errors(fn):
+    """User-facing failures as one line on stderr and exit status 1, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FloatingPointError as e:
+            _fail(f"training stopped, non-finite value: {e}")
+        except (ValueError, TypeError, OSError) as e:   # FileNotFoundError is an OSError
+            _fail(" ".join(str(e).split()) or repr(e))
+    return wrapper
+
+
+# ------------------------------------------------------------------------------- building
+def build_model(config, shape, classes):
+    c, h, w = shape
+    dtype = np.dtype(config["dtype"])
+    if config["model"] == "mlp":
+        sizes = [c * h * w] + list(config["hidden"]) + [classes]
+        return models.mlp(sizes, activation="relu", rng=config["seed"], dtype=dtype)
+    if config["model"] == "lenet":
+        if (h, w) != (28, 28):
+            raise click.UsageError(f"--model lenet needs 28x28 images (mnist, fashion-mnist); "
+                                   f"{config['dataset']} has {h}x{w}")
+        return models.lenet5(classes, in_channels=c, rng=config["seed"], dtype=dtype)
+    if h % 4 or w % 4:
+        raise click.UsageError(f"--model resnet20 needs image sides divisible by 4, got {h}x{w}")
+    return models.resnet20(classes, in_channels=c, rng=config["seed"], dtype=dtype)
+
+
+def build_optimizer(config, model):
+    name = config["optimizer"]
+    if name == "sgd":
+        return SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
+    if name == "kfac":
+        return KFAC(model, lr=config["lr"], damping=config["damping"], momentum=config["momentum"],
+                    fisher="empirical")
+    cls = TRCG if name == "trcg" else STRCG
+    return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
+               hessian_fraction=config["hessian_fraction"], seed=config["seed"])
+
+
+def evaluate(model, images, labels, flatten):
+    """(mean cross-entropy, accuracy) on a whole split, in eval mode, without a graph."""
+    model.eval()
+    total, correct = 0.0, 0
+    try:
+        with mg.no_grad():
+            for start in range(0, len(labels), EVAL_BATCH):
+                x = images[start:start + EVAL_BATCH]
+                y = labels[start:start + EVAL_BATCH]
+                logits = model(mg.tensor(x.reshape(len(x), -1) if flatten else x))
+                total += float(F.cross_entropy(logits, y, reduction="sum").item())
+                correct += int((logits.numpy().argmax(1) == y).sum())
+    finally:
+        model.train()
+    return total / len(labels), correct / len(labels)
+
+
+class _StopRequested(Exception):
+    """Ctrl-C was pressed; raised between steps, where the state is consistent."""
+
+
+class _DeferredInterrupt:
+    """While active, the first Ctrl-C only sets a flag (checked between steps); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ---------------------------------------------------------------------------------- command
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
+              help="Training data (mnist and fashion-mnist are read from local IDX files).")
+@click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True,
+              help="mlp gets flattened images; lenet needs 28x28 images.")
+@click.option("--hidden", callback=_parse_hidden, default="64,64", show_default=True,
+              help="Hidden layer sizes of the mlp, comma-separated (relu between layers).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help=f"Epochs to train (default {DEFAULT_EPOCHS} unless --steps is given).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Total optimizer steps (instead of --epochs); with --resume, the new total.")
+@click.option("--lr", type=click.FloatRange(min=0), default=None,
+              help="Learning rate (sgd 0.1, kfac 0.05).")
+@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Momentum (sgd, kfac; default 0.9).")
+@click.option("--damping", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="K-FAC damping (default 0.01).")
+@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Initial trust radius (trcg, strcg; default 1.0).")
+@click.option("--hessian-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Share of the batch used for curvature (trcg, strcg; default 0.1).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Evaluate on the test split every K steps (default: once per epoch) and at the end.")
+@click.option("--target-accuracy", type=click.FloatRange(min=0, max=1), default=None,
+              help="Record the first evaluated step whose test accuracy reaches A.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the weights, the data order and the optimizer.")
+@click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default runs/<UTC time YYYYmmdd-HHMMSS>).")
+@click.option("--overwrite", is_flag=True, help="Replace the run.h5 and checkpoint of an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
+              help="Write the checkpoint (and run.h5) every K steps; always at the end.")
+@click.pass_context
+@one_line_errors
+def train(ctx, **options):
+    """Train a classifier and log it to OUT/run.h5, with a resumable OUT/checkpoint.npz.
+
+    Ctrl-C stops after the current step, writes the checkpoint and exits with status 130;
+    continue with the same --out and --resume.
+    """
+    out = options.pop("out")
+    overwrite, resume = options.pop("overwrite"), options.pop("resume")
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+    if options["epochs"] is not None and options["steps"] is not None:
+        raise click.UsageError("give --epochs or --steps, not both")
+    if out is None:
+        if resume:
+            raise click.UsageError("--resume needs --out, the run folder to continue")
+        out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+
+    def given(name):
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    saved = None
+    if resume:
+        if not os.path.isfile(os.path.join(out, runlog.CHECKPOINT_FILE)):
+            raise click.UsageError(f"--resume: no checkpoint in {out!r} "
+                                   f"({runlog.CHECKPOINT_FILE} not found)")
+        saved = runlog.read_checkpoint(out)
+        old = saved[1]["config"]
+        for key in STRUCTURAL:
+            if given(key) and options[key] != old[key]:
+                raise click.UsageError(f"--resume: --{key.replace('_', '-')} {options[key]!r} differs "
+                                       f"from the run's {old[key]!r}; it cannot change on resume")
+        config = dict(old)
+        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy"):
+            if given(key):
+                config[key] = options[key]
+        if given("epochs"):
+            config["steps"] = None
+        if given("steps"):
+            config["epochs"] = None
+    else:
+        if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+            if not overwrite:
+                raise click.UsageError(f"run folder {out!r} exists; pass --resume to continue it or "
+                                       "--overwrite to replace its run.h5 and checkpoint")
+            if not os.path.isdir(out):
+                raise click.UsageError(f"--out {out!r} is a file, not a folder")
+        config = dict(options)
+        name = config["optimizer"]
+        if given("hidden") and config["model"] != "mlp":
+            raise click.UsageError(f"--hidden applies to --model mlp only, not {config['model']}")
+        for key, applies in APPLIES.items():
+            if config[key] is not None and name not in applies:
+                raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --optimizer {name}")
+            if config[key] is None and name in applies:
+                config[key] = DEFAULTS[name][key]
+        if config["epochs"] is None and config["steps"] is None:
+            config["epochs"] = DEFAULT_EPOCHS
+
+    run(config, out, saved, overwrite)
+
+
+def run(config, out, saved, overwrite):
+    images, labels, meta = datasets.load(config["dataset"], "train")
+    test_images, test_labels, _ = datasets.load(config["dataset"], "test")
+    dtype = np.dtype(config["dtype"])
+    images, test_images = images.astype(dtype, copy=False), test_images.astype(dtype, copy=False)
+    classes = len(meta["classes"])
+    model = build_model(config, tuple(meta["shape"]), classes)
+    flatten = config["model"] == "mlp"
+    if flatten:
+        images = images.reshape(len(images), -1)
+        test_images = test_images.reshape(len(test_images), -1)
+    optimizer = build_optimizer(config, model)
+
+    n, bs = len(labels), config["batch_size"]
+    per_epoch = datasets.num_batches(n, bs)
+    total = config["steps"] if config["steps"] is not None else config["epochs"] * per_epoch
+    eval_every = config["eval_every"] or per_epoch
+    ckpt_every = config["checkpoint_every"]
+
+    step, epoch, position, wall_before, target_step = 0, 0, 0, 0.0, None
+    since_eval = []
+    history = runlog.new_history()
+    if saved is not None:
+        model_state, state = saved
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), state["history"]
+        epoch, position = state["data"]["epoch"], state["data"]["position"]
+        wall_before, target_step = float(state["wall_time"]), state["target_step"]
+        since_eval = list(state.get("since_eval", []))
+        if total < step:
+            raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
+                                   f"the {total} asked for")
+        click.echo(f"resuming {out} at step {step} (epoch {epoch + 1}, batch {position + 1})")
+    else:
+        os.makedirs(out, exist_ok=True)
+        if overwrite:
+            for fname in (runlog.RUN_FILE, runlog.CHECKPOINT_FILE):
+                if os.path.exists(os.path.join(out, fname)):
+                    os.remove(os.path.join(out, fname))
+
+    t0 = time.perf_counter()
+
+    def wall():
+        return wall_before + time.perf_counter() - t0
+
+    last_checkpoint = step if saved is not None else None
+
+    def snapshot(status, checkpoint=True):
+        nonlocal last_checkpoint
+        if checkpoint:
+            last_checkpoint = step
+            runlog.write_checkpoint(out, model, {
+                "step": step, "optimizer": optimizer.state_dict(),
+                "data": {"epoch": epoch, "position": position}, "history": history,
+                "config": config, "wall_time": wall(), "target_step": target_step,
+                "since_eval": list(since_eval)})
+        runlog.write_run(out, config, history, status, step, target_step, wall())
+
+    def do_eval():
+        nonlocal target_step, since_eval
+        train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
+        test_loss, acc = evaluate(model, test_images, test_labels, flatten)
+        ev = history["evals"]
+        ev["step"].append(step)
+        ev["train_loss"].append(train_loss)
+        ev["test_loss"].append(test_loss)
+        ev["test_accuracy"].append(acc)
+        since_eval = []
+        if target_step is None and config["target_accuracy"] is not None \
+                and acc >= config["target_accuracy"]:
+            target_step = step
+        click.echo(f"step {step:>6}/{total}  epoch {epoch + position / per_epoch:6.2f}  "
+                   f"train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
+                   f"test acc {acc:.4f}  {wall():7.1f}s")
+        return train_loss, acc
+
+    name = config["optimizer"]
+    try:
+        with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
+            while step < total:
+                order_rng = np.random.default_rng([config["seed"], epoch])
+                for k, (xb, yb) in enumerate(datasets.batches(images, labels, bs, seed=order_rng)):
+                    if k < position:
+                        continue
+                    if step >= total:
+                        break
+                    loss = _one_step(name, model, optimizer, xb, yb, step)
+                    step += 1
+                    position = k + 1
+                    if position == per_epoch:
+                        epoch, position = epoch + 1, 0
+                    st = history["steps"]
+                    st["loss"].append(loss)
+                    st["wall_time"].append(wall())
+                    if name in ("sgd", "kfac"):
+                        st["lr"].append(float(optimizer.value("lr")))
+                    else:
+                        st["radius"].append(float(optimizer.radius))
+                    since_eval.append(loss)
+                    if step % eval_every == 0 and step < total:
+                        do_eval()
+                    if interrupt.requested:
+                        raise _StopRequested
+                    if ckpt_every and step % ckpt_every == 0 and step < total:
+                        snapshot("running")
+                    if position == 0:
+                        break  # the epoch is over: a new order
+        train_loss, acc = do_eval()
+        snapshot("finished")
+    except _StopRequested:
+        snapshot("interrupted")
+        click.echo(f"\ninterrupted at step {step}; checkpoint written to "
+                   f"{os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: minigrad train "
+                   f"--out {out} --resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): mid-step
+        snapshot("interrupted", checkpoint=False)
+        kept = (f"the checkpoint of step {last_checkpoint} is kept; resume with: minigrad train "
+                f"--out {out} --resume" if last_checkpoint is not None
+                else "no checkpoint was written")
+        click.echo(f"\ninterrupted during step {step + 1}; {kept}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except FloatingPointError as e:
+        snapshot("failed", checkpoint=False)
+        kept = (f"the checkpoint of step {last_checkpoint} is kept" if last_checkpoint is not None
+                else "no checkpoint was written")
+        _fail(f"training stopped at step {step + 1} ({kept}): {e}")
+    finally:
+        if isinstance(optimizer, KFAC):
+            optimizer.close()
+
+    summary = (f"done: {step} steps, final train loss {train_loss:.4f}, test accuracy {acc:.4f}, "
+               f"wall time {wall():.1f}s")
+    if config["target_accuracy"] is not None:
+        summary += (f", target {config['target_accuracy']:g} reached at step {target_step}"
+                    if target_step is not None else
+                    f", target {config['target_accuracy']:g} not reached")
+    click.echo(summary + f"  [{out}]")
+
+
+def _one_step(name, model, optimizer, xb, yb, step):
+    """One optimizer step on the batch (xb, yb); returns the batch loss at the start."""
+    if name in ("sgd", "kfac"):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(mg.tensor(xb)), yb)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"step {step + 1}: non-finite loss {value}")
+        loss.backward()
+        optimizer.step()
+        return value
+
+    def closure(indices=None):
+        x, y = (xb, yb) if indices is None else (xb[indices], yb[indices])
+        logits = model(mg.tensor(x))
+        return F.cross_entropy(logits, y), logits
+
+    return float(optimizer.step(closure, batch_size=len(yb)))
