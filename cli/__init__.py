@@ -1,4 +1,4 @@
-"""The `minigrad` command line (a click group): `minigrad train` (cli/train.py)."""
+"""The `minigrad` command line (a click group): `train` (cli/train.py); `evaluate`, `runs`, `show` (cli/inspect.py)."""
 import click
 
 from minigrad import __version__
@@ -10,6 +10,10 @@ def main():
     """minigrad: second-order optimization studies on a from-scratch autodiff engine."""
 
 
+from .inspect import evaluate, runs, show
 from .train import train
 
 main.add_command(train)
+main.add_command(evaluate)
+main.add_command(runs)
+main.add_command(show)
