@@ -174,6 +174,9 @@ def evaluate(run, split, batch_size):
         model.load_state_dict(model_state)
     except _READ_ERRORS as e:
         raise _UserError(f"checkpoint weights do not fit the run's model: {' '.join(str(e).split())}")
+    if config["model"] == "autoencoder":
+        raise _UserError(f"{run} is an autoencoder run: evaluate reports classification accuracy; "
+                         f"see `minigrad show {run}` for its reconstruction error")
     flatten = config["model"] == "mlp"
     loss, correct = evaluate_split(model, images, labels, flatten, batch_size)
     n = len(labels)
@@ -245,10 +248,12 @@ def show(run):
     click.echo("evaluations:")
     n = len(evals.get("step", []))
     if n:
+        metric, label = (("test_accuracy", "test acc") if "test_accuracy" in evals
+                         else ("test_reconstruction_error", "test recon err"))
         rows = [(int(evals["step"][i]), _fmt(float(evals["train_loss"][i])),
-                 _fmt(float(evals["test_loss"][i])), _fmt(float(evals["test_accuracy"][i])))
+                 _fmt(float(evals["test_loss"][i])), _fmt(float(evals[metric][i])))
                 for i in range(n)]
-        table = _table(("step", "train loss", "test loss", "test acc"), rows)
+        table = _table(("step", "train loss", "test loss", label), rows)
         click.echo("\n".join("  " + line for line in table.splitlines()))
     else:
         click.echo("  (none)")

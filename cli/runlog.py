@@ -12,6 +12,7 @@ run.h5 layout (h5py)::
             status ("running" at a checkpoint, "finished", "interrupted", "failed"),
             steps (completed), target_accuracy (nan if none), target_step (-1 if not reached),
             wall_time (seconds of training, summed over resumed sessions)
+            schedule_steps (the steps the lr schedule spans: the first session's total)
     steps/  one entry per optimizer step, resizable 1-D datasets (maxshape (None,)):
             loss       float64, the mini-batch loss at the start of the step
             lr         float64, the learning rate used (sgd, kfac)
@@ -22,6 +23,18 @@ run.h5 layout (h5py)::
             train_loss     float64, mean mini-batch loss over the steps since the last evaluation
             test_loss      float64, mean cross-entropy on the test split
             test_accuracy  float64, fraction of the test split classified correctly
+                           (classifiers; absent for --model autoencoder)
+            test_reconstruction_error  float64, --model autoencoder only: mean over the test
+                           images of sum over pixels of (sigmoid(logit) - pixel)^2
+            (for the autoencoder, train_loss and test_loss are the binary cross-entropy summed
+            over pixels, averaged over images)
+    layers/<name>/<metric>  one entry per evaluation (aligned with evals/), resizable float64:
+            per-layer statistics (minigrad.nn.capture, stats.summary()) of one forward and
+            backward pass, in eval mode, of the first --batch-size examples of the training
+            split (the same batch at every evaluation), for every Linear and Conv2d <name> of
+            the model (its dotted module name): input_mean, input_std, input_zero_fraction,
+            input_saturated_fraction (of the layer's input, |a| >= 0.99), output_grad_norm
+            (||dL/ds||) and grad_norm (||dL/d[W, b]||); nan where not available.
 
 checkpoint.npz (numpy.savez): ``model.<name>`` arrays (the model's state_dict) and ``state``, a
 uint8 array holding a pickle of {"format", "step", "optimizer" (its state_dict), "data"
@@ -45,10 +58,30 @@ CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
 STEP_SERIES = ("loss", "lr", "radius", "wall_time")
 EVAL_SERIES = ("step", "train_loss", "test_loss", "test_accuracy")
+OPTIONAL_EVALS = ("test_accuracy", "test_reconstruction_error")
+LAYER_METRICS = ("input_mean", "input_std", "input_zero_fraction", "input_saturated_fraction",
+                 "output_grad_norm", "grad_norm")
 
 
 def new_history():
-    return {"steps": {k: [] for k in STEP_SERIES}, "evals": {k: [] for k in EVAL_SERIES}}
+    return {"steps": {k: [] for k in STEP_SERIES}, "evals": {k: [] for k in EVAL_SERIES},
+            "layers": {}}
+
+
+def append_layers(history, evals, stats):
+    """Add one evaluation's {layer: {metric: value}} to history["layers"], every series padded
+    with nan to `evals` entries (the number of evaluations so far, this one included)."""
+    layers = history.setdefault("layers", {})
+    for name, values in stats.items():
+        series = layers.setdefault(name, {k: [] for k in LAYER_METRICS})
+        for k in LAYER_METRICS:
+            v = values.get(k)
+            series[k].append(float("nan") if v is None else float(v))
+    for series in layers.values():
+        for k in LAYER_METRICS:
+            values = series[k]
+            if len(values) < evals:
+                values[:0] = [float("nan")] * (evals - len(values))  # a layer seen late
 
 
 def versions():
@@ -90,11 +123,20 @@ def write_run(folder, config, history, status, steps, target_step, wall_time):
             f.attrs["target_accuracy"] = float("nan") if tgt is None else float(tgt)
             f.attrs["target_step"] = -1 if target_step is None else int(target_step)
             f.attrs["wall_time"] = float(wall_time)
+            for name, series in history.get("layers", {}).items():
+                g = f.require_group("layers").create_group(name)
+                for metric, values in series.items():
+                    g.create_dataset(metric, data=np.asarray(values, dtype=np.float64),
+                                     maxshape=(None,), chunks=True)
             for group, series in history.items():
+                if group == "layers":
+                    continue
                 g = f.create_group(group)
                 for name, values in series.items():
                     if group == "steps" and name in ("lr", "radius") and not values:
                         continue  # only the series this optimizer has
+                    if group == "evals" and name in OPTIONAL_EVALS and not values:
+                        continue  # test_accuracy (classifiers) or the reconstruction error
                     dtype = np.int64 if name == "step" else np.float64
                     g.create_dataset(name, data=np.asarray(values, dtype=dtype), maxshape=(None,),
                                      chunks=True)
@@ -108,6 +150,9 @@ def read_run(folder):
         out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         for group in ("steps", "evals"):
             out[group] = {k: f[group][k][()] for k in f[group]}
+        layers = f.get("layers")
+        out["layers"] = ({name: {k: layers[name][k][()] for k in layers[name]} for name in layers}
+                         if layers is not None else {})
     return out
 
 

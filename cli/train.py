@@ -7,6 +7,21 @@ Data order: epoch e visits the training split in the order of
 in batches of --batch-size (the last one of an epoch shorter). A step is one batch; the
 checkpoint stores (epoch, position), so a resumed run sees exactly the batches the
 uninterrupted one would.
+
+--config FILE.toml: top-level keys are option names (dashes or underscores: `eval-every = 10`,
+`hidden = [64, 64]` or "64,64", `resume = true`); an option given on the command line wins
+(click's ParameterSource); unknown keys and bad values are usage errors (exit 2). Options from
+the file count as given (e.g. for the --resume checks).
+
+--schedule (sgd, kfac): the lr as a function of the optimizer step t over T steps, T the total
+of the FIRST session (config "schedule_steps"; a resume with a new --steps keeps it): constant,
+cosine (to 0 at T), step (x0.1 after each ceil(T/3) steps); --warmup-steps W multiplies it by
+min(1, (t+1)/W). steps/lr in run.h5 is the lr each step used.
+
+Output: one line per evaluation; when stdout is a terminal also a click progress bar over the
+steps with the batch loss and the last test accuracy (or reconstruction error).
+
+At every evaluation the per-layer statistics of nn.capture are logged (cli/runlog.py, layers/).
 """
 import functools
 import math
@@ -17,17 +32,27 @@ import time
 
 import click
 import numpy as np
-from minigrad.optim import KFAC, SGD, STRCG, TRCG
+from click.core import ParameterSource
+from minigrad.optim import KFAC, SGD, STRCG, TRCG, schedules
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import datasets
-from minigrad.nn import models
+from minigrad.backend import GPU_INSTALL_HINT, to_device
+from minigrad.nn import capture, models
 
 from . import runlog
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
-MODELS = ("mlp", "lenet", "resnet20")
+MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
+# --model autoencoder without --hidden: encoder sizes after the input (Hinton & Salakhutdinov 2006
+# for 28x28 images)
+AUTOENCODER_HIDDEN = {64: [32, 16, 8], 784: [1000, 500, 250, 30]}
 OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
 DEFAULT_EPOCHS = 20
 # per-optimizer defaults of the options that are None on the command line
@@ -41,7 +66,9 @@ APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac
            "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
-              "radius", "hessian_fraction", "seed", "dtype")
+              "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
+SCHEDULES = ("constant", "cosine", "step")
+STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
 EXIT_INTERRUPTED = 130
 
@@ -86,6 +113,11 @@ def build_model(config, shape, classes):
     if config["model"] == "mlp":
         sizes = [c * h * w] + list(config["hidden"]) + [classes]
         return models.mlp(sizes, activation="relu", rng=config["seed"], dtype=dtype)
+    if config["model"] == "autoencoder":
+        if config["hidden"] is None:
+            config["hidden"] = AUTOENCODER_HIDDEN.get(c * h * w, [256, 64, 16])
+        return models.autoencoder([c * h * w] + list(config["hidden"]), rng=config["seed"],
+                                  dtype=dtype)
     if config["model"] == "lenet":
         if (h, w) != (28, 28):
             raise click.UsageError(f"--model lenet needs 28x28 images (mnist, fashion-mnist); "
@@ -99,17 +131,83 @@ def build_model(config, shape, classes):
 def build_optimizer(config, model):
     name = config["optimizer"]
     if name == "sgd":
-        return SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
+        return SGD(model.parameters(), lr=lr_schedule(config), momentum=config["momentum"])
     if name == "kfac":
-        return KFAC(model, lr=config["lr"], damping=config["damping"], momentum=config["momentum"],
-                    fisher="empirical")
+        return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
+                    momentum=config["momentum"], fisher="empirical")
     cls = TRCG if name == "trcg" else STRCG
     return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
                hessian_fraction=config["hessian_fraction"], seed=config["seed"])
 
 
-def evaluate(model, images, labels, flatten):
-    """(mean cross-entropy, accuracy) on a whole split, in eval mode, without a graph."""
+def is_autoencoder(model):
+    return isinstance(model, models.Autoencoder)
+
+
+def loss_of(model, logits, y, reduction="mean"):
+    """Cross-entropy of a classifier's logits against labels y; for the autoencoder the binary
+    cross-entropy of the reconstruction logits against the images y, summed over pixels and
+    averaged over the batch ("batchmean"; "sum" sums over the batch too)."""
+    if is_autoencoder(model):
+        return models.binary_cross_entropy_with_logits(
+            logits, y, reduction="batchmean" if reduction == "mean" else reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
+def lr_schedule(config):
+    """The lr (sgd, kfac) as a callable of the step: --schedule over config["schedule_steps"]
+    steps (the total of the first session), with linear warmup over --warmup-steps."""
+    lr, kind = config["lr"], config.get("schedule") or "constant"
+    total = int(config.get("schedule_steps") or 1)
+    if kind == "cosine":
+        fn = schedules.cosine(lr, total)
+    elif kind == "step":
+        fn = schedules.step_decay(lr, max(1, math.ceil(total / 3)), STEP_DECAY_GAMMA)
+    elif not config.get("warmup_steps"):
+        return lr   # a plain number, as without a schedule
+    else:
+        fn = schedules.constant(lr)
+    if config.get("warmup_steps"):
+        fn = schedules.linear_warmup(fn, config["warmup_steps"])
+    return fn
+
+
+def read_config_file(ctx, path):
+    """{parameter name: value} from the TOML file `path` (keys with dashes or underscores)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise click.UsageError(f"--config {path}: not valid TOML: {e}")
+    names = {p.name: p for p in ctx.command.params if p.name and p.name != "config_file"}
+    values, unknown = {}, []
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            unknown.append(key)
+        else:
+            values[name] = value
+    if unknown:
+        raise click.UsageError(f"--config {path}: unknown option(s) {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(sorted(n.replace('_', '-') for n in names))}")
+    out = {}
+    for name, value in values.items():
+        param = names[name]
+        if name == "hidden" and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        try:
+            out[name] = param.process_value(ctx, value)
+        except click.BadParameter as e:
+            raise click.UsageError(f"--config {path}: {name.replace('_', '-')} = {value!r}: "
+                                   f"{e.format_message()}")
+    return out
+
+
+def evaluate(model, images, labels, flatten, device="cpu"):
+    """(mean loss, accuracy) on a whole split, in eval mode, without a graph; for the
+    autoencoder (mean loss per image, mean reconstruction error per image: the squared error of
+    sigmoid(logits) summed over pixels)."""
+    auto = is_autoencoder(model)
     model.eval()
     total, correct = 0.0, 0
     try:
@@ -117,12 +215,68 @@ def evaluate(model, images, labels, flatten):
             for start in range(0, len(labels), EVAL_BATCH):
                 x = images[start:start + EVAL_BATCH]
                 y = labels[start:start + EVAL_BATCH]
-                logits = model(mg.tensor(x.reshape(len(x), -1) if flatten else x))
-                total += float(F.cross_entropy(logits, y, reduction="sum").item())
-                correct += int((logits.numpy().argmax(1) == y).sum())
+                x = to_device(x.reshape(len(x), -1) if flatten else x, device)
+                logits = model(mg.tensor(x))
+                target = x if auto else to_device(y, device)
+                total += float(loss_of(model, logits, target, reduction="sum").item())
+                if auto:
+                    correct += float(models.reconstruction_error(logits, target, "sum").item())
+                else:
+                    correct += int((logits.numpy().argmax(1) == y).sum())
     finally:
         model.train()
     return total / len(labels), correct / len(labels)
+
+
+def _stdout_is_terminal():
+    """Whether to draw the progress bar (tests patch this)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n_steps, current_item=None):
+        pass
+
+
+def _progress(step, total, interactive):
+    """A click progress bar over the remaining steps (loss and test accuracy as its item
+    text) when stdout is a terminal; otherwise a no-op."""
+    if not interactive:
+        return _NoBar()
+    bar = click.progressbar(length=max(total - step, 1), label=f"steps {step}->{total}",
+                            show_pos=True, show_eta=True, item_show_func=lambda item: item,
+                            file=sys.stdout)
+    bar.is_hidden = False   # we decided ourselves (stdout is a terminal)
+    return bar
+
+
+def layer_statistics(model, images, labels, device="cpu"):
+    """stats.summary() of one forward/backward of (images, labels) inside nn.capture(model):
+    {layer: {metric: float or None}} for runlog.LAYER_METRICS. The model is in eval mode
+    (BatchNorm uses and keeps its running statistics), the gradient comes from minigrad.grad
+    (the parameters' .grad are left alone) and no random numbers are drawn, so training is
+    not disturbed."""
+    model.eval()
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        with capture(model) as stats:
+            x = mg.tensor(to_device(images, device))
+            target = x.data if is_autoencoder(model) else to_device(labels, device)
+            loss = loss_of(model, model(x), target)
+            mg.grad(loss, params, allow_unused=True)
+        summary = stats.summary()
+    finally:
+        model.train()
+    return {name: {k: info.get(k) for k in runlog.LAYER_METRICS} for name, info in summary.items()}
 
 
 class _StopRequested(Exception):
@@ -160,9 +314,13 @@ class _DeferredInterrupt:
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
               help="Training data (mnist and fashion-mnist are read from local IDX files).")
 @click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True,
-              help="mlp gets flattened images; lenet needs 28x28 images.")
+              help="mlp gets flattened images; lenet needs 28x28 images; autoencoder "
+                   "reconstructs the flattened images (binary cross-entropy; evaluations report "
+                   "the reconstruction error instead of an accuracy).")
 @click.option("--hidden", callback=_parse_hidden, default="64,64", show_default=True,
-              help="Hidden layer sizes of the mlp, comma-separated (relu between layers).")
+              help="Hidden layer sizes of the mlp, comma-separated (relu between layers); for the "
+                   "autoencoder the encoder sizes after the input (default 32,16,8 on digits, "
+                   "1000,500,250,30 on 28x28 images).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -179,10 +337,17 @@ class _DeferredInterrupt:
               help="Initial trust radius (trcg, strcg; default 1.0).")
 @click.option("--hessian-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the batch used for curvature (trcg, strcg; default 0.1).")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="Learning-rate schedule of sgd and kfac over the run's steps (default constant; "
+                   "step: x0.1 after each third).")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+              help="Linear lr warmup over the first N steps (sgd, kfac; default 0).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Evaluate on the test split every K steps (default: once per epoch) and at the end.")
 @click.option("--target-accuracy", type=click.FloatRange(min=0, max=1), default=None,
               help="Record the first evaluated step whose test accuracy reaches A.")
+@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
+              help=f"Where to train; cuda needs CuPy ({GPU_INSTALL_HINT}).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the weights, the data order and the optimizer.")
 @click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32", show_default=True)
@@ -192,14 +357,25 @@ class _DeferredInterrupt:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Write the checkpoint (and run.h5) every K steps; always at the end.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML file of options (same names, dashes or underscores); the command line wins.")
 @click.pass_context
 @one_line_errors
 def train(ctx, **options):
-    """Train a classifier and log it to OUT/run.h5, with a resumable OUT/checkpoint.npz.
+    """Train a classifier (or an autoencoder) and log it to OUT/run.h5, with a resumable
+    OUT/checkpoint.npz.
 
     Ctrl-C stops after the current step, writes the checkpoint and exits with status 130;
     continue with the same --out and --resume.
     """
+    from_file = set()
+    config_file = options.pop("config_file")
+    if config_file is not None:
+        for name, value in read_config_file(ctx, config_file).items():
+            source = ctx.get_parameter_source(name)
+            if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+                options[name] = value
+                from_file.add(name)
     out = options.pop("out")
     overwrite, resume = options.pop("overwrite"), options.pop("resume")
     if overwrite and resume:
@@ -212,8 +388,11 @@ def train(ctx, **options):
         out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
 
     def given(name):
+        if name in from_file:
+            return True
         source = ctx.get_parameter_source(name)
-        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        return source is not None and source not in (ParameterSource.DEFAULT,
+                                                     ParameterSource.DEFAULT_MAP)
 
     saved = None
     if resume:
@@ -223,11 +402,12 @@ def train(ctx, **options):
         saved = runlog.read_checkpoint(out)
         old = saved[1]["config"]
         for key in STRUCTURAL:
-            if given(key) and options[key] != old[key]:
+            if given(key) and options[key] != old.get(key, options[key]):
                 raise click.UsageError(f"--resume: --{key.replace('_', '-')} {options[key]!r} differs "
                                        f"from the run's {old[key]!r}; it cannot change on resume")
         config = dict(old)
-        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy"):
+        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy",
+                    "device"):
             if given(key):
                 config[key] = options[key]
         if given("epochs"):
@@ -243,8 +423,15 @@ def train(ctx, **options):
                 raise click.UsageError(f"--out {out!r} is a file, not a folder")
         config = dict(options)
         name = config["optimizer"]
-        if given("hidden") and config["model"] != "mlp":
-            raise click.UsageError(f"--hidden applies to --model mlp only, not {config['model']}")
+        if given("hidden") and config["model"] not in ("mlp", "autoencoder"):
+            raise click.UsageError(f"--hidden applies to --model mlp and autoencoder only, "
+                                   f"not {config['model']}")
+        if config["model"] == "autoencoder":
+            if config["target_accuracy"] is not None:
+                raise click.UsageError("--target-accuracy does not apply to --model autoencoder "
+                                       "(no accuracy; its evaluations report the reconstruction error)")
+            if not given("hidden"):
+                config["hidden"] = None   # chosen from the image size (AUTOENCODER_HIDDEN)
         for key, applies in APPLIES.items():
             if config[key] is not None and name not in applies:
                 raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --optimizer {name}")
@@ -252,8 +439,30 @@ def train(ctx, **options):
                 config[key] = DEFAULTS[name][key]
         if config["epochs"] is None and config["steps"] is None:
             config["epochs"] = DEFAULT_EPOCHS
+        for key, default in (("schedule", "constant"), ("warmup_steps", 0)):
+            if config[key] is None:
+                config[key] = default
+            elif name not in ("sgd", "kfac") and config[key] != default:
+                raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer sgd and "
+                                       f"kfac only, not {name}")
 
+    if config.get("device") == "cuda":
+        check_cuda()
     run(config, out, saved, overwrite)
+
+
+def check_cuda():
+    """A one-line error (exit 1) unless CuPy is installed and sees a GPU."""
+    try:
+        import cupy
+    except ImportError:
+        _fail(f"--device cuda needs CuPy, which is not installed; install it with {GPU_INSTALL_HINT}")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver / runtime missing
+        _fail(f"--device cuda: CuPy cannot use CUDA ({' '.join(str(e).split())})")
+    if count < 1:
+        _fail("--device cuda: no CUDA device found")
 
 
 def run(config, out, saved, overwrite):
@@ -263,15 +472,19 @@ def run(config, out, saved, overwrite):
     images, test_images = images.astype(dtype, copy=False), test_images.astype(dtype, copy=False)
     classes = len(meta["classes"])
     model = build_model(config, tuple(meta["shape"]), classes)
-    flatten = config["model"] == "mlp"
+    flatten = config["model"] in ("mlp", "autoencoder")
+    auto = config["model"] == "autoencoder"
     if flatten:
         images = images.reshape(len(images), -1)
         test_images = test_images.reshape(len(test_images), -1)
-    optimizer = build_optimizer(config, model)
-
     n, bs = len(labels), config["batch_size"]
     per_epoch = datasets.num_batches(n, bs)
     total = config["steps"] if config["steps"] is not None else config["epochs"] * per_epoch
+    if saved is None:
+        config["schedule_steps"] = total   # the lr schedule spans the first session's steps
+    device = config.get("device") or "cpu"
+    model.to(device)
+    optimizer = build_optimizer(config, model)
     eval_every = config["eval_every"] or per_epoch
     ckpt_every = config["checkpoint_every"]
 
@@ -281,6 +494,7 @@ def run(config, out, saved, overwrite):
     if saved is not None:
         model_state, state = saved
         model.load_state_dict(model_state)
+        model.to(device)   # the checkpoint holds host arrays
         optimizer.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), state["history"]
         epoch, position = state["data"]["epoch"], state["data"]["position"]
@@ -303,6 +517,8 @@ def run(config, out, saved, overwrite):
         return wall_before + time.perf_counter() - t0
 
     last_checkpoint = step if saved is not None else None
+    ACC_KEY = "test_reconstruction_error" if auto else "test_accuracy"
+    ACC_LABEL = "test recon err" if auto else "test acc"
 
     def snapshot(status, checkpoint=True):
         nonlocal last_checkpoint
@@ -318,24 +534,30 @@ def run(config, out, saved, overwrite):
     def do_eval():
         nonlocal target_step, since_eval
         train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
-        test_loss, acc = evaluate(model, test_images, test_labels, flatten)
+        test_loss, acc = evaluate(model, test_images, test_labels, flatten, device)
         ev = history["evals"]
         ev["step"].append(step)
         ev["train_loss"].append(train_loss)
         ev["test_loss"].append(test_loss)
-        ev["test_accuracy"].append(acc)
+        ev.setdefault(ACC_KEY, []).append(acc)
+        runlog.append_layers(history, len(ev["step"]),
+                             layer_statistics(model, images[:bs], labels[:bs], device))
         since_eval = []
-        if target_step is None and config["target_accuracy"] is not None \
+        if target_step is None and config["target_accuracy"] is not None and not auto \
                 and acc >= config["target_accuracy"]:
             target_step = step
-        click.echo(f"step {step:>6}/{total}  epoch {epoch + position / per_epoch:6.2f}  "
+        clear = "\r\x1b[K" if interactive else ""   # over the progress bar's line
+        click.echo(f"{clear}step {step:>6}/{total}  epoch {epoch + position / per_epoch:6.2f}  "
                    f"train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
-                   f"test acc {acc:.4f}  {wall():7.1f}s")
+                   f"{ACC_LABEL} {acc:.4f}  {wall():7.1f}s")
         return train_loss, acc
 
     name = config["optimizer"]
+    interactive = _stdout_is_terminal()
+    last_acc = (history["evals"].get(ACC_KEY) or [None])[-1]
     try:
-        with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
+        with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
+                _progress(step, total, interactive) as bar:
             while step < total:
                 order_rng = np.random.default_rng([config["seed"], epoch])
                 for k, (xb, yb) in enumerate(datasets.batches(images, labels, bs, seed=order_rng)):
@@ -343,6 +565,11 @@ def run(config, out, saved, overwrite):
                         continue
                     if step >= total:
                         break
+                    lr = float(optimizer.value("lr")) if name in ("sgd", "kfac") else None
+                    if device != "cpu":
+                        xb, yb = to_device(xb, device), to_device(yb, device)
+                    if auto:
+                        yb = xb   # reconstruct the input
                     loss = _one_step(name, model, optimizer, xb, yb, step)
                     step += 1
                     position = k + 1
@@ -352,12 +579,14 @@ def run(config, out, saved, overwrite):
                     st["loss"].append(loss)
                     st["wall_time"].append(wall())
                     if name in ("sgd", "kfac"):
-                        st["lr"].append(float(optimizer.value("lr")))
+                        st["lr"].append(lr)
                     else:
                         st["radius"].append(float(optimizer.radius))
                     since_eval.append(loss)
                     if step % eval_every == 0 and step < total:
-                        do_eval()
+                        last_acc = do_eval()[1]
+                    bar.update(1, f"loss {loss:.4f}" + ("" if last_acc is None
+                                                        else f"  {ACC_LABEL} {last_acc:.4f}"))
                     if interrupt.requested:
                         raise _StopRequested
                     if ckpt_every and step % ckpt_every == 0 and step < total:
@@ -388,7 +617,8 @@ def run(config, out, saved, overwrite):
         if isinstance(optimizer, KFAC):
             optimizer.close()
 
-    summary = (f"done: {step} steps, final train loss {train_loss:.4f}, test accuracy {acc:.4f}, "
+    summary = (f"done: {step} steps, final train loss {train_loss:.4f}, "
+               f"{'test reconstruction error' if auto else 'test accuracy'} {acc:.4f}, "
                f"wall time {wall():.1f}s")
     if config["target_accuracy"] is not None:
         summary += (f", target {config['target_accuracy']:g} reached at step {target_step}"
@@ -401,7 +631,7 @@ def _one_step(name, model, optimizer, xb, yb, step):
     """One optimizer step on the batch (xb, yb); returns the batch loss at the start."""
     if name in ("sgd", "kfac"):
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(mg.tensor(xb)), yb)
+        loss = loss_of(model, model(mg.tensor(xb)), yb)
         value = float(loss.item())
         if not math.isfinite(value):
             raise FloatingPointError(f"step {step + 1}: non-finite loss {value}")
@@ -412,6 +642,6 @@ def _one_step(name, model, optimizer, xb, yb, step):
     def closure(indices=None):
         x, y = (xb, yb) if indices is None else (xb[indices], yb[indices])
         logits = model(mg.tensor(x))
-        return F.cross_entropy(logits, y), logits
+        return loss_of(model, logits, y), logits
 
     return float(optimizer.step(closure, batch_size=len(yb)))

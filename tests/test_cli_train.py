@@ -185,3 +185,220 @@ def test_installed_console_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "done: 5 steps" in proc.stdout
     assert read_run(str(tmp_path / "s"))["attrs"]["steps"] == 5
+
+
+# ------------------------------------------------------------------ --config (TOML options)
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('optimizer = "kfac"\nsteps = 12\neval-every = 4\nhidden = [32]\n'
+                   'batch_size = 32\nlr = 0.5\n')
+    out = tmp_path / "c"
+    ok(invoke("--config", cfg, "--lr", 0.02, "--out", out))
+    attrs = read_run(str(out))["attrs"]
+    assert attrs["optimizer"] == "kfac" and attrs["steps"] == 12 and attrs["hidden"] == "32"
+    assert attrs["batch_size"] == 32 and attrs["eval_every"] == 4
+    assert attrs["lr"] == 0.02     # the command line wins over the file
+    np.testing.assert_array_equal(read_run(str(out))["evals"]["step"], [4, 8, 12])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("steps = 3\nfoo = 1\nbar-baz = 2\n", ["unknown", "foo", "bar-baz"]),
+    ("steps = -1\n", ["steps", "-1"]),
+    ('optimizer = "adam"\n', ["optimizer", "adam"]),
+    ("steps = [\n", ["TOML"]),
+])
+def test_config_file_errors_are_usage_errors(tmp_path, text, words):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    result = invoke("--config", cfg, "--out", tmp_path / "x")
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in words) and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_file_on_resume_counts_as_given(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--steps", 3, "--out", out))
+    cfg = tmp_path / "more.toml"
+    cfg.write_text(f'steps = 6\nresume = true\nout = "{out.as_posix()}"\n')
+    ok(invoke("--config", cfg))
+    assert read_run(str(out))["attrs"]["steps"] == 6
+    cfg.write_text(f'steps = 9\nresume = true\nout = "{out.as_posix()}"\noptimizer = "kfac"\n')
+    result = invoke("--config", cfg)
+    assert result.exit_code == 2 and "--optimizer" in result.output
+
+
+# --------------------------------------------------------------------- --schedule, --warmup-steps
+@pytest.mark.parametrize("optimizer", ["sgd", "kfac"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
+def test_schedules_are_recorded_per_step(tmp_path, optimizer, schedule):
+    from minigrad.optim import schedules
+    out = tmp_path / "s"
+    ok(invoke("--optimizer", optimizer, "--schedule", schedule, "--warmup-steps", 4,
+              "--lr", 0.04, "--steps", 30, "--out", out))
+    lr = read_run(str(out))["steps"]["lr"]
+    base = {"constant": schedules.constant(0.04), "cosine": schedules.cosine(0.04, 30),
+            "step": schedules.step_decay(0.04, 10, 0.1)}[schedule]
+    expected = schedules.linear_warmup(base, 4)
+    np.testing.assert_allclose(lr, [expected(t) for t in range(30)], rtol=1e-12)
+    assert lr[0] == pytest.approx(0.01)
+
+
+def test_default_schedule_is_the_constant_lr(tmp_path):
+    ok(invoke("--steps", 5, "--out", tmp_path / "d"))
+    run = read_run(str(tmp_path / "d"))
+    assert run["attrs"]["schedule"] == "constant" and run["attrs"]["warmup_steps"] == 0
+    np.testing.assert_array_equal(run["steps"]["lr"], [0.1] * 5)
+
+
+def test_schedule_resumes_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ("--schedule", "cosine", "--warmup-steps", 3, "--steps", 24, "--checkpoint-every", 10)
+    ok(invoke(*args, "--out", a))
+    real = train_module._one_step
+    try:
+        def stop_at_13(name, model, optimizer, xb, yb, step):
+            if step == 12:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(name, model, optimizer, xb, yb, step)
+        train_module._one_step = stop_at_13
+        assert invoke(*args, "--out", b).exit_code == 130
+    finally:
+        train_module._one_step = real
+    ok(invoke("--out", b, "--resume"))
+    ra, rb = read_run(str(a)), read_run(str(b))
+    np.testing.assert_array_equal(ra["steps"]["lr"], rb["steps"]["lr"])
+    pa, pb = params(a), params(b)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--optimizer", "trcg", "--schedule", "cosine"], "--schedule"),
+    (["--optimizer", "strcg", "--warmup-steps", "3"], "--warmup-steps"),
+    (["--schedule", "linear"], "--schedule"),
+])
+def test_schedule_option_errors(tmp_path, args, option):
+    result = invoke(*args, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and option in result.output, result.output
+
+
+# ---------------------------------------------------------------------------- progress bar
+def test_progress_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    plain = ok(invoke("--steps", 20, "--eval-every", 10, "--out", tmp_path / "p")).output
+    assert "\r" not in plain and "steps 0->20" not in plain
+    assert sum(l.startswith("step ") for l in plain.splitlines()) == 2
+    monkeypatch.setattr(train_module, "_stdout_is_terminal", lambda: True)
+    shown = ok(invoke("--steps", 20, "--eval-every", 10, "--out", tmp_path / "t")).output
+    assert "steps 0->20" in shown and "20/20" in shown
+    assert "loss " in shown and "test acc 0." in shown
+    assert "done: 20 steps" in shown and shown.count("test loss") == 2
+
+
+# ------------------------------------------------------------------- per-layer statistics
+def test_layer_statistics_are_logged_at_each_evaluation(tmp_path):
+    from minigrad.cli.runlog import LAYER_METRICS
+    out = tmp_path / "l"
+    ok(invoke("--steps", 30, "--eval-every", 10, "--out", out))
+    run = read_run(str(out))
+    assert set(run["layers"]) == {"0", "2", "4"}          # the mlp's three Linear layers
+    for name, series in run["layers"].items():
+        assert set(series) == set(LAYER_METRICS)
+        for metric, values in series.items():
+            assert len(values) == 3 and np.all(np.isfinite(values)), (name, metric)
+    zero = run["layers"]["2"]["input_zero_fraction"]       # after a ReLU
+    assert np.all((zero > 0) & (zero < 1))
+    assert np.all(run["layers"]["0"]["grad_norm"] > 0)
+    with h5py.File(out / "run.h5") as f:
+        assert f["layers/4/grad_norm"].maxshape == (None,)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "kfac"])
+def test_layer_statistics_do_not_disturb_training(tmp_path, optimizer):
+    a, b = tmp_path / "often", tmp_path / "rarely"
+    ok(invoke("--optimizer", optimizer, "--steps", 25, "--eval-every", 1, "--out", a))
+    ok(invoke("--optimizer", optimizer, "--steps", 25, "--eval-every", 100, "--out", b))
+    pa, pb = params(a), params(b)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert len(read_run(str(a))["layers"]["0"]["grad_norm"]) == 25
+
+
+def test_layer_statistics_of_a_resumed_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ok(invoke("--steps", 30, "--eval-every", 10, "--out", a))
+    ok(invoke("--steps", 20, "--eval-every", 10, "--out", b))
+    ok(invoke("--steps", 30, "--out", b, "--resume"))
+    la, lb = read_run(str(a))["layers"], read_run(str(b))["layers"]
+    assert la.keys() == lb.keys()
+    for name in la:
+        for metric in la[name]:
+            np.testing.assert_array_equal(la[name][metric], lb[name][metric])
+
+
+# ------------------------------------------------------------------------------ --device
+def test_device_cpu_is_recorded(tmp_path):
+    ok(invoke("--device", "cpu", "--steps", 3, "--out", tmp_path / "c"))
+    assert read_run(str(tmp_path / "c"))["attrs"]["device"] == "cpu"
+
+
+def test_device_cuda_without_cupy_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)     # import cupy fails, as without CuPy
+    result = invoke("--device", "cuda", "--steps", 3, "--out", tmp_path / "g")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and 'pip install "minigrad[gpu]"' in result.output
+    assert not (tmp_path / "g").exists()
+
+
+def test_device_cuda_trains_when_a_gpu_is_there(tmp_path):
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception:
+        pytest.skip("CUDA not usable")
+    for optimizer in ("sgd", "kfac", "trcg"):
+        out = tmp_path / optimizer
+        ok(invoke("--device", "cuda", "--optimizer", optimizer, "--steps", 20, "--eval-every", 10,
+                  "--out", out))
+        run = read_run(str(out))
+        assert np.all(np.isfinite(run["steps"]["loss"])) and run["attrs"]["device"] == "cuda"
+        assert np.all(np.isfinite(run["layers"]["0"]["grad_norm"]))
+    ok(invoke("--device", "cuda", "--steps", 10, "--out", tmp_path / "r"))
+    ok(invoke("--steps", 20, "--out", tmp_path / "r", "--resume"))
+
+
+# ------------------------------------------------------------------ --model autoencoder
+@pytest.mark.parametrize("optimizer", ["sgd", "kfac"])
+def test_autoencoder_reconstructs_digits(tmp_path, optimizer):
+    out = tmp_path / optimizer
+    result = ok(invoke("--model", "autoencoder", "--optimizer", optimizer, "--steps", 60,
+                       "--eval-every", 30, "--out", out))
+    assert "test recon err" in result.output and "test reconstruction error" in result.output
+    run = read_run(str(out))
+    assert run["attrs"]["hidden"] == "32,16,8" and run["attrs"]["model"] == "autoencoder"
+    assert set(run["evals"]) == {"step", "train_loss", "test_loss", "test_reconstruction_error"}
+    loss = run["steps"]["loss"]
+    assert np.all(np.isfinite(loss)) and loss[-5:].mean() < 0.9 * loss[0]
+    err = run["evals"]["test_reconstruction_error"]
+    assert len(err) == 2 and np.all((err > 0) & (err < 64))
+    assert {"encoder.0", "decoder.4"} <= set(run["layers"])
+
+
+def test_autoencoder_hidden_and_resume(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ok(invoke("--model", "autoencoder", "--hidden", "24,6", "--steps", 20, "--out", a))
+    ok(invoke("--model", "autoencoder", "--hidden", "24,6", "--steps", 10, "--out", b))
+    ok(invoke("--steps", 20, "--out", b, "--resume"))
+    assert read_run(str(b))["attrs"]["hidden"] == "24,6"
+    pa, pb = params(a), params(b)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_autoencoder_with_a_trust_region_optimizer(tmp_path):
+    ok(invoke("--model", "autoencoder", "--optimizer", "strcg", "--steps", 4, "--out", tmp_path / "t"))
+    run = read_run(str(tmp_path / "t"))
+    assert np.all(np.isfinite(run["steps"]["loss"])) and len(run["steps"]["radius"]) == 4
+
+
+def test_autoencoder_refuses_target_accuracy(tmp_path):
+    result = invoke("--model", "autoencoder", "--target-accuracy", 0.9, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "--target-accuracy" in result.output
