@@ -48,7 +48,7 @@ from minigrad.nn import capture, models
 
 from . import runlog
 
-DATASETS = ("digits", "mnist", "fashion-mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
 # --model autoencoder without --hidden: encoder sizes after the input (Hinton & Salakhutdinov 2006
 # for 28x28 images)
@@ -312,7 +312,7 @@ class _DeferredInterrupt:
 # ---------------------------------------------------------------------------------- command
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
-              help="Training data (mnist and fashion-mnist are read from local IDX files).")
+              help="Training data (all but digits are read from local files: see datasets/README.md).")
 @click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True,
               help="mlp gets flattened images; lenet needs 28x28 images; autoencoder "
                    "reconstructs the flattened images (binary cross-entropy; evaluations report "

@@ -129,12 +129,11 @@ IDX_SETS = {
                                          "The MNIST database of handwritten digits"),
 }
 
-NOT_YET = ("cifar10", "svhn")
 
 
 def names():
     """The data sets ``load`` knows."""
-    return ("digits",) + tuple(IDX_SETS)
+    return ("digits",) + tuple(IDX_SETS) + ("cifar10", "svhn")
 
 
 def search_dirs(data_dir=None):
@@ -327,7 +326,7 @@ def load(name, split="train", data_dir=None, download=False):
         return _load_digits(split)
     if key in IDX_SETS:
         return _load_idx(IDX_SETS[key], split, data_dir, download)
-    if key in NOT_YET:
-        raise NotImplementedError(f"load({name!r}): data set {name!r} is not yet supported; "
-                                  f"supported: {', '.join(names())}")
+    if key in ("cifar10", "cifar-10", "svhn"):
+        from . import cifar_svhn  # lazy: it imports this module
+        return cifar_svhn.load("svhn" if key == "svhn" else "cifar10", split, data_dir, download)
     raise ValueError(f"load: unknown data set {name!r}; supported: {', '.join(names())}")

@@ -133,7 +133,7 @@ def test_resume_errors(tmp_path):
 
 @pytest.mark.parametrize("args, option", [
     (["--optimizer", "adam"], "--optimizer"),
-    (["--dataset", "cifar10"], "--dataset"),
+    (["--dataset", "imagenet"], "--dataset"),
     (["--model", "vgg"], "--model"),
     (["--dtype", "float16"], "--dtype"),
     (["--batch-size", "0"], "--batch-size"),

@@ -59,11 +59,13 @@ def test_digits_checksum_detects_tampering(tmp_path, monkeypatch):
     assert loaders.DIGITS_SHA256 in str(e.value) and str(bad) in str(e.value)
 
 
-def test_unknown_and_unsupported_names():
+def test_unknown_names_and_missing_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "data"))
     with pytest.raises(ValueError, match="unknown data set 'nope'.*digits"):
         D.load("nope")
-    with pytest.raises(NotImplementedError, match="not yet supported"):
-        D.load("cifar10")
+    with pytest.raises(D.DataNotFoundError, match="cifar-10-python.tar.gz"):
+        D.load("cifar10", data_dir=tmp_path / "empty")
     with pytest.raises(ValueError, match="split"):
         D.load("digits", split="val")
 
