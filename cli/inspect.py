@@ -25,12 +25,10 @@ import sys
 import click
 import numpy as np
 
-import minigrad as mg
-import minigrad.functional as F
 from minigrad import datasets
 
 from . import runlog
-from .train import build_model
+from .train import build_model, evaluate as evaluate_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -132,19 +130,8 @@ def _table(header, rows):
 # ------------------------------------------------------------------------------- evaluate
 def evaluate_split(model, images, labels, flatten, batch_size):
     """(mean cross-entropy, correct count) of `model` on a whole split, eval mode, no graph."""
-    model.eval()
-    total, correct = 0.0, 0
-    try:
-        with mg.no_grad():
-            for start in range(0, len(labels), batch_size):
-                x = images[start:start + batch_size]
-                y = labels[start:start + batch_size]
-                logits = model(mg.tensor(x.reshape(len(x), -1) if flatten else x))
-                total += float(F.cross_entropy(logits, y, reduction="sum").item())
-                correct += int((logits.numpy().argmax(1) == y).sum())
-    finally:
-        model.train()
-    return total / len(labels), correct
+    loss, accuracy = evaluate_model(model, images, labels, flatten, batch_size=batch_size)
+    return loss, int(round(accuracy * len(labels)))
 
 
 @click.command("evaluate", context_settings=CONTEXT)

@@ -203,18 +203,19 @@ def read_config_file(ctx, path):
     return out
 
 
-def evaluate(model, images, labels, flatten, device="cpu"):
+def evaluate(model, images, labels, flatten, device="cpu", batch_size=None):
     """(mean loss, accuracy) on a whole split, in eval mode, without a graph; for the
     autoencoder (mean loss per image, mean reconstruction error per image: the squared error of
-    sigmoid(logits) summed over pixels)."""
+    sigmoid(logits) summed over pixels). `batch_size` (default EVAL_BATCH) only bounds memory."""
+    step = batch_size or EVAL_BATCH
     auto = is_autoencoder(model)
     model.eval()
     total, correct = 0.0, 0
     try:
         with mg.no_grad():
-            for start in range(0, len(labels), EVAL_BATCH):
-                x = images[start:start + EVAL_BATCH]
-                y = labels[start:start + EVAL_BATCH]
+            for start in range(0, len(labels), step):
+                x = images[start:start + step]
+                y = labels[start:start + step]
                 x = to_device(x.reshape(len(x), -1) if flatten else x, device)
                 logits = model(mg.tensor(x))
                 target = x if auto else to_device(y, device)
