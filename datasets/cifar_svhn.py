@@ -22,13 +22,12 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-import warnings
 
 import numpy as np
 
-from ._files import arrays_sha256, read_h5, write_h5_atomic
-from .loaders import (CACHE_VERSION, ChecksumError, DataNotFoundError, cache_dir, cache_path,
-                      search_dirs)
+from ._files import arrays_sha256
+from .loaders import (ChecksumError, DataNotFoundError, cache_dir, cache_path, read_cache,
+                      search_dirs, write_cache)
 
 CIFAR_TARBALL = "cifar-10-python.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -246,50 +245,27 @@ def _build_svhn(split, data_dir, download):
 
 # ------------------------------------------------------------------------------ cache + load
 
-def _read_cache(path, split, sources):
-    if not os.path.exists(path):
-        return None
-    keys = (f"{split}_images", f"{split}_labels")
-    try:
-        arrays, attrs = read_h5(path, keys)
-    except Exception as e:
-        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
-    if attrs.get("version") != CACHE_VERSION:
-        raise ValueError(f"cache version {attrs.get('version')!r}, expected {CACHE_VERSION}")
-    recorded = json.loads(attrs.get("source_md5", "{}"))
-    if not any(recorded.get(f) == MD5[f] for f in sources):
-        raise ValueError("it was built from different files")
-    if attrs.get(f"sha256_{split}") != arrays_sha256(arrays):
-        raise ValueError("its arrays do not match the digest recorded in it")
-    return arrays, json.loads(attrs.get("classes", "[]")), attrs.get("source", path)
-
-
 def load(name, split, data_dir=None, download=False):
     """``cifar10`` or ``svhn``: ``(images float32 (N, 3, 32, 32) in [0, 1], labels int64, meta)``."""
     build = {"cifar10": _build_cifar, "svhn": _build_svhn}[name]
     sources = ([CIFAR_TARBALL] + CIFAR_MEMBERS[split]) if name == "cifar10" else [SVHN_FILES[split]]
     path = cache_path(name, split, data_dir)
-    hit = None
-    try:
-        hit = _read_cache(path, split, sources)
-    except ValueError as e:
-        warnings.warn(f"{name}: cache {path} is corrupt or stale ({e}); rebuilding it",
-                      stacklevel=3)
+
+    def sources_changed(attrs):
+        recorded = json.loads(attrs.get("source_md5", "{}"))
+        return None if any(recorded.get(f) == MD5[f] for f in sources) else \
+            "it was built from different files"
+
+    hit = read_cache(name, path, split, sources_changed)
     if hit is not None:
-        arrays, classes, _ = hit
-        source = path
-        checks = json.loads(read_h5(path, ())[1].get("source_md5", "{}"))
+        arrays, attrs = hit
+        classes, source = json.loads(attrs.get("classes", "[]")), path
+        checks = json.loads(attrs.get("source_md5", "{}"))
     else:
         (raw_x, raw_y, classes, source), checks = build(split, data_dir, download)
         arrays = {f"{split}_images": raw_x, f"{split}_labels": raw_y}
-        attrs = {"version": CACHE_VERSION, "name": name, "split": split,
-                 f"sha256_{split}": arrays_sha256(arrays), "source_md5": json.dumps(checks),
-                 "classes": json.dumps(classes), "source": source}
-        try:
-            write_h5_atomic(path, arrays, attrs, level=1)
-        except OSError as e:
-            warnings.warn(f"{name}: could not write the cache {path} ({e}); the files will "
-                          f"be parsed again next time", stacklevel=3)
+        write_cache(name, path, split, arrays, {"source_md5": json.dumps(checks),
+                                                 "classes": json.dumps(classes), "source": source})
     images = arrays[f"{split}_images"].astype(np.float32) / np.float32(255.0)
     labels = arrays[f"{split}_labels"].astype(np.int64)
     meta = {"name": name, "split": split, "classes": list(classes),

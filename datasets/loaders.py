@@ -225,27 +225,43 @@ def _download(spec, fname, dest_dir):
     raise OSError(f"{spec.name}: could not download {fname}.gz:\n  " + "\n  ".join(errors))
 
 
-def _split_hash(arrays, split):
-    return arrays_sha256({k: v for k, v in arrays.items() if k.startswith(split + "_")})
-
-
-def _read_cache(spec, path, split):
-    """The cached arrays of ``split``, or None when absent; raises ValueError when corrupt."""
+def read_cache(name, path, split, sources_changed):
+    """(arrays, attrs) of ``split`` from the HDF5 cache at ``path``, or None when there is none
+    or it cannot be used: unreadable, of another CACHE_VERSION, built from other source files
+    (``sources_changed(attrs)`` returns why, or None), or with arrays that no longer match the
+    digest recorded in it. An unusable cache is reported with a warning; the caller rebuilds it.
+    """
     if not os.path.exists(path):
         return None
     keys = (f"{split}_images", f"{split}_labels")
     try:
         arrays, attrs = read_h5(path, keys)
     except Exception as e:  # truncated/garbled HDF5, missing dataset, ...
-        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
-    if attrs.get("version") != CACHE_VERSION:
-        raise ValueError(f"cache version {attrs.get('version')!r}, expected {CACHE_VERSION}")
-    for fname in spec.files[split]:
-        if attrs.get(f"payload_sha256:{fname}") != spec.sha256[fname]:
-            raise ValueError(f"it was built from a different {fname}")
-    if attrs.get(f"sha256_{split}") != _split_hash(arrays, split):
-        raise ValueError("its arrays do not match the digest recorded in it")
-    return arrays
+        reason = f"unreadable ({type(e).__name__}: {e})"
+    else:
+        if attrs.get("version") != CACHE_VERSION:
+            reason = f"cache version {attrs.get('version')!r}, expected {CACHE_VERSION}"
+        else:
+            reason = sources_changed(attrs)
+            if reason is None and attrs.get(f"sha256_{split}") != arrays_sha256(arrays):
+                reason = "its arrays do not match the digest recorded in it"
+    if reason is not None:
+        warnings.warn(f"{name}: cache {path} is corrupt or stale ({reason}); rebuilding it",
+                      stacklevel=4)
+        return None
+    return arrays, attrs
+
+
+def write_cache(name, path, split, arrays, attrs):
+    """Write ``arrays`` (the ``split_*`` arrays) atomically with ``attrs`` plus the version and
+    the arrays' digest; a failure only warns (the files are parsed again next time)."""
+    attrs = {"version": CACHE_VERSION, "name": name, "split": split,
+             f"sha256_{split}": arrays_sha256(arrays), **attrs}
+    try:
+        write_h5_atomic(path, arrays, attrs, level=1)
+    except OSError as e:
+        warnings.warn(f"{name}: could not write the cache {path} ({e}); "
+                      f"the files will be parsed again next time", stacklevel=4)
 
 
 def _build(spec, split, data_dir, download):
@@ -267,30 +283,22 @@ def _build(spec, split, data_dir, download):
     return {f"{split}_images": images, f"{split}_labels": labels}, paths
 
 
-def _write_cache(spec, path, split, arrays):
-    attrs = {"version": CACHE_VERSION, "name": spec.name, "split": split,
-             f"sha256_{split}": _split_hash(arrays, split)}
-    for f in spec.files[split]:
-        attrs[f"payload_sha256:{f}"] = spec.sha256[f]
-    try:
-        write_h5_atomic(path, arrays, attrs, level=1)
-    except OSError as e:
-        warnings.warn(f"{spec.name}: could not write the cache {path} ({e}); "
-                      f"the files will be parsed again next time", stacklevel=3)
-
-
 def _load_idx(spec, split, data_dir, download):
     path = cache_path(spec.name, split, data_dir)
-    try:
-        arrays = _read_cache(spec, path, split)
-        source = path
-    except ValueError as e:
-        warnings.warn(f"{spec.name}: cache {path} is corrupt or stale ({e}); rebuilding it",
-                      stacklevel=3)
-        arrays = None
-    if arrays is None:
+
+    def sources_changed(attrs):
+        for fname in spec.files[split]:
+            if attrs.get(f"payload_sha256:{fname}") != spec.sha256[fname]:
+                return f"it was built from a different {fname}"
+        return None
+
+    hit = read_cache(spec.name, path, split, sources_changed)
+    if hit is not None:
+        arrays, source = hit[0], path
+    else:
         arrays, paths = _build(spec, split, data_dir, download)
-        _write_cache(spec, path, split, arrays)
+        write_cache(spec.name, path, split, arrays,
+                    {f"payload_sha256:{f}": spec.sha256[f] for f in spec.files[split]})
         source = ", ".join(paths.values())
     raw = arrays[f"{split}_images"]
     images = (raw.astype(np.float32) / np.float32(255.0))[:, None, :, :]
