@@ -11,6 +11,7 @@ run.h5 layout (h5py)::
             minigrad_version, numpy_version, h5py_version, python_version,
             status ("running" at a checkpoint, "finished", "interrupted", "failed"),
             steps (completed), target_accuracy (nan if none), target_step (-1 if not reached),
+            target_loss (nan if none), target_loss_step (-1 if not reached),
             wall_time (seconds of training, summed over resumed sessions)
             schedule_steps (the steps the lr schedule spans: the first session's total)
     steps/  one entry per optimizer step, resizable 1-D datasets (maxshape (None,)):
@@ -18,10 +19,14 @@ run.h5 layout (h5py)::
             lr         float64, the learning rate used (sgd, kfac)
             radius     float64, the trust radius after the step (trcg, strcg)
             wall_time  float64, seconds since the start of training at the end of the step
+            grad_equivalents  float64, the step's cost in gradients of its batch (cli/cost.py)
+            cg_iterations, curvature_products, rejections  int64 (trcg, strcg): CG iterations
+                       (summed over re-solves), curvature-vector products, rejected tries
     evals/  one entry per evaluation (every --eval-every steps and at the end), resizable:
             step           int64, optimizer steps done before the evaluation
             train_loss     float64, mean mini-batch loss over the steps since the last evaluation
             test_loss      float64, mean cross-entropy on the test split
+            train_split_loss  float64, --target-loss only: mean loss on the whole training split
             test_accuracy  float64, fraction of the test split classified correctly
                            (classifiers; absent for --model autoencoder)
             test_reconstruction_error  float64, --model autoencoder only: mean over the test
@@ -35,6 +40,8 @@ run.h5 layout (h5py)::
             the model (its dotted module name): input_mean, input_std, input_zero_fraction,
             input_saturated_fraction (of the layer's input, |a| >= 0.99), output_grad_norm
             (||dL/ds||) and grad_norm (||dL/d[W, b]||); nan where not available.
+
+checkpoints/step-NNNNNNNN.npz (--keep-checkpoints): a copy of every checkpoint written, by step.
 
 checkpoint.npz (numpy.savez): ``model.<name>`` arrays (the model's state_dict) and ``state``, a
 uint8 array holding a pickle of {"format", "step", "optimizer" (its state_dict), "data"
@@ -55,10 +62,12 @@ from minigrad import __version__
 
 RUN_FILE = "run.h5"
 CHECKPOINT_FILE = "checkpoint.npz"
+KEPT_FOLDER = "checkpoints"
 CHECKPOINT_FORMAT = 1
 STEP_SERIES = ("loss", "lr", "radius", "wall_time")
 EVAL_SERIES = ("step", "train_loss", "test_loss", "test_accuracy")
 OPTIONAL_EVALS = ("test_accuracy", "test_reconstruction_error")
+INT_SERIES = ("step", "cg_iterations", "curvature_products", "rejections")
 LAYER_METRICS = ("input_mean", "input_std", "input_zero_fraction", "input_saturated_fraction",
                  "output_grad_norm", "grad_norm")
 
@@ -106,7 +115,8 @@ def _atomic(path, write):
         raise
 
 
-def write_run(folder, config, history, status, steps, target_step, wall_time):
+def write_run(folder, config, history, status, steps, target_step, wall_time,
+              target_loss_step=None):
     """(Re)write folder/run.h5 atomically from the in-memory history."""
     def write(tmp):
         with h5py.File(tmp, "w") as f:
@@ -122,6 +132,9 @@ def write_run(folder, config, history, status, steps, target_step, wall_time):
             tgt = config.get("target_accuracy")
             f.attrs["target_accuracy"] = float("nan") if tgt is None else float(tgt)
             f.attrs["target_step"] = -1 if target_step is None else int(target_step)
+            tgt = config.get("target_loss")
+            f.attrs["target_loss"] = float("nan") if tgt is None else float(tgt)
+            f.attrs["target_loss_step"] = -1 if target_loss_step is None else int(target_loss_step)
             f.attrs["wall_time"] = float(wall_time)
             for name, series in history.get("layers", {}).items():
                 g = f.require_group("layers").create_group(name)
@@ -137,7 +150,7 @@ def write_run(folder, config, history, status, steps, target_step, wall_time):
                         continue  # only the series this optimizer has
                     if group == "evals" and name in OPTIONAL_EVALS and not values:
                         continue  # test_accuracy (classifiers) or the reconstruction error
-                    dtype = np.int64 if name == "step" else np.float64
+                    dtype = np.int64 if name in INT_SERIES else np.float64
                     g.create_dataset(name, data=np.asarray(values, dtype=dtype), maxshape=(None,),
                                      chunks=True)
     _atomic(os.path.join(folder, RUN_FILE), write)
@@ -156,8 +169,27 @@ def read_run(folder):
     return out
 
 
-def write_checkpoint(folder, model, state):
-    """Atomically write folder/checkpoint.npz: the model's arrays and the pickled `state`."""
+def checkpoint_path(folder, step=None):
+    """folder/checkpoint.npz, or with `step` the kept copy folder/checkpoints/step-NNNNNNNN.npz."""
+    if step is None:
+        return os.path.join(folder, CHECKPOINT_FILE)
+    return os.path.join(folder, KEPT_FOLDER, f"step-{int(step):08d}.npz")
+
+
+def kept_steps(folder):
+    """The steps of the kept checkpoints of folder (train --keep-checkpoints), sorted."""
+    found = []
+    kept = os.path.join(folder, KEPT_FOLDER)
+    for name in os.listdir(kept) if os.path.isdir(kept) else ():
+        stem = name[len("step-"):-len(".npz")]
+        if name.startswith("step-") and name.endswith(".npz") and stem.isdigit():
+            found.append(int(stem))
+    return sorted(found)
+
+
+def write_checkpoint(folder, model, state, keep=False):
+    """Atomically write folder/checkpoint.npz: the model's arrays and the pickled `state`;
+    with keep=True also a copy at checkpoint_path(folder, state["step"])."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     blob = pickle.dumps(dict(state, format=CHECKPOINT_FORMAT), protocol=pickle.HIGHEST_PROTOCOL)
     arrays["state"] = np.frombuffer(blob, dtype=np.uint8)
@@ -166,11 +198,15 @@ def write_checkpoint(folder, model, state):
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     _atomic(os.path.join(folder, CHECKPOINT_FILE), write)
+    if keep:
+        os.makedirs(os.path.join(folder, KEPT_FOLDER), exist_ok=True)
+        _atomic(checkpoint_path(folder, state["step"]), write)
 
 
-def read_checkpoint(folder):
-    """(model_state, state) from folder/checkpoint.npz; ValueError if it is not one of ours."""
-    path = os.path.join(folder, CHECKPOINT_FILE)
+def read_checkpoint(folder, step=None):
+    """(model_state, state) from folder/checkpoint.npz (or the kept checkpoint of `step`);
+    ValueError if it is not one of ours."""
+    path = checkpoint_path(folder, step)
     try:
         with np.load(path, allow_pickle=False) as z:
             model_state = {k[len("model."):]: z[k] for k in z.files if k.startswith("model.")}

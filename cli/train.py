@@ -46,7 +46,7 @@ from minigrad import datasets
 from minigrad.backend import GPU_INSTALL_HINT, to_device
 from minigrad.nn import capture, models
 
-from . import runlog
+from . import cost, runlog
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
@@ -347,6 +347,14 @@ class _DeferredInterrupt:
               help="Evaluate on the test split every K steps (default: once per epoch) and at the end.")
 @click.option("--target-accuracy", type=click.FloatRange(min=0, max=1), default=None,
               help="Record the first evaluated step whose test accuracy reaches A.")
+@click.option("--target-loss", type=click.FloatRange(min=0), default=None,
+              help="Record the first evaluated step whose loss on the whole training split is <= L "
+                   "(each evaluation then also evaluates the training split).")
+@click.option("--stop-at-target", is_flag=True, default=False,
+              help="End the run at the first evaluation where every given target is reached.")
+@click.option("--keep-checkpoints", is_flag=True, default=False,
+              help="Also keep every checkpoint as OUT/checkpoints/step-NNNNNNNN.npz (for "
+                   "`minigrad hessian RUN --step S`).")
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
               help=f"Where to train; cuda needs CuPy ({GPU_INSTALL_HINT}).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -408,7 +416,7 @@ def train(ctx, **options):
                                        f"from the run's {old[key]!r}; it cannot change on resume")
         config = dict(old)
         for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy",
-                    "device"):
+                    "target_loss", "stop_at_target", "keep_checkpoints", "device"):
             if given(key):
                 config[key] = options[key]
         if given("epochs"):
@@ -440,6 +448,9 @@ def train(ctx, **options):
                 config[key] = DEFAULTS[name][key]
         if config["epochs"] is None and config["steps"] is None:
             config["epochs"] = DEFAULT_EPOCHS
+        if config["stop_at_target"] and config["target_accuracy"] is None \
+                and config["target_loss"] is None:
+            raise click.UsageError("--stop-at-target needs --target-accuracy or --target-loss")
         for key, default in (("schedule", "constant"), ("warmup_steps", 0)):
             if config[key] is None:
                 config[key] = default
@@ -489,7 +500,7 @@ def run(config, out, saved, overwrite):
     eval_every = config["eval_every"] or per_epoch
     ckpt_every = config["checkpoint_every"]
 
-    step, epoch, position, wall_before, target_step = 0, 0, 0, 0.0, None
+    step, epoch, position, wall_before, target_step, loss_step = 0, 0, 0, 0.0, None, None
     since_eval = []
     history = runlog.new_history()
     if saved is not None:
@@ -500,6 +511,7 @@ def run(config, out, saved, overwrite):
         step, history = int(state["step"]), state["history"]
         epoch, position = state["data"]["epoch"], state["data"]["position"]
         wall_before, target_step = float(state["wall_time"]), state["target_step"]
+        loss_step = state.get("target_loss_step")
         since_eval = list(state.get("since_eval", []))
         if total < step:
             raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
@@ -529,11 +541,20 @@ def run(config, out, saved, overwrite):
                 "step": step, "optimizer": optimizer.state_dict(),
                 "data": {"epoch": epoch, "position": position}, "history": history,
                 "config": config, "wall_time": wall(), "target_step": target_step,
-                "since_eval": list(since_eval)})
-        runlog.write_run(out, config, history, status, step, target_step, wall())
+                "target_loss_step": loss_step, "since_eval": list(since_eval)},
+                keep=config.get("keep_checkpoints", False))
+        runlog.write_run(out, config, history, status, step, target_step, wall(),
+                         target_loss_step=loss_step)
+
+    def targets_reached():
+        """Every given target is reached (False when none is given)."""
+        wanted = [(config.get("target_accuracy"), target_step),
+                  (config.get("target_loss"), loss_step)]
+        return any(t is not None for t, _ in wanted) and \
+            all(at is not None for t, at in wanted if t is not None)
 
     def do_eval():
-        nonlocal target_step, since_eval
+        nonlocal target_step, loss_step, since_eval
         train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
         test_loss, acc = evaluate(model, test_images, test_labels, flatten, device)
         ev = history["evals"]
@@ -541,6 +562,11 @@ def run(config, out, saved, overwrite):
         ev["train_loss"].append(train_loss)
         ev["test_loss"].append(test_loss)
         ev.setdefault(ACC_KEY, []).append(acc)
+        if config.get("target_loss") is not None:
+            split_loss = evaluate(model, images, labels, flatten, device)[0]
+            ev.setdefault("train_split_loss", []).append(split_loss)
+            if loss_step is None and split_loss <= config["target_loss"]:
+                loss_step = step
         runlog.append_layers(history, len(ev["step"]),
                              layer_statistics(model, images[:bs], labels[:bs], device))
         since_eval = []
@@ -556,10 +582,11 @@ def run(config, out, saved, overwrite):
     name = config["optimizer"]
     interactive = _stdout_is_terminal()
     last_acc = (history["evals"].get(ACC_KEY) or [None])[-1]
+    stopped = False   # --stop-at-target ended the run at an evaluation
     try:
         with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
                 _progress(step, total, interactive) as bar:
-            while step < total:
+            while step < total and not stopped:
                 order_rng = np.random.default_rng([config["seed"], epoch])
                 for k, (xb, yb) in enumerate(datasets.batches(images, labels, bs, seed=order_rng)):
                     if k < position:
@@ -583,9 +610,14 @@ def run(config, out, saved, overwrite):
                         st["lr"].append(lr)
                     else:
                         st["radius"].append(float(optimizer.radius))
+                    for key, value in cost.step_cost(name, optimizer.info, len(yb)).items():
+                        st.setdefault(key, []).append(value)
                     since_eval.append(loss)
                     if step % eval_every == 0 and step < total:
-                        last_acc = do_eval()[1]
+                        train_loss, last_acc = do_eval()
+                        if config.get("stop_at_target") and targets_reached():
+                            stopped = True
+                            break
                     bar.update(1, f"loss {loss:.4f}" + ("" if last_acc is None
                                                         else f"  {ACC_LABEL} {last_acc:.4f}"))
                     if interrupt.requested:
@@ -594,7 +626,10 @@ def run(config, out, saved, overwrite):
                         snapshot("running")
                     if position == 0:
                         break  # the epoch is over: a new order
-        train_loss, acc = do_eval()
+        if stopped:
+            acc = last_acc
+        else:
+            train_loss, acc = do_eval()
         snapshot("finished")
     except _StopRequested:
         snapshot("interrupted")
@@ -621,10 +656,13 @@ def run(config, out, saved, overwrite):
     summary = (f"done: {step} steps, final train loss {train_loss:.4f}, "
                f"{'test reconstruction error' if auto else 'test accuracy'} {acc:.4f}, "
                f"wall time {wall():.1f}s")
-    if config["target_accuracy"] is not None:
-        summary += (f", target {config['target_accuracy']:g} reached at step {target_step}"
-                    if target_step is not None else
-                    f", target {config['target_accuracy']:g} not reached")
+    for kind, target, at in (("target", config.get("target_accuracy"), target_step),
+                             ("target loss", config.get("target_loss"), loss_step)):
+        if target is not None:
+            summary += (f", {kind} {target:g} reached at step {at}" if at is not None
+                        else f", {kind} {target:g} not reached")
+    if stopped:
+        summary += " (stopped at target)"
     click.echo(summary + f"  [{out}]")
 
 
