@@ -11,9 +11,11 @@ def main():
 
 
 from .inspect import evaluate, runs, show
+from .scaling import scaling
 from .train import train
 
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(runs)
 main.add_command(show)
+main.add_command(scaling)

@@ -19,6 +19,7 @@ run.h5 layout (h5py)::
             lr         float64, the learning rate used (sgd, kfac)
             radius     float64, the trust radius after the step (trcg, strcg)
             wall_time  float64, seconds since the start of training at the end of the step
+            step_time  float64, seconds of the optimizer step alone (no evaluation, no files)
             grad_equivalents  float64, the step's cost in gradients of its batch (cli/cost.py)
             cg_iterations, curvature_products, rejections  int64 (trcg, strcg): CG iterations
                        (summed over re-solves), curvature-vector products, rejected tries

@@ -494,6 +494,7 @@ def run(config, out, saved, overwrite):
     total = config["steps"] if config["steps"] is not None else config["epochs"] * per_epoch
     if saved is None:
         config["schedule_steps"] = total   # the lr schedule spans the first session's steps
+    config["train_examples"], config["steps_per_epoch"] = n, per_epoch   # for readers of run.h5
     device = config.get("device") or "cpu"
     model.to(device)
     optimizer = build_optimizer(config, model)
@@ -598,7 +599,9 @@ def run(config, out, saved, overwrite):
                         xb, yb = to_device(xb, device), to_device(yb, device)
                     if auto:
                         yb = xb   # reconstruct the input
+                    started = time.perf_counter()
                     loss = _one_step(name, model, optimizer, xb, yb, step)
+                    step_time = time.perf_counter() - started
                     step += 1
                     position = k + 1
                     if position == per_epoch:
@@ -606,6 +609,7 @@ def run(config, out, saved, overwrite):
                     st = history["steps"]
                     st["loss"].append(loss)
                     st["wall_time"].append(wall())
+                    st.setdefault("step_time", []).append(step_time)
                     if name in ("sgd", "kfac"):
                         st["lr"].append(lr)
                     else:

@@ -43,7 +43,7 @@ def test_default_run_reaches_95_percent_and_writes_the_documented_layout(tmp_pat
     for key in ("config", "minigrad_version", "numpy_version", "h5py_version", "wall_time"):
         assert key in attrs
     assert 0 < attrs["target_step"] <= 460
-    assert set(run["steps"]) == {"loss", "lr", "wall_time", "grad_equivalents"}
+    assert set(run["steps"]) == {"loss", "lr", "wall_time", "step_time", "grad_equivalents"}
     np.testing.assert_array_equal(run["steps"]["grad_equivalents"], 1.0)
     assert all(len(v) == 460 for v in run["steps"].values())
     assert np.all(np.diff(run["steps"]["wall_time"]) >= 0)

@@ -1,0 +1,209 @@
+"""`minigrad scaling`: iterations to a target as the batch size grows, per optimizer, each tuned.
+
+The methodology of Ma et al., "Inefficiency of K-FAC for Large Batch Size Training" (AAAI 2020),
+after Shallue et al. 2019 ("Measuring the effects of data parallelism"): for every optimizer and
+batch size B, a hyperparameter search (cli/search.py) whose trials stop at the target; the best
+trial's steps to target S(B) is the point of the curve. Perfect scaling halves the steps when B
+doubles, the hyperbola
+
+    S_ideal(B) = S(B0) B0 / B        (B0: the smallest batch size at which the method succeeded)
+
+and per step of the batch-size list (B_prev -> B)
+
+    speedup    = S(B_prev) / S(B)
+    efficiency = speedup / (B / B_prev)     1 on the ideal line, 0 when more data buys nothing.
+
+Outputs in the study folder (--out): trials/ (one `minigrad train` run per trial; see
+cli/study.py for resuming), scaling.h5, scaling.png (with matplotlib), and a table on stdout.
+
+scaling.h5::
+
+    attrs   command ("scaling"), options (JSON of the command's options), base_batch_size,
+            train_examples, software versions
+    trials/ one entry per trial (cli/study.py write_trials): optimizer, batch_size, lr,
+            momentum, damping, radius, hessian_fraction (nan where not used), status, reached,
+            steps_to_target (-1 if not reached), epochs_/wall_/cost_to_target (nan if not),
+            steps, wall_time, cost, curvature_products, cg_iterations, final_* metrics, folder
+    best/<optimizer>/  one entry per batch size (ascending): batch_size, trial (index into
+            trials/, -1 if none), reached, steps_to_target, epochs_to_target, wall_to_target,
+            cost_to_target (nan where not reached), ideal_steps, speedup, efficiency (nan
+            where undefined), and the best trial's hyperparameters (lr, momentum, ...)
+"""
+import math
+import os
+
+import click
+import numpy as np
+
+from minigrad import datasets
+
+from . import plotting, search, study
+from .common import one_line_errors
+
+COLUMNS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_target")
+
+
+def prepare(options, sizes, stop_at_target, command):
+    """(study folder, specs, train examples, base batch size) for the grid/random search of every
+    optimizer at every batch size in `sizes`; raises click.UsageError on bad options."""
+    try:
+        overrides = search.parse_grid(options["grid_entries"])
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    unused = sorted(set(overrides) - set(options["optimizers"]))
+    if unused:
+        raise click.UsageError(f"--grid given for {', '.join(unused)}, which is not in --optimizers")
+    n = len(datasets.load(options["dataset"], "train")[1])
+    too_big = [b for b in sizes if b > n]
+    if too_big:
+        raise click.UsageError(f"batch size(s) {too_big} exceed the {n} training examples of "
+                               f"{options['dataset']}")
+    base = options["base_batch_size"] or min(sizes)
+    specs = []
+    for optimizer in options["optimizers"]:
+        for b in sizes:
+            for point in search.points(optimizer, b, base, options["lr_scaling"],
+                                       options["search_kind"], options["trials"], options["seed"],
+                                       overrides):
+                specs.append(study.trial_spec(options, optimizer, b, point,
+                                              math.ceil(n / b), stop_at_target))
+    root = study.study_folder(options["out"], command)
+    click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
+               f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search)")
+    return root, specs, n, base
+
+
+def best_per_batch(specs, results, optimizer, sizes):
+    """[(batch size, index of the best trial or None)] for one optimizer."""
+    out = []
+    for b in sizes:
+        idx = [i for i, s in enumerate(specs) if s["optimizer"] == optimizer and s["batch_size"] == b]
+        k = study.best_index([results[i] for i in idx])
+        out.append((b, None if k is None else idx[k]))
+    return out
+
+
+def curve(specs, results, optimizer, sizes):
+    """{column: array over sizes} of the best trials, with ideal_steps, speedup, efficiency."""
+    best = best_per_batch(specs, results, optimizer, sizes)
+    c = {"batch_size": np.array(sizes, np.int64),
+         "trial": np.array([-1 if i is None else i for _, i in best], np.int64),
+         "reached": np.array([i is not None and results[i]["reached"] for _, i in best], bool)}
+    for col in COLUMNS:
+        c[col] = np.array([float(results[i][col]) if ok else np.nan
+                           for (_, i), ok in zip(best, c["reached"])], np.float64)
+    for name in study.HYPERPARAMETERS:
+        c[name] = np.array([np.nan if i is None or specs[i].get(name) is None else specs[i][name]
+                            for _, i in best], np.float64)
+    s, b = c["steps_to_target"], c["batch_size"].astype(np.float64)
+    first = np.flatnonzero(c["reached"])
+    c["ideal_steps"] = (s[first[0]] * b[first[0]] / b) if len(first) else np.full(len(b), np.nan)
+    c["speedup"] = np.full(len(b), np.nan)
+    c["efficiency"] = np.full(len(b), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c["speedup"][1:] = s[:-1] / s[1:]
+        c["efficiency"][1:] = c["speedup"][1:] / (b[1:] / b[:-1])
+    return c
+
+
+def _params(c, k):
+    return " ".join(f"{name}={c[name][k]:.3g}" for name in study.HYPERPARAMETERS
+                    if not math.isnan(c[name][k]))
+
+
+def print_table(curves):
+    header = ("optimizer", "batch", "steps", "epochs", "wall s", "grad evals", "speedup",
+              "efficiency", "ideal steps", "best hyperparameters")
+    rows = []
+    for optimizer, c in curves.items():
+        for k, b in enumerate(c["batch_size"]):
+            reached = c["reached"][k]
+            rows.append((optimizer, int(b),
+                         study.fmt(c["steps_to_target"][k], ".0f") if reached else "not reached",
+                         study.fmt(c["epochs_to_target"][k], ".2f"),
+                         study.fmt(c["wall_to_target"][k], ".2f"),
+                         study.fmt(c["cost_to_target"][k], ".0f"),
+                         study.fmt(c["speedup"][k], ".2f"), study.fmt(c["efficiency"][k], ".2f"),
+                         study.fmt(c["ideal_steps"][k], ".0f"), _params(c, k)))
+    click.echo(study.table(header, rows))
+
+
+def plot(curves, path, title):
+    plt = plotting.pyplot()
+    if plt is None:
+        return plotting.hint(path)
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    panels = (("steps_to_target", "steps to target"), ("epochs_to_target", "epochs to target"),
+              ("wall_to_target", "wall time to target (s)"))
+    for ax, (col, label) in zip(axes, panels):
+        for k, (optimizer, c) in enumerate(curves.items()):
+            color = f"C{k}"
+            b, y, ok = c["batch_size"], c[col], c["reached"]
+            ax.plot(b[ok], y[ok], "o-", color=color, label=optimizer)
+            if col == "steps_to_target" and ok.any():
+                ax.plot(b, c["ideal_steps"], ":", color=color, linewidth=1)
+            if (~ok).any() and ok.any():   # failures drawn on the top edge
+                ax.plot(b[~ok], np.full((~ok).sum(), np.nanmax(y)), "x", color=color, markersize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        sizes = next(iter(curves.values()))["batch_size"]
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(title="dotted: ideal S(B0)B0/B; x: not reached", fontsize=8, title_fontsize=7)
+    fig.suptitle(title)
+    plotting.save(fig, path)
+
+
+def target_text(options):
+    parts = []
+    if options["target_accuracy"] is not None:
+        parts.append(f"test accuracy >= {options['target_accuracy']:g}")
+    if options["target_loss"] is not None:
+        parts.append(f"train loss <= {options['target_loss']:g}")
+    return " and ".join(parts)
+
+
+def study_attrs(command, options, base, n):
+    return {"command": command, "options": {k: v for k, v in options.items()},
+            "base_batch_size": int(base), "train_examples": int(n)}
+
+
+@click.command("scaling", context_settings={"help_option_names": ["-h", "--help"]})
+@study.study_options(click.option("--batch-sizes", callback=study._int_list,
+                                  default="64,128,256,512", show_default=True,
+                                  help="Comma-separated batch sizes."))
+@one_line_errors
+def scaling(**options):
+    """Steps to a target vs batch size for each optimizer, each tuned per batch size.
+
+    Writes OUT/scaling.h5, OUT/scaling.png and one run folder per trial under OUT/trials/;
+    running the same command again skips the finished trials.
+    """
+    study.check_targets(options)
+    sizes = options["batch_sizes"]
+    options["grid_entries"] = list(options["grid_entries"])
+    root, specs, n, base = prepare(options, sizes, True, "scaling")
+    results = study.run_trials(root, specs, options["jobs"])
+    curves = {opt: curve(specs, results, opt, sizes) for opt in options["optimizers"]}
+
+    def fill(f):
+        study.write_trials(f.create_group("trials"), specs, results)
+        for opt, c in curves.items():
+            g = f.create_group(f"best/{opt}")
+            for key, values in c.items():
+                g.create_dataset(key, data=values)
+    study.write_study(os.path.join(root, "scaling.h5"), study_attrs("scaling", options, base, n),
+                      fill)
+    click.echo(f"\nsteps to {target_text(options)} ({options['dataset']}, {options['model']}, "
+               f"best of each search; budget {options['budget_epochs']} epochs):")
+    print_table(curves)
+    click.echo(f"results written to {os.path.join(root, 'scaling.h5')}")
+    plot(curves, os.path.join(root, "scaling.png"),
+         f"{options['dataset']} {options['model']}: steps to {target_text(options)}")

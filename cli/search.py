@@ -1,0 +1,119 @@
+"""The hyperparameters a study tunes per optimizer: documented grids, seeded random search, and
+the learning-rate scaling rule across batch sizes.
+
+Each optimizer has two key hyperparameters (the ones Ma et al. 2020 tune, and the trust-region
+pair):
+
+    optimizer   default grid                              random-search range
+    sgd         lr {0.025 .. 0.4} (x2), momentum {0.9}    lr [0.01, 1] log, momentum [0, 0.99]
+    kfac        lr {0.0125, 0.05, 0.2},                   lr [0.005, 0.5] log,
+                damping {1e-3, 1e-2, 1e-1}                damping [1e-4, 1] log
+    trcg/strcg  radius {0.1, 1, 10},                      radius [0.01, 20] log,
+                hessian_fraction {0.1}                    hessian_fraction [0.02, 0.5]
+
+(GRIDS and RANGES below; the grids are centred on `minigrad train`'s defaults). Values of `lr`
+are the learning rates at the base batch size B0 and are multiplied, at batch size B, by
+
+    linear: B / B0   (Goyal et al. 2017)      sqrt: sqrt(B / B0)  (Krizhevsky 2014; Hoffer et
+    none:   1                                                       al. 2017)
+
+The other hyperparameters are not scaled. `--grid OPT.NAME=v1,v2,...` replaces one axis of one
+optimizer's grid. Random search (`--search random --trials T`) draws T points per optimizer and
+batch size from RANGES (log-uniform for lr, damping and radius, uniform otherwise; lr again at
+B0, then scaled) with numpy.random.default_rng([seed, optimizer index, B]), so a study's trials
+do not depend on the order they run in, or on the other batch sizes.
+"""
+import itertools
+import math
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
+# the axes of each optimizer's search, in the order of the sensitivity heat maps (rows, columns)
+AXES = {"sgd": ("lr", "momentum"), "kfac": ("lr", "damping"),
+        "trcg": ("radius", "hessian_fraction"), "strcg": ("radius", "hessian_fraction")}
+GRIDS = {
+    "sgd": {"lr": [0.025, 0.05, 0.1, 0.2, 0.4], "momentum": [0.9]},
+    "kfac": {"lr": [0.0125, 0.05, 0.2], "damping": [1e-3, 1e-2, 1e-1]},
+    "trcg": {"radius": [0.1, 1.0, 10.0], "hessian_fraction": [0.1]},
+    "strcg": {"radius": [0.1, 1.0, 10.0], "hessian_fraction": [0.1]},
+}
+# (low, high, log-uniform?)
+RANGES = {
+    "sgd": {"lr": (0.01, 1.0, True), "momentum": (0.0, 0.99, False)},
+    "kfac": {"lr": (0.005, 0.5, True), "damping": (1e-4, 1.0, True)},
+    "trcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
+    "strcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
+}
+LIMITS = {"lr": (0.0, None), "momentum": (0.0, 1.0), "damping": (0.0, None),
+          "radius": (0.0, None), "hessian_fraction": (0.0, 1.0)}
+SCALING_RULES = ("linear", "sqrt", "none")
+SEARCHES = ("grid", "random")
+
+
+def lr_factor(rule, batch_size, base_batch_size):
+    """The multiplier of the base-batch learning rate at batch_size under `rule`."""
+    ratio = batch_size / base_batch_size
+    return {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
+
+
+def parse_grid(entries):
+    """{optimizer: {name: [values]}} from ("sgd.lr=0.1,0.2", ...); ValueError names the entry."""
+    out = {}
+    for entry in entries:
+        key, sep, text = entry.partition("=")
+        opt, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--grid {entry!r}: expected OPTIMIZER.NAME=v1,v2,... such as "
+                             "sgd.lr=0.05,0.1")
+        if opt not in AXES:
+            raise ValueError(f"--grid {entry!r}: unknown optimizer {opt!r}; one of {', '.join(AXES)}")
+        if name not in AXES[opt]:
+            raise ValueError(f"--grid {entry!r}: {opt} tunes {' and '.join(AXES[opt])}, not {name!r}")
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--grid {entry!r}: values must be numbers") from None
+        low, high = LIMITS[name]
+        bad = [v for v in values if not (v > low and (high is None or v <= high)
+                                         and math.isfinite(v))
+               or (name == "momentum" and v >= 1.0)]
+        if not values or bad:
+            raise ValueError(f"--grid {entry!r}: {name} must be in ({low}, {high or 'inf'}"
+                             f"{')' if name == 'momentum' or high is None else ']'}, got "
+                             f"{bad or 'no values'}")
+        out.setdefault(opt, {})[name] = sorted(set(values))
+    return out
+
+
+def grid(optimizer, overrides=None):
+    """{name: [values]} of the optimizer's grid with `overrides` (parse_grid output) applied."""
+    axes = {name: list(values) for name, values in GRIDS[optimizer].items()}
+    axes.update((overrides or {}).get(optimizer, {}))
+    return axes
+
+
+def points(optimizer, batch_size, base_batch_size, rule="sqrt", search="grid", trials=8,
+           seed=0, overrides=None):
+    """The hyperparameter settings to try: a list of {name: value}, lr already scaled to
+    batch_size. Grid points come in row-major order of AXES[optimizer]."""
+    factor = lr_factor(rule, batch_size, base_batch_size)
+    if search == "grid":
+        axes = grid(optimizer, overrides)
+        names = AXES[optimizer]
+        settings = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+    else:
+        rng = np.random.default_rng([seed, OPTIMIZERS.index(optimizer), batch_size])
+        settings = []
+        for _ in range(trials):
+            point = {}
+            for name in AXES[optimizer]:
+                low, high, log = RANGES[optimizer][name]
+                u = rng.random()
+                point[name] = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+                                    if log else low + u * (high - low))
+            settings.append(point)
+    for point in settings:
+        if "lr" in point:
+            point["lr"] = float(point["lr"] * factor)
+    return settings

@@ -1,0 +1,413 @@
+"""What the study commands (scaling, sensitivity, compare) share: their options, running trials,
+reading a trial's outcome, picking the best trial, and the trial table in the study's HDF5.
+
+A trial is one ordinary `minigrad train` run, in STUDY/trials/<optimizer>-b<B>-<hash>/, where
+<hash> is the first 10 hex digits of the SHA-1 of the trial's options (JSON, sorted keys): the
+same trial in any later study with the same folder is found again, and a changed option makes a
+new trial instead of reusing an old one. Running a study again therefore resumes it:
+
+    run.h5 says "finished" or "failed"   done, skipped (its results are read back)
+    a checkpoint.npz, not done           continued with `minigrad train --resume`
+    anything else                        started again from scratch (--overwrite)
+
+A trial runs `minigrad train` in-process (jobs=1) or in a worker process (--jobs J, a
+concurrent.futures process pool with the "spawn" start method; BLAS limited to one thread per
+worker through OMP/OPENBLAS/MKL_NUM_THREADS so that J workers share the cores), with its output
+in the trial folder's train.log. A trial is deterministic given its options (the seed is one of
+them), so --jobs changes wall times, never results. A trial that diverges ends with status
+"failed" and counts as not reaching the target. Ctrl-C stops the running trials after their
+current step (each writes its checkpoint) and ends the study with exit status 130; the same
+command continues it.
+
+Outcome of a trial (trial_result): `reached` = every given target (--target-accuracy on the test
+split, --target-loss on the whole training split) was met at some evaluation; steps_to_target is
+the first evaluated step at which the last of them was met (so its resolution is the evaluation
+interval: --evals-per-epoch); epochs = steps / ceil(n / B); wall time (the optimizer steps'
+own time, run.h5 steps/step_time: evaluations and file writes excluded) and cost (gradient
+equivalents, cli/cost.py) are summed over the steps up to it.
+"""
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+
+import click
+import numpy as np
+
+from . import runlog, search
+from .common import UserError
+from .inspect import _table as table  # noqa: F401  (the study commands' tables)
+
+TRIALS = "trials"
+LOG_FILE = "train.log"
+DONE = ("finished", "failed")
+EXIT_INTERRUPTED = 130
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+# -------------------------------------------------------------------------------- options
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    if not values or any(v < 1 for v in values):
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    return sorted(set(values))
+
+
+def _optimizer_list(ctx, param, value):
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in search.OPTIMIZERS]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown optimizer(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"choose from {','.join(search.OPTIMIZERS)}")
+    return list(dict.fromkeys(names))
+
+
+def study_options(batch_option):
+    """The options every study command takes; `batch_option` is the command's batch-size
+    option (a list for scaling and sensitivity, one size for compare)."""
+    from .train import DATASETS, MODELS, _parse_hidden
+
+    options = [
+        click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True),
+        click.option("--model", type=click.Choice([m for m in MODELS if m != "autoencoder"]),
+                     default="mlp", show_default=True),
+        click.option("--hidden", callback=_parse_hidden, default="64,64", show_default=True,
+                     help="Hidden sizes of the mlp."),
+        click.option("--optimizers", callback=_optimizer_list, default="sgd,kfac,trcg,strcg",
+                     show_default=True, help="Comma-separated optimizers to study."),
+        batch_option,
+        click.option("--target-accuracy", type=click.FloatRange(0, 1), default=None,
+                     help="Target test accuracy."),
+        click.option("--target-loss", type=click.FloatRange(min=0), default=None,
+                     help="Target loss on the whole training split."),
+        click.option("--budget-epochs", type=click.IntRange(min=1), default=20, show_default=True,
+                     help="Epochs a trial may use; a trial that has not reached the target by "
+                          "then fails."),
+        click.option("--search", "search_kind", type=click.Choice(search.SEARCHES),
+                     default="grid", show_default=True,
+                     help="grid: every point of each optimizer's grid; random: --trials points."),
+        click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Points per optimizer and batch size of --search random."),
+        click.option("--grid", "grid_entries", multiple=True, metavar="OPT.NAME=V1,V2",
+                     help="Replace one axis of a grid, e.g. --grid sgd.lr=0.05,0.1 (repeatable)."),
+        click.option("--lr-scaling", type=click.Choice(search.SCALING_RULES), default="sqrt",
+                     show_default=True, help="How lr grows with the batch size from the base one."),
+        click.option("--base-batch-size", type=click.IntRange(min=1), default=None,
+                     help="The batch size the grids' lr values are for (default: the smallest)."),
+        click.option("--evals-per-epoch", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Evaluations per epoch: the resolution of steps to target."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32",
+                     show_default=True),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Trials run in parallel processes."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Study folder (default studies/<command>-<UTC time>)."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+def check_targets(options, need_target=True):
+    if need_target and options["target_accuracy"] is None and options["target_loss"] is None:
+        raise click.UsageError("give --target-accuracy and/or --target-loss: the study measures "
+                               "the steps each optimizer needs to reach it")
+
+
+def study_folder(out, command):
+    if out is None:
+        out = os.path.join("studies", f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise click.UsageError(f"--out {out!r} is a file, not a study folder")
+    os.makedirs(os.path.join(out, TRIALS), exist_ok=True)
+    return out
+
+
+# --------------------------------------------------------------------------------- trials
+def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_target):
+    """The `minigrad train` options of one trial, as {option name: value}."""
+    spec = {"dataset": options["dataset"], "model": options["model"],
+            "hidden": list(options["hidden"]) if options["model"] == "mlp" else None,
+            "optimizer": optimizer, "batch_size": batch_size,
+            "epochs": options["budget_epochs"], "seed": options["seed"], "dtype": options["dtype"],
+            "eval_every": max(1, math.ceil(steps_per_epoch / options["evals_per_epoch"])),
+            "target_accuracy": options["target_accuracy"], "target_loss": options["target_loss"],
+            "stop_at_target": bool(stop_at_target and (options["target_accuracy"] is not None
+                                                       or options["target_loss"] is not None))}
+    spec.update(point)
+    return spec
+
+
+def trial_name(spec):
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec['optimizer']}-b{spec['batch_size']}-{digest}"
+
+
+def train_args(spec, folder, mode):
+    """The command line of a trial for `minigrad train` (mode: "new", "resume", "restart")."""
+    args = ["--out", folder]
+    if mode == "resume":
+        return args + ["--resume"]
+    args.append("--overwrite")   # "new" too: the folder already holds the trial's train.log
+    for key, value in spec.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(flag)
+        elif key == "hidden":
+            args += [flag, ",".join(str(v) for v in value)]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
+def trial_mode(folder):
+    """"done", "resume", "restart" or "new" (see the module docstring)."""
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return "new"
+    try:
+        status = runlog.read_run(folder)["attrs"].get("status")
+    except Exception:   # missing or damaged run.h5: the trial did not get far
+        status = None
+    if status in DONE:
+        return "done"
+    if os.path.isfile(runlog.checkpoint_path(folder)):
+        return "resume"
+    return "restart"
+
+
+def execute(spec, folder):
+    """Run one trial (in this process) to its end; returns (exit code, message). The output of
+    `minigrad train` goes to folder/train.log."""
+    from .train import train
+
+    mode = trial_mode(folder)
+    if mode == "done":
+        return 0, "done earlier"
+    os.makedirs(folder, exist_ok=True)
+    args = train_args(spec, folder, mode)
+    with open(os.path.join(folder, LOG_FILE), "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        print("$ minigrad train " + " ".join(args), flush=True)
+        try:
+            train.main(args=args, prog_name="minigrad train", standalone_mode=False)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except click.ClickException as e:
+            e.show()
+            return 2, e.format_message()
+        except click.Abort:
+            code = EXIT_INTERRUPTED
+        except Exception:   # a bug, not a user error: keep the traceback in the log
+            traceback.print_exc()
+            code = 1
+    return code, ""
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    saved = {k: os.environ.get(k) for k in BLAS_THREADS}
+    os.environ.update({k: "1" for k in BLAS_THREADS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_trials(root, specs, jobs=1):
+    """Run every spec (skipping finished ones) and return their results, in order. Prints one
+    line per trial; exits 130 if interrupted, 1 if a trial could not start (bad options)."""
+    folders = [os.path.join(root, TRIALS, trial_name(s)) for s in specs]
+    width = len(str(len(specs)))
+    done = [0]
+
+    def report(i, code, message, seconds):
+        done[0] += 1
+        if code == 2:
+            raise UserError(f"trial {folders[i]} could not start: {message}")
+        if code == EXIT_INTERRUPTED:
+            return
+        result = trial_result(folders[i])
+        click.echo(f"[{done[0]:>{width}}/{len(specs)}] {describe(specs[i])}: {outcome(result)}"
+                   + (f"  ({message})" if message else f"  {seconds:.1f}s"))
+
+    interrupted = False
+    if jobs == 1:
+        for i, (spec, folder) in enumerate(zip(specs, folders)):
+            t0 = time.perf_counter()
+            code, message = execute(spec, folder)
+            if code == EXIT_INTERRUPTED:
+                interrupted = True
+                break
+            report(i, code, message, time.perf_counter() - t0)
+    else:
+        with _single_threaded_blas():
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        started = time.perf_counter()
+        try:
+            futures = {pool.submit(execute, s, f): i
+                       for i, (s, f) in enumerate(zip(specs, folders))}
+            for future in concurrent.futures.as_completed(futures):
+                code, message = future.result()
+                if code == EXIT_INTERRUPTED:
+                    interrupted = True
+                    continue
+                report(futures[future], code, message, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if interrupted:
+        click.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)}; "
+                   "run the same command again to continue the study", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    return [trial_result(f) for f in folders]
+
+
+# -------------------------------------------------------------------------------- results
+HYPERPARAMETERS = ("lr", "momentum", "damping", "radius", "hessian_fraction")
+
+
+def describe(spec):
+    params = " ".join(f"{k}={spec[k]:.4g}" for k in HYPERPARAMETERS if spec.get(k) is not None)
+    return f"{spec['optimizer']:<5} B={spec['batch_size']:<5} {params}"
+
+
+def outcome(result):
+    if result["status"] == "failed":
+        return "diverged"
+    if result["reached"]:
+        return (f"target at step {result['steps_to_target']} "
+                f"(epoch {result['epochs_to_target']:.2f})")
+    if result["targets"]:
+        return f"target not reached, final test acc {result['final_test_accuracy']:.4f}"
+    return f"final test acc {result['final_test_accuracy']:.4f}"
+
+
+def _last(values):
+    return float(values[-1]) if values is not None and len(values) else float("nan")
+
+
+def trial_result(folder):
+    """A trial's outcome (see the module docstring) as a dict of plain values."""
+    run = runlog.read_run(folder)
+    attrs, steps, evals = run["attrs"], run["steps"], run["evals"]
+    config = json.loads(attrs["config"])
+    at = []
+    targets = []
+    for target, key in (("target_accuracy", "target_step"), ("target_loss", "target_loss_step")):
+        if config.get(target) is not None:
+            targets.append(target)
+            step = int(attrs.get(key, -1))
+            at.append(step if step >= 0 else None)
+    reached = bool(targets) and all(s is not None for s in at)
+    step = max(at) if reached else None
+    cost = np.cumsum(steps.get("grad_equivalents", np.zeros(0)))
+    # training time only: evaluations and file writes would favour methods with fewer steps
+    wall = np.cumsum(steps.get("step_time", np.zeros(0)))
+    per_epoch = config.get("steps_per_epoch") or 1
+
+    def upto(series, k):
+        return float(series[k - 1]) if k and len(series) >= k else (0.0 if k == 0 else float("nan"))
+
+    total_steps = int(attrs.get("steps", len(steps.get("loss", []))))
+    return {
+        "folder": folder, "status": str(attrs.get("status")), "targets": targets,
+        "reached": reached, "steps_to_target": step,
+        "epochs_to_target": step / per_epoch if reached else float("nan"),
+        "wall_to_target": upto(wall, step) if reached else float("nan"),
+        "cost_to_target": upto(cost, step) if reached else float("nan"),
+        "steps": total_steps, "epochs": total_steps / per_epoch,
+        "wall_time": float(wall[-1]) if len(wall) else float("nan"),
+        "cost": float(cost[-1]) if len(cost) else float("nan"),
+        "curvature_products": int(np.sum(steps.get("curvature_products", 0))),
+        "cg_iterations": int(np.sum(steps.get("cg_iterations", 0))),
+        "final_train_loss": _last(evals.get("train_loss")),
+        "final_train_split_loss": _last(evals.get("train_split_loss")),
+        "final_test_loss": _last(evals.get("test_loss")),
+        "final_test_accuracy": _last(evals.get("test_accuracy")),
+    }
+
+
+def best_index(results):
+    """The best trial: among those that reached the target, the fewest steps (then the least
+    wall time); if none did, the highest final test accuracy. None if there are no trials."""
+    if not results:
+        return None
+    reached = [i for i, r in enumerate(results) if r["reached"]]
+    if reached:
+        return min(reached, key=lambda i: (results[i]["steps_to_target"],
+                                           results[i]["wall_to_target"]))
+    return max(range(len(results)), key=lambda i: (np.nan_to_num(results[i]["final_test_accuracy"],
+                                                                  nan=-1.0),
+                                                   -np.nan_to_num(results[i]["final_train_loss"],
+                                                                  nan=np.inf)))
+
+
+def write_trials(group, specs, results):
+    """The trial table as parallel 1-D datasets of `group` (an h5py group)."""
+    string = lambda values: np.array([str(v) for v in values], dtype=object)  # noqa: E731
+    group.create_dataset("folder", data=string(os.path.relpath(r["folder"], os.path.dirname(
+        os.path.dirname(r["folder"]))) for r in results), dtype=_h5_str())
+    group.create_dataset("optimizer", data=string(s["optimizer"] for s in specs), dtype=_h5_str())
+    group.create_dataset("batch_size", data=np.array([s["batch_size"] for s in specs], np.int64))
+    for name in HYPERPARAMETERS:
+        group.create_dataset(name, data=np.array([np.nan if s.get(name) is None else s[name]
+                                                  for s in specs], np.float64))
+    group.create_dataset("status", data=string(r["status"] for r in results), dtype=_h5_str())
+    group.create_dataset("reached", data=np.array([r["reached"] for r in results], bool))
+    group.create_dataset("steps_to_target", data=np.array(
+        [-1 if r["steps_to_target"] is None else r["steps_to_target"] for r in results], np.int64))
+    for name in ("epochs_to_target", "wall_to_target", "cost_to_target", "wall_time", "cost",
+                 "final_train_loss", "final_train_split_loss", "final_test_loss",
+                 "final_test_accuracy"):
+        group.create_dataset(name, data=np.array([r[name] for r in results], np.float64))
+    for name in ("steps", "curvature_products", "cg_iterations"):
+        group.create_dataset(name, data=np.array([r[name] for r in results], np.int64))
+
+
+def _h5_str():
+    import h5py
+    return h5py.string_dtype()
+
+
+def write_study(path, attrs, fill):
+    """Atomically write the study file `path`: attrs (JSON-able values) and fill(h5 file)."""
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            for key, value in runlog.versions().items():
+                f.attrs[key] = value
+            fill(f)
+    runlog._atomic(path, write)
+
+
+def fmt(value, spec=".4g"):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
