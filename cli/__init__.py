@@ -10,8 +10,11 @@ def main():
     """minigrad: second-order optimization studies on a from-scratch autodiff engine."""
 
 
+from .compare import compare
 from .inspect import evaluate, runs, show
+from .plot import plot
 from .scaling import scaling
+from .sensitivity import sensitivity
 from .train import train
 
 main.add_command(train)
@@ -19,3 +22,6 @@ main.add_command(evaluate)
 main.add_command(runs)
 main.add_command(show)
 main.add_command(scaling)
+main.add_command(sensitivity)
+main.add_command(plot)
+main.add_command(compare)

@@ -43,7 +43,7 @@ from .common import one_line_errors
 COLUMNS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_target")
 
 
-def prepare(options, sizes, stop_at_target, command):
+def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
     """(study folder, specs, train examples, base batch size) for the grid/random search of every
     optimizer at every batch size in `sizes`; raises click.UsageError on bad options."""
     try:
@@ -64,7 +64,7 @@ def prepare(options, sizes, stop_at_target, command):
         for b in sizes:
             for point in search.points(optimizer, b, base, options["lr_scaling"],
                                        options["search_kind"], options["trials"], options["seed"],
-                                       overrides):
+                                       overrides, grids):
                 specs.append(study.trial_spec(options, optimizer, b, point,
                                               math.ceil(n / b), stop_at_target))
     root = study.study_folder(options["out"], command)
@@ -190,7 +190,7 @@ def scaling(**options):
     sizes = options["batch_sizes"]
     options["grid_entries"] = list(options["grid_entries"])
     root, specs, n, base = prepare(options, sizes, True, "scaling")
-    results = study.run_trials(root, specs, options["jobs"])
+    results = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     curves = {opt: curve(specs, results, opt, sizes) for opt in options["optimizers"]}
 
     def fill(f):

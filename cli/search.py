@@ -18,7 +18,8 @@ are the learning rates at the base batch size B0 and are multiplied, at batch si
     none:   1                                                       al. 2017)
 
 The other hyperparameters are not scaled. `--grid OPT.NAME=v1,v2,...` replaces one axis of one
-optimizer's grid. Random search (`--search random --trials T`) draws T points per optimizer and
+optimizer's grid. `minigrad sensitivity` uses the larger SENSITIVITY_GRIDS (4-7 values per
+axis). Random search (`--search random --trials T`) draws T points per optimizer and
 batch size from RANGES (log-uniform for lr, damping and radius, uniform otherwise; lr again at
 B0, then scaled) with numpy.random.default_rng([seed, optimizer index, B]), so a study's trials
 do not depend on the order they run in, or on the other batch sizes.
@@ -38,6 +39,13 @@ GRIDS = {
     "trcg": {"radius": [0.1, 1.0, 10.0], "hessian_fraction": [0.1]},
     "strcg": {"radius": [0.1, 1.0, 10.0], "hessian_fraction": [0.1]},
 }
+# `minigrad sensitivity`: the full two-axis grids whose heat maps show how robust each method is
+SENSITIVITY_GRIDS = {
+    "sgd": {"lr": [0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8], "momentum": [0.0, 0.5, 0.9, 0.95]},
+    "kfac": {"lr": [0.0125, 0.025, 0.05, 0.1, 0.2], "damping": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]},
+    "trcg": {"radius": [0.01, 0.1, 1.0, 10.0], "hessian_fraction": [0.05, 0.1, 0.25, 0.5]},
+    "strcg": {"radius": [0.01, 0.1, 1.0, 10.0], "hessian_fraction": [0.05, 0.1, 0.25, 0.5]},
+}
 # (low, high, log-uniform?)
 RANGES = {
     "sgd": {"lr": (0.01, 1.0, True), "momentum": (0.0, 0.99, False)},
@@ -45,8 +53,10 @@ RANGES = {
     "trcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
     "strcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
 }
-LIMITS = {"lr": (0.0, None), "momentum": (0.0, 1.0), "damping": (0.0, None),
-          "radius": (0.0, None), "hessian_fraction": (0.0, 1.0)}
+# (test, interval as text): the values `minigrad train` accepts
+LIMITS = {"lr": (lambda v: v > 0, "(0, inf)"), "momentum": (lambda v: 0 <= v < 1, "[0, 1)"),
+          "damping": (lambda v: v > 0, "(0, inf)"), "radius": (lambda v: v > 0, "(0, inf)"),
+          "hessian_fraction": (lambda v: 0 < v <= 1, "(0, 1]")}
 SCALING_RULES = ("linear", "sqrt", "none")
 SEARCHES = ("grid", "random")
 
@@ -74,32 +84,30 @@ def parse_grid(entries):
             values = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--grid {entry!r}: values must be numbers") from None
-        low, high = LIMITS[name]
-        bad = [v for v in values if not (v > low and (high is None or v <= high)
-                                         and math.isfinite(v))
-               or (name == "momentum" and v >= 1.0)]
+        ok, interval = LIMITS[name]
+        bad = [v for v in values if not (math.isfinite(v) and ok(v))]
         if not values or bad:
-            raise ValueError(f"--grid {entry!r}: {name} must be in ({low}, {high or 'inf'}"
-                             f"{')' if name == 'momentum' or high is None else ']'}, got "
+            raise ValueError(f"--grid {entry!r}: {name} must be in {interval}, got "
                              f"{bad or 'no values'}")
         out.setdefault(opt, {})[name] = sorted(set(values))
     return out
 
 
-def grid(optimizer, overrides=None):
-    """{name: [values]} of the optimizer's grid with `overrides` (parse_grid output) applied."""
-    axes = {name: list(values) for name, values in GRIDS[optimizer].items()}
+def grid(optimizer, overrides=None, grids=GRIDS):
+    """{name: [values]} of the optimizer's grid in `grids` (GRIDS or SENSITIVITY_GRIDS) with
+    `overrides` (parse_grid output) applied."""
+    axes = {name: list(values) for name, values in grids[optimizer].items()}
     axes.update((overrides or {}).get(optimizer, {}))
     return axes
 
 
 def points(optimizer, batch_size, base_batch_size, rule="sqrt", search="grid", trials=8,
-           seed=0, overrides=None):
+           seed=0, overrides=None, grids=GRIDS):
     """The hyperparameter settings to try: a list of {name: value}, lr already scaled to
     batch_size. Grid points come in row-major order of AXES[optimizer]."""
     factor = lr_factor(rule, batch_size, base_batch_size)
     if search == "grid":
-        axes = grid(optimizer, overrides)
+        axes = grid(optimizer, overrides, grids)
         names = AXES[optimizer]
         settings = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
     else:

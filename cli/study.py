@@ -10,11 +10,13 @@ new trial instead of reusing an old one. Running a study again therefore resumes
     a checkpoint.npz, not done           continued with `minigrad train --resume`
     anything else                        started again from scratch (--overwrite)
 
-A trial runs `minigrad train` in-process (jobs=1) or in a worker process (--jobs J, a
-concurrent.futures process pool with the "spawn" start method; BLAS limited to one thread per
-worker through OMP/OPENBLAS/MKL_NUM_THREADS so that J workers share the cores), with its output
-in the trial folder's train.log. A trial is deterministic given its options (the seed is one of
-them), so --jobs changes wall times, never results. A trial that diverges ends with status
+A trial runs `minigrad train` in a worker process (a concurrent.futures pool of --jobs J
+processes, "spawn" start method), with its output in the trial folder's train.log. Each worker
+gets --threads-per-job BLAS threads (default 1, through OMP/OPENBLAS/MKL_NUM_THREADS): the thread
+count changes the rounding of matrix products, so it is fixed whatever J is, and a trial is
+deterministic given its options (the seed is one of them): --jobs changes wall times, never
+results. (One thread per process is also the fast choice for small models on shared cores:
+OpenBLAS threads that wait for a busy core make a step several times slower.) A trial that diverges ends with status
 "failed" and counts as not reaching the target. Ctrl-C stops the running trials after their
 current step (each writes its checkpoint) and ends the study with exit status 130; the same
 command continues it.
@@ -33,6 +35,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -112,6 +115,10 @@ def study_options(batch_option):
                      show_default=True),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Trials run in parallel processes."),
+        click.option("--threads-per-job", type=click.IntRange(min=1), default=1,
+                     show_default=True,
+                     help="BLAS threads of each trial process (results depend on it through "
+                          "rounding; --jobs does not change them)."),
         click.option("--out", type=click.Path(file_okay=False), default=None,
                      help="Study folder (default studies/<command>-<UTC time>)."),
     ]
@@ -222,9 +229,9 @@ def execute(spec, folder):
 
 
 @contextlib.contextmanager
-def _single_threaded_blas():
+def _blas_threads(threads):
     saved = {k: os.environ.get(k) for k in BLAS_THREADS}
-    os.environ.update({k: "1" for k in BLAS_THREADS})
+    os.environ.update({k: str(threads) for k in BLAS_THREADS})
     try:
         yield
     finally:
@@ -235,50 +242,62 @@ def _single_threaded_blas():
                 os.environ[k] = v
 
 
-def run_trials(root, specs, jobs=1):
-    """Run every spec (skipping finished ones) and return their results, in order. Prints one
-    line per trial; exits 130 if interrupted, 1 if a trial could not start (bad options)."""
+def _worker_init():
+    # an idle worker ignores Ctrl-C; a training trial installs its own handler (checkpoint,
+    # then exit 130) and so stops cleanly after its current step
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _timed(spec, folder):
+    started = time.perf_counter()
+    code, message = execute(spec, folder)
+    return code, message, time.perf_counter() - started
+
+
+def run_trials(root, specs, jobs=1, threads=1):
+    """Run every spec (skipping finished ones) in `jobs` worker processes with `threads` BLAS
+    threads each, and return their results in order. Prints one line per trial; exits 130 if
+    interrupted, raises UserError if a trial could not start (bad options)."""
     folders = [os.path.join(root, TRIALS, trial_name(s)) for s in specs]
     width = len(str(len(specs)))
-    done = [0]
+    count = 0
 
     def report(i, code, message, seconds):
-        done[0] += 1
+        nonlocal count
+        count += 1
         if code == 2:
             raise UserError(f"trial {folders[i]} could not start: {message}")
-        if code == EXIT_INTERRUPTED:
-            return
-        result = trial_result(folders[i])
-        click.echo(f"[{done[0]:>{width}}/{len(specs)}] {describe(specs[i])}: {outcome(result)}"
+        click.echo(f"[{count:>{width}}/{len(specs)}] {describe(specs[i])}: "
+                   f"{outcome(trial_result(folders[i]))}"
                    + (f"  ({message})" if message else f"  {seconds:.1f}s"))
 
+    todo = []
+    for i, folder in enumerate(folders):
+        if trial_mode(folder) == "done":
+            report(i, 0, "done earlier", 0.0)
+        else:
+            todo.append(i)
     interrupted = False
-    if jobs == 1:
-        for i, (spec, folder) in enumerate(zip(specs, folders)):
-            t0 = time.perf_counter()
-            code, message = execute(spec, folder)
-            if code == EXIT_INTERRUPTED:
-                interrupted = True
-                break
-            report(i, code, message, time.perf_counter() - t0)
-    else:
-        with _single_threaded_blas():
+    if todo:
+        # Workers are spawned when tasks are submitted and inherit the environment then. Every
+        # trial runs in a worker, with the same BLAS thread count whatever --jobs is: a
+        # different thread count changes the rounding of matrix products, and so the run.
+        with _blas_threads(threads):
             pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        started = time.perf_counter()
-        try:
-            futures = {pool.submit(execute, s, f): i
-                       for i, (s, f) in enumerate(zip(specs, folders))}
-            for future in concurrent.futures.as_completed(futures):
-                code, message = future.result()
-                if code == EXIT_INTERRUPTED:
-                    interrupted = True
-                    continue
-                report(futures[future], code, message, time.perf_counter() - started)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+                max_workers=min(jobs, len(todo)), initializer=_worker_init,
+                mp_context=multiprocessing.get_context("spawn"))
+            try:
+                futures = {pool.submit(_timed, specs[i], folders[i]): i for i in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    code, message, seconds = future.result()
+                    if code == EXIT_INTERRUPTED:
+                        interrupted = True
+                    else:
+                        report(futures[future], code, message, seconds)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     if interrupted:
         click.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)}; "
                    "run the same command again to continue the study", err=True)
@@ -352,18 +371,25 @@ def trial_result(folder):
 
 
 def best_index(results):
-    """The best trial: among those that reached the target, the fewest steps (then the least
-    wall time); if none did, the highest final test accuracy. None if there are no trials."""
+    """The best trial: among those that reached the target, the fewest steps, then the lowest
+    cost, then the best final test accuracy; if none reached it, the best final test accuracy,
+    then the lowest final train loss. Wall time never decides (it is noisy; the rest is
+    deterministic). Ties left after that go to the first trial. None if there are no trials."""
     if not results:
         return None
+
+    def worst_if_nan(value, sign=1.0):
+        return np.inf if value is None or math.isnan(value) else sign * value
+
     reached = [i for i, r in enumerate(results) if r["reached"]]
     if reached:
         return min(reached, key=lambda i: (results[i]["steps_to_target"],
-                                           results[i]["wall_to_target"]))
-    return max(range(len(results)), key=lambda i: (np.nan_to_num(results[i]["final_test_accuracy"],
-                                                                  nan=-1.0),
-                                                   -np.nan_to_num(results[i]["final_train_loss"],
-                                                                  nan=np.inf)))
+                                           worst_if_nan(results[i]["cost_to_target"]),
+                                           worst_if_nan(results[i]["final_test_accuracy"], -1.0),
+                                           i))
+    return min(range(len(results)),
+               key=lambda i: (worst_if_nan(results[i]["final_test_accuracy"], -1.0),
+                              worst_if_nan(results[i]["final_train_loss"]), i))
 
 
 def write_trials(group, specs, results):

@@ -583,7 +583,8 @@ def run(config, out, saved, overwrite):
     name = config["optimizer"]
     interactive = _stdout_is_terminal()
     last_acc = (history["evals"].get(ACC_KEY) or [None])[-1]
-    stopped = False   # --stop-at-target ended the run at an evaluation
+    # --stop-at-target ended the run at an evaluation (a resumed run may have ended there)
+    stopped = bool(config.get("stop_at_target")) and targets_reached()
     try:
         with _DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
                 _progress(step, total, interactive) as bar:
@@ -630,8 +631,9 @@ def run(config, out, saved, overwrite):
                         snapshot("running")
                     if position == 0:
                         break  # the epoch is over: a new order
-        if stopped:
+        if stopped and history["evals"]["step"] and history["evals"]["step"][-1] == step:
             acc = last_acc
+            train_loss = history["evals"]["train_loss"][-1]
         else:
             train_loss, acc = do_eval()
         snapshot("finished")
