@@ -12,6 +12,7 @@ def main():
 
 from .compare import compare
 from .inspect import evaluate, runs, show
+from .landscape import landscape
 from .plot import plot
 from .scaling import scaling
 from .sensitivity import sensitivity
@@ -25,3 +26,4 @@ main.add_command(scaling)
 main.add_command(sensitivity)
 main.add_command(plot)
 main.add_command(compare)
+main.add_command(landscape)

@@ -79,9 +79,10 @@ def load_run(run, step=None, split="train", dtype=None):
     images, labels, meta = datasets.load(config["dataset"], split)
     images = images.astype(np.dtype(config["dtype"]), copy=False)
     model = build_model(config, tuple(meta["shape"]), len(meta["classes"]))
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
     try:
-        model.load_state_dict({k: np.asarray(v, dtype=model.state_dict()[k].dtype)
-                               if k in model.state_dict() else v for k, v in model_state.items()})
+        model.load_state_dict({k: np.asarray(v, dtype=dtypes[k]) if k in dtypes else v
+                               for k, v in model_state.items()})
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path}: weights do not fit the run's model: {' '.join(str(e).split())}")
     return Loaded(model, config, int(state.get("step", 0)), images, labels)
