@@ -1,4 +1,11 @@
-"""The `minigrad` command line (a click group): `train` (cli/train.py); `evaluate`, `runs`, `show` (cli/inspect.py)."""
+"""The `minigrad` command line (a click group).
+
+    train                            one training run (cli/train.py)
+    evaluate, runs, show             looking at runs (cli/inspect.py)
+    scaling, sensitivity, compare    studies made of many runs (cli/study.py and one file each)
+    hessian, landscape               curvature and loss surface at a checkpoint
+    plot                             curves of several runs
+"""
 import click
 
 from minigrad import __version__

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import plotting, runlog, study
 from .common import one_line_errors
-from .scaling import prepare, study_attrs, target_text
+from .scaling import grid_edges, prepare, study_attrs, target_text
 
 
 def print_table(best, specs, results):
@@ -126,6 +126,9 @@ def compare(**options):
                f"{target_text(options)}, budget {options['budget_epochs']} epochs; each "
                "optimizer's best trial:")
     print_table(best, specs, results)
+    note = grid_edges(options, specs, [(opt, size, i) for opt, i in best.items()], base)
+    if note:
+        click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'compare.h5')}")
     plot(best, results, os.path.join(root, "compare.png"),
          f"{options['dataset']} {options['model']}, batch size {size}: best trial per optimizer",

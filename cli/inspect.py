@@ -16,11 +16,9 @@ Exit status: 0 on success; 1 with a one-line ``Error: ...`` on stderr when a run
 run.h5 or its checkpoint is missing or unreadable (also a missing FOLDER for ``runs``); 2 for
 command-line misuse (unknown option, bad --split or --batch-size), as click reports it.
 """
-import functools
 import json
 import math
 import os
-import sys
 
 import click
 import numpy as np
@@ -28,38 +26,15 @@ import numpy as np
 from minigrad import datasets
 
 from . import runlog
+from .common import UserError as _UserError, one_line_errors, run_folder
 from .train import build_model, evaluate as evaluate_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-class _UserError(Exception):
-    """A problem with the user's files: reported as one line, exit status 1."""
-
-
 # what h5py, pickle and numpy raise on a missing, truncated or foreign file
 _READ_ERRORS = (_UserError, OSError, KeyError, ValueError, TypeError, AttributeError, IndexError,
                 RuntimeError, EOFError)
-
-
-def _one_line_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (_UserError, ValueError, TypeError, KeyError, OSError) as e:
-            message = " ".join(str(e).split()) or repr(e)
-            click.echo(f"Error: {message}", err=True)
-            sys.exit(1)
-    return wrapper
-
-
-def _run_folder(run):
-    if not os.path.exists(run):
-        raise _UserError(f"run folder {run!r} not found")
-    if not os.path.isdir(run):
-        raise _UserError(f"{run!r} is not a run folder")
-    return run
 
 
 def _read_run(folder):
@@ -139,7 +114,7 @@ def evaluate_split(model, images, labels, flatten, batch_size):
 @click.option("--split", type=click.Choice(("test", "train")), default="test", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Examples per forward pass (does not change the result).")
-@_one_line_errors
+@one_line_errors
 def evaluate(run, split, batch_size):
     """Evaluate the checkpoint of RUN (a run folder): loss and accuracy on a split.
 
@@ -147,7 +122,7 @@ def evaluate(run, split, batch_size):
     the result is the last evaluation `minigrad train` recorded. Exit status 1 with a one-line
     error if RUN or its checkpoint is missing or unreadable.
     """
-    folder = _run_folder(run)
+    folder = run_folder(run)
     if not os.path.isfile(os.path.join(folder, runlog.CHECKPOINT_FILE)):
         raise _UserError(f"no {runlog.CHECKPOINT_FILE} in {folder!r}")
     model_state, state = runlog.read_checkpoint(folder)
@@ -178,7 +153,7 @@ RUNS_HEADER = ("name", "dataset", "model", "optimizer", "batch", "steps", "train
 
 @click.command("runs", context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(), default="runs", required=False)
-@_one_line_errors
+@one_line_errors
 def runs(folder):
     """List the runs in FOLDER (default: runs), sorted by name.
 
@@ -211,13 +186,13 @@ def runs(folder):
 # ----------------------------------------------------------------------------------- show
 @click.command("show", context_settings=CONTEXT)
 @click.argument("run", type=click.Path())
-@_one_line_errors
+@one_line_errors
 def show(run):
     """Show RUN's configuration, versions, evaluation history and summary.
 
     Exit status 1 with a one-line error if RUN or its run.h5 is missing or unreadable.
     """
-    folder = _run_folder(run)
+    folder = run_folder(run)
     data = _read_run(folder)
     attrs = data["attrs"]
     config = _config(attrs)

@@ -38,7 +38,6 @@ from minigrad import datasets
 from . import plotting
 from .common import UserError, one_line_errors, run_folder
 from .inspect import _config, _fmt, _read_run, _table, summary
-from .inspect import _UserError as _ReadError
 
 METRICS = ("loss", "accuracy")
 AXES = ("steps", "epochs", "time", "cost")
@@ -61,14 +60,10 @@ class Run:
 
     def __init__(self, path, name):
         self.path, self.name = path, name
-        # cli/inspect raises its own error class: make it ours (one line, exit 1)
-        try:
-            self.data = _read_run(run_folder(path))
-        except _ReadError as e:   # the message names the file
-            raise UserError(str(e)) from None
+        self.data = _read_run(run_folder(path))   # a UserError naming the file
         try:
             self.config = _config(self.data["attrs"])
-        except _ReadError as e:
+        except UserError as e:
             raise UserError(f"{path}: {e}") from None
         self.steps = self.data["steps"]
         self.evals = self.data["evals"]

@@ -31,6 +31,7 @@ scaling.h5::
 """
 import math
 import os
+import textwrap
 
 import click
 import numpy as np
@@ -161,6 +162,33 @@ def plot(curves, path, title):
     plotting.save(fig, path)
 
 
+def grid_edges(options, specs, best, base):
+    """A note naming the best settings that sit on the edge of their grid axis (the optimum may
+    lie outside the grid), or "" (random search, or nothing on an edge). best: [(optimizer,
+    batch size, trial index or None)]."""
+    if options["search_kind"] != "grid":
+        return ""
+    overrides = search.parse_grid(options["grid_entries"])
+    found = {}
+    for optimizer, size, i in best:
+        if i is None:
+            continue
+        axes = search.grid(optimizer, overrides)
+        factor = search.lr_factor(options["lr_scaling"], size, base)
+        for name, values in axes.items():
+            value = specs[i][name] / factor if name == "lr" else specs[i][name]
+            if len(values) > 1 and any(math.isclose(value, v) for v in (min(values), max(values))):
+                found.setdefault((optimizer, name, min(values, key=lambda v: abs(v - value))),
+                                 []).append(size)
+    if not found:
+        return ""
+    parts = [f"{opt} {name}={value:g}{' (at B0)' if name == 'lr' else ''} at B={','.join(map(str, sizes))}"
+             for (opt, name, value), sizes in found.items()]
+    return textwrap.fill("note: best setting on the edge of its grid, the optimum may lie beyond "
+                         "it (widen it with --grid): " + "; ".join(parts), width=100,
+                         subsequent_indent="  ")
+
+
 def target_text(options):
     parts = []
     if options["target_accuracy"] is not None:
@@ -204,6 +232,11 @@ def scaling(**options):
     click.echo(f"\nsteps to {target_text(options)} ({options['dataset']}, {options['model']}, "
                f"best of each search; budget {options['budget_epochs']} epochs):")
     print_table(curves)
+    note = grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
+                                       for opt, c in curves.items()
+                                       for b, i in zip(c["batch_size"], c["trial"])], base)
+    if note:
+        click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'scaling.h5')}")
     plot(curves, os.path.join(root, "scaling.png"),
          f"{options['dataset']} {options['model']}: steps to {target_text(options)}")

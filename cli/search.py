@@ -18,7 +18,9 @@ are the learning rates at the base batch size B0 and are multiplied, at batch si
     none:   1                                                       al. 2017)
 
 The other hyperparameters are not scaled. `--grid OPT.NAME=v1,v2,...` replaces one axis of one
-optimizer's grid. `minigrad sensitivity` uses the larger SENSITIVITY_GRIDS (4-7 values per
+optimizer's grid, or adds one of EXTRA_AXES (K-FAC's kl_clip: with the default 1e-3 the KL clip is
+active at almost every step on digits, and then the step length is sqrt(kl_clip / F-norm of the
+update), whatever the lr). `minigrad sensitivity` uses the larger SENSITIVITY_GRIDS (4-7 values per
 axis). Random search (`--search random --trials T`) draws T points per optimizer and
 batch size from RANGES (log-uniform for lr, damping and radius, uniform otherwise; lr again at
 B0, then scaled) with numpy.random.default_rng([seed, optimizer index, B]), so a study's trials
@@ -33,6 +35,8 @@ OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
 # the axes of each optimizer's search, in the order of the sensitivity heat maps (rows, columns)
 AXES = {"sgd": ("lr", "momentum"), "kfac": ("lr", "damping"),
         "trcg": ("radius", "hessian_fraction"), "strcg": ("radius", "hessian_fraction")}
+# hyperparameters --grid may also set (one value in `minigrad sensitivity`, whose maps are 2-D)
+EXTRA_AXES = {"sgd": (), "kfac": ("kl_clip",), "trcg": (), "strcg": ()}
 GRIDS = {
     "sgd": {"lr": [0.025, 0.05, 0.1, 0.2, 0.4], "momentum": [0.9]},
     "kfac": {"lr": [0.0125, 0.05, 0.2], "damping": [1e-3, 1e-2, 1e-1]},
@@ -56,7 +60,8 @@ RANGES = {
 # (test, interval as text): the values `minigrad train` accepts
 LIMITS = {"lr": (lambda v: v > 0, "(0, inf)"), "momentum": (lambda v: 0 <= v < 1, "[0, 1)"),
           "damping": (lambda v: v > 0, "(0, inf)"), "radius": (lambda v: v > 0, "(0, inf)"),
-          "hessian_fraction": (lambda v: 0 < v <= 1, "(0, 1]")}
+          "hessian_fraction": (lambda v: 0 < v <= 1, "(0, 1]"),
+          "kl_clip": (lambda v: v >= 0, "[0, inf) (0: off)")}
 SCALING_RULES = ("linear", "sqrt", "none")
 SEARCHES = ("grid", "random")
 
@@ -78,8 +83,9 @@ def parse_grid(entries):
                              "sgd.lr=0.05,0.1")
         if opt not in AXES:
             raise ValueError(f"--grid {entry!r}: unknown optimizer {opt!r}; one of {', '.join(AXES)}")
-        if name not in AXES[opt]:
-            raise ValueError(f"--grid {entry!r}: {opt} tunes {' and '.join(AXES[opt])}, not {name!r}")
+        if name not in AXES[opt] + EXTRA_AXES[opt]:
+            raise ValueError(f"--grid {entry!r}: {opt} tunes "
+                             f"{' and '.join(AXES[opt] + EXTRA_AXES[opt])}, not {name!r}")
         try:
             values = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
@@ -108,7 +114,7 @@ def points(optimizer, batch_size, base_batch_size, rule="sqrt", search="grid", t
     factor = lr_factor(rule, batch_size, base_batch_size)
     if search == "grid":
         axes = grid(optimizer, overrides, grids)
-        names = AXES[optimizer]
+        names = [n for n in AXES[optimizer] + EXTRA_AXES[optimizer] if n in axes]
         settings = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
     else:
         rng = np.random.default_rng([seed, OPTIMIZERS.index(optimizer), batch_size])

@@ -116,7 +116,7 @@ def plot(all_maps, grids, sizes, key, path, title, log, fmt, cmap):
     plt = plotting.pyplot()
     if plt is None:
         return plotting.hint(path)
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axs = plt.subplots(len(all_maps), len(sizes), squeeze=False, layout="constrained",
                             figsize=(3.2 * len(sizes) + 1, 2.8 * len(all_maps)))
@@ -129,9 +129,10 @@ def plot(all_maps, grids, sizes, key, path, title, log, fmt, cmap):
                           f"{optimizer} B={size}: {m['fraction_reached'][b]:.0%} reach", norm, fmt,
                           cmap)
         bar = fig.colorbar(image, ax=axs[r, :].tolist(), shrink=0.9)
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        bar.ax.yaxis.set_major_formatter(plain)
-        bar.ax.yaxis.set_minor_formatter(plain)
+        if log:
+            bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(title)
     plotting.save(fig, path)
 
@@ -154,6 +155,15 @@ def sensitivity(**options):
     sizes = options["batch_sizes"]
     options["grid_entries"] = list(options["grid_entries"])
     grids = search.SENSITIVITY_GRIDS
+    try:
+        extra = search.parse_grid(options["grid_entries"])
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    for opt, axes in extra.items():
+        for name, values in axes.items():
+            if name in search.EXTRA_AXES[opt] and len(values) > 1:
+                raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
+                                       f"give {name} one value, not {len(values)}")
     root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
     results = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     overrides = search.parse_grid(options["grid_entries"])

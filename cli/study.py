@@ -306,7 +306,7 @@ def run_trials(root, specs, jobs=1, threads=1):
 
 
 # -------------------------------------------------------------------------------- results
-HYPERPARAMETERS = ("lr", "momentum", "damping", "radius", "hessian_fraction")
+HYPERPARAMETERS = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 
 
 def describe(spec):

@@ -23,7 +23,6 @@ steps with the batch loss and the last test accuracy (or reconstruction error).
 
 At every evaluation the per-layer statistics of nn.capture are logged (cli/runlog.py, layers/).
 """
-import functools
 import math
 import os
 import signal
@@ -47,6 +46,7 @@ from minigrad.backend import GPU_INSTALL_HINT, to_device
 from minigrad.nn import capture, models
 
 from . import cost, runlog
+from .common import one_line_errors
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
@@ -58,15 +58,16 @@ DEFAULT_EPOCHS = 20
 # per-optimizer defaults of the options that are None on the command line
 DEFAULTS = {
     "sgd": {"lr": 0.1, "momentum": 0.9},
-    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2},
+    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3},
     "trcg": {"radius": 1.0, "hessian_fraction": 0.1},
     "strcg": {"radius": 1.0, "hessian_fraction": 0.1},
 }
 APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac",),
+           "kl_clip": ("kfac",),
            "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
-              "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
+              "kl_clip", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
 SCHEDULES = ("constant", "cosine", "step")
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
@@ -91,19 +92,6 @@ def _parse_hidden(ctx, param, value):
 def _fail(message, code=1):
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
-
-
-def one_line_errors(fn):
-    """User-facing failures as one line on stderr and exit status 1, never a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FloatingPointError as e:
-            _fail(f"training stopped, non-finite value: {e}")
-        except (ValueError, TypeError, OSError) as e:   # FileNotFoundError is an OSError
-            _fail(" ".join(str(e).split()) or repr(e))
-    return wrapper
 
 
 # ------------------------------------------------------------------------------- building
@@ -133,8 +121,10 @@ def build_optimizer(config, model):
     if name == "sgd":
         return SGD(model.parameters(), lr=lr_schedule(config), momentum=config["momentum"])
     if name == "kfac":
+        # runs written before --kl-clip existed used KFAC's default, 1e-3
+        kl_clip = config.get("kl_clip", DEFAULTS["kfac"]["kl_clip"])
         return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
-                    momentum=config["momentum"], fisher="empirical")
+                    momentum=config["momentum"], fisher="empirical", kl_clip=kl_clip or None)
     cls = TRCG if name == "trcg" else STRCG
     return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
                hessian_fraction=config["hessian_fraction"], seed=config["seed"])
@@ -334,6 +324,9 @@ class _DeferredInterrupt:
               help="Momentum (sgd, kfac; default 0.9).")
 @click.option("--damping", type=click.FloatRange(min=0, min_open=True), default=None,
               help="K-FAC damping (default 0.01).")
+@click.option("--kl-clip", type=click.FloatRange(min=0), default=None,
+              help="K-FAC KL clipping: the update is scaled so that lr^2 v^T F v <= C "
+                   "(default 0.001; 0 turns it off). While it is active the lr has no effect.")
 @click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Initial trust radius (trcg, strcg; default 1.0).")
 @click.option("--hessian-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,

@@ -336,3 +336,29 @@ def test_compare_reports_each_methods_counts(tmp_path):
             line = next(line for line in result.output.splitlines() if line.startswith(opt + " "))
             assert line.split()[5] == str(products)
     assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_kfac_kl_clip_is_an_extra_axis():
+    grids = search.parse_grid(["kfac.kl_clip=0,1e-3"])
+    points = search.points("kfac", 64, 64, overrides=grids)
+    assert len(points) == 2 * len(search.GRIDS["kfac"]["lr"]) * len(search.GRIDS["kfac"]["damping"])
+    assert {p["kl_clip"] for p in points} == {0.0, 1e-3}
+    assert "kl_clip" not in search.points("kfac", 64, 64)[0]   # not set: train's default
+
+
+def test_sensitivity_needs_one_value_of_an_extra_axis(tmp_path):
+    result = invoke(sensitivity, "--target-accuracy", "0.5", "--optimizers", "kfac",
+                    "--grid", "kfac.kl_clip=0,0.001", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "give kl_clip one value, not 2" in result.output
+
+
+def test_grid_edges_name_the_best_settings_on_an_edge():
+    from minigrad.cli.scaling import grid_edges
+    options = {"search_kind": "grid", "grid_entries": ["sgd.lr=0.1,0.2,0.4"], "lr_scaling": "sqrt"}
+    specs = [{"optimizer": "sgd", "batch_size": 256, "lr": 0.4 * 2, "momentum": 0.9},
+             {"optimizer": "sgd", "batch_size": 64, "lr": 0.2, "momentum": 0.9}]
+    note = grid_edges(options, specs, [("sgd", 256, 0), ("sgd", 64, 1)], base=64)
+    assert "sgd lr=0.4 (at B0) at B=256" in note and "B=64" not in note
+    assert "momentum" not in note   # a one-value axis has no edge
+    assert grid_edges(options, specs, [("sgd", 64, 1)], base=64) == ""
+    assert grid_edges(dict(options, search_kind="random"), specs, [("sgd", 256, 0)], 64) == ""

@@ -403,3 +403,81 @@ def test_autoencoder_with_a_trust_region_optimizer(tmp_path):
 def test_autoencoder_refuses_target_accuracy(tmp_path):
     result = invoke("--model", "autoencoder", "--target-accuracy", 0.9, "--out", tmp_path / "x")
     assert result.exit_code == 2 and "--target-accuracy" in result.output
+
+
+# ----------------------------------------------------------------- targets, checkpoints, costs
+def test_target_loss_is_measured_on_the_whole_training_split(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--out", out, "--hidden", "16", "--steps", 60, "--eval-every", 10,
+              "--target-loss", 0.8, "--dtype", "float64"))
+    run = read_run(str(out))
+    split = run["evals"]["train_split_loss"]
+    assert len(split) == 6
+    images, labels, _ = minigrad.datasets.load("digits", "train")
+    model_state, state = read_checkpoint(str(out))
+    model = train_module.build_model(state["config"], (1, 8, 8), 10)
+    model.load_state_dict(model_state)
+    loss, _ = train_module.evaluate(model, images.astype(np.float64), labels, True)
+    assert split[-1] == pytest.approx(loss, rel=1e-12)
+    first = int(np.flatnonzero(split <= 0.8)[0])
+    assert run["attrs"]["target_loss_step"] == run["evals"]["step"][first]
+    assert run["attrs"]["target_loss"] == 0.8
+
+
+def test_stop_at_target_ends_the_run_at_the_first_evaluation_meeting_every_target(tmp_path):
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    args = ("--hidden", "16", "--steps", 200, "--eval-every", 10, "--target-accuracy", 0.85,
+            "--target-loss", 0.5)
+    ok(invoke("--out", full, *args))
+    result = ok(invoke("--out", stopped, *args, "--stop-at-target"))
+    a, b = read_run(str(full))["attrs"], read_run(str(stopped))["attrs"]
+    last = max(a["target_step"], a["target_loss_step"])
+    assert 0 < last < 200 and b["steps"] == last and b["status"] == "finished"
+    assert (b["target_step"], b["target_loss_step"]) == (a["target_step"], a["target_loss_step"])
+    np.testing.assert_array_equal(read_run(str(stopped))["steps"]["loss"],
+                                  read_run(str(full))["steps"]["loss"][:last])
+    assert "stopped at target" in result.output
+    # resuming a run that stopped at its target does not train on
+    ok(invoke("--out", stopped, "--resume"))
+    assert read_run(str(stopped))["attrs"]["steps"] == last
+
+
+def test_stop_at_target_needs_a_target(tmp_path):
+    result = invoke("--out", tmp_path / "r", "--stop-at-target")
+    assert result.exit_code == 2 and "--stop-at-target needs" in result.output
+
+
+def test_keep_checkpoints_keeps_one_file_per_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--out", out, "--hidden", "16", "--steps", 25, "--checkpoint-every", 10,
+              "--keep-checkpoints"))
+    kept = sorted(os.listdir(out / "checkpoints"))
+    assert kept == ["step-00000010.npz", "step-00000020.npz", "step-00000025.npz"]
+    last = read_checkpoint(str(out))
+    same = read_checkpoint(str(out), step=25)
+    for k in last[0]:
+        np.testing.assert_array_equal(last[0][k], same[0][k])
+    assert read_checkpoint(str(out), step=10)[1]["step"] == 10
+    assert not any(n.endswith(".tmp") for n in os.listdir(out / "checkpoints"))
+
+
+def test_step_time_and_cost_series(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--out", out, "--hidden", "16", "--steps", 8, "--optimizer", "strcg"))
+    steps = read_run(str(out))["steps"]
+    assert len(steps["step_time"]) == 8 and (steps["step_time"] > 0).all()
+    assert steps["step_time"].sum() <= read_run(str(out))["attrs"]["wall_time"]
+    assert (steps["grad_equivalents"] > 1).all()   # curvature products cost extra
+    assert steps["cg_iterations"].dtype == np.int64 and steps["rejections"].dtype == np.int64
+
+
+def test_kl_clip_option(tmp_path):
+    ok(invoke("--out", tmp_path / "a", "--optimizer", "kfac", "--steps", 5, "--hidden", "16"))
+    ok(invoke("--out", tmp_path / "b", "--optimizer", "kfac", "--steps", 5, "--hidden", "16",
+              "--kl-clip", 0))
+    a, b = read_run(str(tmp_path / "a")), read_run(str(tmp_path / "b"))
+    assert a["attrs"]["kl_clip"] == 1e-3 and b["attrs"]["kl_clip"] == 0
+    assert a["steps"]["loss"][0] == b["steps"]["loss"][0]
+    assert not np.array_equal(a["steps"]["loss"], b["steps"]["loss"])   # the clip acted
+    result = invoke("--out", tmp_path / "c", "--kl-clip", 0.01)
+    assert result.exit_code == 2 and "--kl-clip does not apply to --optimizer sgd" in result.output
