@@ -18,6 +18,7 @@ def main():
 
 
 from .compare import compare
+from .hessian import hessian
 from .inspect import evaluate, runs, show
 from .landscape import landscape
 from .plot import plot
@@ -34,3 +35,4 @@ main.add_command(sensitivity)
 main.add_command(plot)
 main.add_command(compare)
 main.add_command(landscape)
+main.add_command(hessian)

@@ -7,12 +7,12 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-import minigrad as mg
 from minigrad.cli import plotting
 from minigrad.cli.common import load_run
 from minigrad.cli.hessian import hessian
 from minigrad.cli.train import loss_of, train
+
+import minigrad as mg
 from minigrad.curvature import GGNOperator, HessianOperator
 
 N_PARAMS = 64 * 8 + 8 + 8 * 10 + 10
@@ -97,7 +97,7 @@ def test_eigenvalues_and_trace_match_the_dense_hessian(run, default):
 
 
 def test_density_integrates_to_one_and_holds_the_quadrature(default):
-    attrs, data = read(default[1])
+    _, data = read(default[1])
     grid, values = data["density/grid"], data["density/values"]
     assert grid.shape == values.shape and np.all(np.diff(grid) > 0) and np.all(values >= 0)
     assert integral(grid, values) == pytest.approx(1.0, abs=1e-3)
@@ -177,7 +177,7 @@ def test_an_existing_output_needs_overwrite_and_the_seed_reproduces_it(run, tmp_
     assert result.exit_code == 1 and "--overwrite" in result.stderr and str(out) in result.stderr
     assert out.read_bytes() == first
     ok(invoke(*args, "--overwrite"))
-    a, b = read(out)[1], None
+    a = read(out)[1]
     out.write_bytes(first)
     b = read(out)[1]
     for key in a:   # same seed, same numbers, bit for bit
@@ -206,6 +206,7 @@ def test_float32_agrees_with_float64(run, tmp_path):
     (["{run}", "--bottom-k", "1000"], "--bottom-k 1000 must be less than"),
     (["{run}", "--lanczos-steps", str(N_PARAMS + 1)], "--lanczos-steps 611 must be at most"),
     (["{run}", "--out", "{missing}/h.h5"], "does not exist"),
+    (["{run}", "--out", "{missing}.png"], "is the name of the plot"),
 ])
 def test_user_errors_are_one_line(run, tmp_path, args, message):
     (tmp_path / "empty").mkdir()

@@ -44,10 +44,26 @@ def test_curvature_example_runs_and_its_eigenvalues_are_the_dense_ones():
 
 
 def test_ci_runs_the_readme_test_command():
-    commands = blocks("bash")
-    assert len(commands) == 2
-    test_command = commands[1].strip()
+    setup = blocks("bash")[:2]   # the two set-up commands come first
+    assert setup[0].strip().startswith("pip install -e . && minigrad train")
+    test_command = setup[1].strip()
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_command_lines_parse():
+    """Every `minigrad ...` line of the README names a command and options that exist."""
+    import shlex
+
+    from minigrad.cli import main
+
+    lines = [line.split("#")[0].strip() for block in blocks("bash") for line in block.splitlines()]
+    lines = [line for line in lines if line.startswith("minigrad ")]
+    assert len(lines) >= 7
+    for line in lines:
+        name, *args = shlex.split(line)[1:]
+        command = main.get_command(None, name)
+        assert command is not None, line
+        command.make_context(name, args, resilient_parsing=False)
 
 
 def test_optimizer_example_runs_and_each_step_is_reported():

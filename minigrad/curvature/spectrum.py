@@ -73,10 +73,16 @@ def eigenvalues(op, k=1, which="LA", tol=0, maxiter=None, seed=0, method="auto")
     if tol < 0:
         raise ValueError(f"eigenvalues: tol must be >= 0, got {tol!r}")
     if method == "lanczos":
+        import inspect
+
         from scipy.sparse.linalg import eigsh
-        v0 = np.random.default_rng(seed).standard_normal(n)
-        vals = eigsh(op.to_scipy(), k=k, which=which, tol=tol, maxiter=maxiter, v0=v0,
-                     return_eigenvectors=False)
+        rng = np.random.default_rng(seed)
+        options = {}
+        if "rng" in inspect.signature(eigsh).parameters:
+            # scipy >= 1.15 draws ARPACK's restart vectors from a fresh generator unless given one
+            options["rng"] = rng
+        vals = eigsh(op.to_scipy(), k=k, which=which, tol=tol, maxiter=maxiter,
+                     v0=rng.standard_normal(n), return_eigenvectors=False, **options)
     else:
         vals = _power_eigenvalues(op, k, which, tol, maxiter, seed)
     key = {"LA": lambda v: -v, "SA": lambda v: v, "LM": lambda v: -abs(v)}[which]
