@@ -315,6 +315,8 @@ def describe(spec):
 
 
 def outcome(result):
+    if result["status"] == "crashed":
+        return f"crashed, see {os.path.join(result['folder'], LOG_FILE)}"
     if result["status"] == "failed":
         return "diverged"
     if result["reached"]:
@@ -329,9 +331,23 @@ def _last(values):
     return float(values[-1]) if values is not None and len(values) else float("nan")
 
 
+def _crashed(folder):
+    """The outcome of a trial that left no readable run.h5 (see its train.log)."""
+    nan = float("nan")
+    return {"folder": folder, "status": "crashed", "targets": [], "reached": False,
+            "steps_to_target": None, "epochs_to_target": nan, "wall_to_target": nan,
+            "cost_to_target": nan, "steps": 0, "epochs": 0.0, "wall_time": nan, "cost": nan,
+            "curvature_products": 0, "cg_iterations": 0, "final_train_loss": nan,
+            "final_train_split_loss": nan, "final_test_loss": nan, "final_test_accuracy": nan}
+
+
 def trial_result(folder):
-    """A trial's outcome (see the module docstring) as a dict of plain values."""
-    run = runlog.read_run(folder)
+    """A trial's outcome (see the module docstring) as a dict of plain values; status
+    "crashed" when the trial left no readable run.h5."""
+    try:
+        run = runlog.read_run(folder)
+    except (OSError, KeyError, ValueError):
+        return _crashed(folder)
     attrs, steps, evals = run["attrs"], run["steps"], run["evals"]
     config = json.loads(attrs["config"])
     at = []

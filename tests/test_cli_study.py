@@ -362,3 +362,11 @@ def test_grid_edges_name_the_best_settings_on_an_edge():
     assert "momentum" not in note   # a one-value axis has no edge
     assert grid_edges(options, specs, [("sgd", 64, 1)], base=64) == ""
     assert grid_edges(dict(options, search_kind="random"), specs, [("sgd", 256, 0)], 64) == ""
+
+
+def test_a_trial_without_a_run_log_counts_as_crashed(tmp_path):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    r = study.trial_result(str(folder))
+    assert r["status"] == "crashed" and not r["reached"] and math.isnan(r["final_test_accuracy"])
+    assert "crashed, see" in study.outcome(r) and study.best_index([r]) == 0
