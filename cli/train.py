@@ -45,7 +45,7 @@ from minigrad import datasets
 from minigrad.backend import GPU_INSTALL_HINT, to_device
 from minigrad.nn import capture, models
 
-from . import cost, runlog
+from . import cost, parallel, runlog
 from .common import one_line_errors
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
@@ -90,7 +90,9 @@ def _parse_hidden(ctx, param, value):
 
 
 def _fail(message, code=1):
-    click.echo(f"Error: {message}", err=True)
+    comm = parallel.communicator()
+    where = f"rank {comm.rank}: " if comm.world_size > 1 else ""
+    click.echo(f"Error: {where}{message}", err=True)
     sys.exit(code)
 
 
@@ -348,6 +350,9 @@ class _DeferredInterrupt:
 @click.option("--keep-checkpoints", is_flag=True, default=False,
               help="Also keep every checkpoint as OUT/checkpoints/step-NNNNNNNN.npz (for "
                    "`minigrad hessian RUN --step S`).")
+@click.option("--profile", is_flag=True, default=False,
+              help="Print the bytes communicated per step and the time in communication (data "
+                   "parallelism under mpiexec; also logged per step in run.h5).")
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
               help=f"Where to train; cuda needs CuPy ({GPU_INSTALL_HINT}).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -451,13 +456,19 @@ def train(ctx, **options):
                 raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer sgd and "
                                        f"kfac only, not {name}")
 
+    comm = parallel.communicator()
+    parallel.check_batch(comm, config["batch_size"])
+    parallel.check_same(comm, "options", dict(config, out=out, resume=resume, overwrite=overwrite))
+    config["profile"] = options["profile"]
     if config.get("device") == "cuda":
-        check_cuda()
-    run(config, out, saved, overwrite)
+        check_cuda(comm)
+    with parallel.abort_on_error(comm):
+        run(config, out, saved, overwrite)
 
 
-def check_cuda():
-    """A one-line error (exit 1) unless CuPy is installed and sees a GPU."""
+def check_cuda(comm):
+    """A one-line error (exit 1) unless CuPy is installed and sees a GPU; with P processes,
+    rank r uses GPU r mod (visible GPUs)."""
     try:
         import cupy
     except ImportError:
@@ -468,11 +479,17 @@ def check_cuda():
         _fail(f"--device cuda: CuPy cannot use CUDA ({' '.join(str(e).split())})")
     if count < 1:
         _fail("--device cuda: no CUDA device found")
+    cupy.cuda.Device(comm.rank % count).use()
 
 
 def run(config, out, saved, overwrite):
+    comm = parallel.communicator()
+    rank, world = comm.rank, comm.world_size
+    root = rank == 0
     images, labels, meta = datasets.load(config["dataset"], "train")
     test_images, test_labels, _ = datasets.load(config["dataset"], "test")
+    parallel.check_same(comm, "data", {"train": parallel.data_fingerprint(images, labels),
+                                       "test": parallel.data_fingerprint(test_images, test_labels)})
     dtype = np.dtype(config["dtype"])
     images, test_images = images.astype(dtype, copy=False), test_images.astype(dtype, copy=False)
     classes = len(meta["classes"])
@@ -488,9 +505,13 @@ def run(config, out, saved, overwrite):
     if saved is None:
         config["schedule_steps"] = total   # the lr schedule spans the first session's steps
     config["train_examples"], config["steps_per_epoch"] = n, per_epoch   # for readers of run.h5
+    config["world_size"] = world   # of the latest session
     device = config.get("device") or "cpu"
     model.to(device)
     optimizer = build_optimizer(config, model)
+    if world > 1:
+        optimizer.distribute(comm)
+    comm.stats.reset()
     eval_every = config["eval_every"] or per_epoch
     ckpt_every = config["checkpoint_every"]
 
@@ -510,14 +531,15 @@ def run(config, out, saved, overwrite):
         if total < step:
             raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
                                    f"the {total} asked for")
-        click.echo(f"resuming {out} at step {step} (epoch {epoch + 1}, batch {position + 1})")
-    else:
+        parallel.echo(f"resuming {out} at step {step} (epoch {epoch + 1}, batch {position + 1})")
+    elif root:
         os.makedirs(out, exist_ok=True)
         if overwrite:
             for fname in (runlog.RUN_FILE, runlog.CHECKPOINT_FILE):
                 if os.path.exists(os.path.join(out, fname)):
                     os.remove(os.path.join(out, fname))
 
+    first_step = step
     t0 = time.perf_counter()
 
     def wall():
@@ -529,6 +551,10 @@ def run(config, out, saved, overwrite):
 
     def snapshot(status, checkpoint=True):
         nonlocal last_checkpoint
+        if not root:   # the other ranks hold the same state; rank 0 writes it
+            if checkpoint:
+                last_checkpoint = step
+            return
         if checkpoint:
             last_checkpoint = step
             runlog.write_checkpoint(out, model, {
@@ -550,31 +576,34 @@ def run(config, out, saved, overwrite):
     def do_eval():
         nonlocal target_step, loss_step, since_eval
         train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
-        test_loss, acc = evaluate(model, test_images, test_labels, flatten, device)
+        test_loss, acc = parallel.evaluate(evaluate, comm, model, test_images, test_labels,
+                                           flatten, device)
         ev = history["evals"]
         ev["step"].append(step)
         ev["train_loss"].append(train_loss)
         ev["test_loss"].append(test_loss)
         ev.setdefault(ACC_KEY, []).append(acc)
         if config.get("target_loss") is not None:
-            split_loss = evaluate(model, images, labels, flatten, device)[0]
+            split_loss = parallel.evaluate(evaluate, comm, model, images, labels, flatten,
+                                           device)[0]
             ev.setdefault("train_split_loss", []).append(split_loss)
             if loss_step is None and split_loss <= config["target_loss"]:
                 loss_step = step
-        runlog.append_layers(history, len(ev["step"]),
-                             layer_statistics(model, images[:bs], labels[:bs], device))
+        if root:   # no collectives inside: the statistics of one process's model
+            runlog.append_layers(history, len(ev["step"]),
+                                 layer_statistics(model, images[:bs], labels[:bs], device))
         since_eval = []
         if target_step is None and config["target_accuracy"] is not None and not auto \
                 and acc >= config["target_accuracy"]:
             target_step = step
         clear = "\r\x1b[K" if interactive else ""   # over the progress bar's line
-        click.echo(f"{clear}step {step:>6}/{total}  epoch {epoch + position / per_epoch:6.2f}  "
+        parallel.echo(f"{clear}step {step:>6}/{total}  epoch {epoch + position / per_epoch:6.2f}  "
                    f"train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
                    f"{ACC_LABEL} {acc:.4f}  {wall():7.1f}s")
         return train_loss, acc
 
     name = config["optimizer"]
-    interactive = _stdout_is_terminal()
+    interactive = _stdout_is_terminal() and root
     last_acc = (history["evals"].get(ACC_KEY) or [None])[-1]
     # --stop-at-target ended the run at an evaluation (a resumed run may have ended there)
     stopped = bool(config.get("stop_at_target")) and targets_reached()
@@ -583,7 +612,8 @@ def run(config, out, saved, overwrite):
                 _progress(step, total, interactive) as bar:
             while step < total and not stopped:
                 order_rng = np.random.default_rng([config["seed"], epoch])
-                for k, (xb, yb) in enumerate(datasets.batches(images, labels, bs, seed=order_rng)):
+                for k, (xb, yb) in enumerate(datasets.batches(images, labels, bs, seed=order_rng,
+                                                              rank=rank, world_size=world)):
                     if k < position:
                         continue
                     if step >= total:
@@ -593,8 +623,12 @@ def run(config, out, saved, overwrite):
                         xb, yb = to_device(xb, device), to_device(yb, device)
                     if auto:
                         yb = xb   # reconstruct the input
+                    global_rows = min(bs, n - k * bs)
+                    rows = parallel.shard_rows(global_rows, rank, world)
+                    optimizer.shard(rows[1] - rows[0], global_rows)
+                    sent, spent = comm.stats.bytes, comm.stats.seconds
                     started = time.perf_counter()
-                    loss = _one_step(name, model, optimizer, xb, yb, step)
+                    loss = _one_step(name, model, optimizer, xb, yb, step, global_rows, rows)
                     step_time = time.perf_counter() - started
                     step += 1
                     position = k + 1
@@ -604,6 +638,9 @@ def run(config, out, saved, overwrite):
                     st["loss"].append(loss)
                     st["wall_time"].append(wall())
                     st.setdefault("step_time", []).append(step_time)
+                    if world > 1 or config.get("profile"):
+                        st.setdefault("comm_bytes", []).append(comm.stats.bytes - sent)
+                        st.setdefault("comm_time", []).append(comm.stats.seconds - spent)
                     if name in ("sgd", "kfac"):
                         st["lr"].append(lr)
                     else:
@@ -618,6 +655,9 @@ def run(config, out, saved, overwrite):
                             break
                     bar.update(1, f"loss {loss:.4f}" + ("" if last_acc is None
                                                         else f"  {ACC_LABEL} {last_acc:.4f}"))
+                    if world > 1:   # all ranks stop after the same step
+                        interrupt.requested = comm.allreduce_scalars(
+                            [float(interrupt.requested)])[0] > 0
                     if interrupt.requested:
                         raise _StopRequested
                     if ckpt_every and step % ckpt_every == 0 and step < total:
@@ -632,7 +672,7 @@ def run(config, out, saved, overwrite):
         snapshot("finished")
     except _StopRequested:
         snapshot("interrupted")
-        click.echo(f"\ninterrupted at step {step}; checkpoint written to "
+        parallel.echo(f"\ninterrupted at step {step}; checkpoint written to "
                    f"{os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: minigrad train "
                    f"--out {out} --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -662,18 +702,25 @@ def run(config, out, saved, overwrite):
                         else f", {kind} {target:g} not reached")
     if stopped:
         summary += " (stopped at target)"
-    click.echo(summary + f"  [{out}]")
+    parallel.echo(summary + f"  [{out}]")
+    if config.get("profile"):
+        done = step - first_step
+        series = [history["steps"][k][len(history["steps"][k]) - done:] if done else []
+                  for k in ("comm_bytes", "comm_time", "step_time")]
+        parallel.echo(parallel.profile_report(comm.stats, *series))
 
 
-def _one_step(name, model, optimizer, xb, yb, step):
-    """One optimizer step on the batch (xb, yb); returns the batch loss at the start."""
+def _one_step(name, model, optimizer, xb, yb, step, global_rows=None, rows=None):
+    """One optimizer step on the batch (xb, yb), this rank's rows `rows` of a global batch of
+    global_rows; returns the global batch's loss at the start of the step."""
     if name in ("sgd", "kfac"):
         optimizer.zero_grad()
-        loss = loss_of(model, model(mg.tensor(xb)), yb)
-        value = float(loss.item())
+        loss = loss_of(model, model(mg.tensor(xb)), yb) if len(yb) else None
+        value = optimizer.reduce_value(float(loss.item()) if loss is not None else 0.0)
         if not math.isfinite(value):
             raise FloatingPointError(f"step {step + 1}: non-finite loss {value}")
-        loss.backward()
+        if loss is not None:
+            loss.backward()
         optimizer.step()
         return value
 
@@ -682,4 +729,8 @@ def _one_step(name, model, optimizer, xb, yb, step):
         logits = model(mg.tensor(x))
         return loss_of(model, logits, y), logits
 
-    return float(optimizer.step(closure, batch_size=len(yb)))
+    if optimizer.distributed:
+        optimizer.step(closure, batch_size=global_rows, rows=rows)
+    else:
+        optimizer.step(closure, batch_size=len(yb))
+    return float(optimizer.info["loss"])

@@ -310,18 +310,24 @@ class KFAC(Optimizer):
 
         # Everything is computed first and committed last: an error changes nothing.
         new_factors = self._batch_factors() if update_factors else {}
-        new_eigen, new_sources = {}, {}
+        new_sources, jobs = {}, []
         refresh = self.steps % self.inv_update_every == 0
         for label, _, w, _ in self.layers:
             s = self.state[w]
             A, G = new_factors.get(w, (s.get("A"), s.get("G")))
-            if w not in self._eigen and "A_eig" in s and not (refresh and w in new_factors):
-                # resumed from a checkpoint: rebuild the eigenbases the run was using
-                new_eigen[w] = self._decompose(label, s["A_eig"], s["G_eig"])
+            # resumed from a checkpoint: rebuild the eigenbases the run was using
+            resumed = w not in self._eigen and "A_eig" in s and not (refresh and w in new_factors)
             fresh = w in new_factors or s.get("stale", False)
-            if (refresh and fresh) or (w not in self._eigen and w not in new_eigen):
-                new_eigen[w] = self._decompose(label, A, G)
+            if (refresh and fresh) or (w not in self._eigen and not resumed):
+                if A is None:
+                    raise RuntimeError(f"{self.name}: layer {label!r} has no curvature factors "
+                                       "yet; the first step must update them "
+                                       "(steps % cov_update_every == 0)")
+                jobs.append((w, label, A, G))
                 new_sources[w] = (A, G)
+            elif resumed:
+                jobs.append((w, label, s["A_eig"], s["G_eig"]))
+        new_eigen = self._decompose_all(jobs)
 
         updates, quad = {}, 0.0
         for label, m, w, b in self.layers:
@@ -367,7 +373,8 @@ class KFAC(Optimizer):
         if loss is not None:
             self.info["loss"] = float(loss.item())
         if adapt:
-            self._adapt_damping(closure, float(loss.item()), before, grads, damping)
+            self._adapt_damping(closure, self.reduce_value(float(loss.item())), before, grads,
+                                damping)
         return loss
 
     def _adapt_damping(self, closure, old_loss, before, grads, damping):
@@ -375,7 +382,7 @@ class KFAC(Optimizer):
         self._stats.clear()
         with no_grad():
             result = closure()
-        new_loss = float(loss_and_outputs(result)[0].item())
+        new_loss = self.reduce_value(float(loss_and_outputs(result)[0].item()))
         if not math.isfinite(new_loss):  # the update overshot into inf/NaN: undo it, damp harder
             for p, b in zip(self.params, before):
                 p.data = b
@@ -402,17 +409,25 @@ class KFAC(Optimizer):
         _grad(sampled_loss, weights, allow_unused=True)     # recorded by the capture, then dropped
 
     def _batch_factors(self):
-        """{weight index: (A, G)} after the moving average with this batch's factors."""
+        """{weight index: (A, G)} after the moving average with this batch's factors (the
+        global batch's when distributed: sum_r w_r A_r, sum_r w_r G_r in one allreduce)."""
         expected = 2 if self.fisher == "true" else 1
-        out = {}
+        raw = []
         for label, m, w, _ in self.layers:
+            if self.shard_weight == 0:   # this rank has no rows of the batch: it adds nothing
+                raw.extend(self._zero_factors(m))
+                continue
             passes = self._stats.num_backward(m)
             if passes != expected:
                 raise RuntimeError(
                     f"{self.name}: layer {label!r} recorded {passes} backward passes since "
                     f"zero_grad(), expected {expected} (fisher={self.fisher!r}): call "
                     "opt.zero_grad() before the forward and backward exactly once per step")
-            A_b, G_b = self._stats.kfac_factors(m, backward=expected - 1)
+            raw.extend(self._stats.kfac_factors(m, backward=expected - 1))
+        raw = self.reduce(raw)
+        out = {}
+        for k, (label, m, w, _) in enumerate(self.layers):
+            A_b, G_b = raw[2 * k], raw[2 * k + 1]
             for what, F in (("A", A_b), ("G", G_b)):
                 if not bool(xp_of(F).isfinite(F).all()):
                     raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite "
@@ -426,10 +441,35 @@ class KFAC(Optimizer):
             out[w] = (A_b, G_b)
         return out
 
+    def _zero_factors(self, m):
+        xp = xp_of(m.weight.data)
+        d = m.weight.data[0].size + (m.bias is not None)
+        o = m.weight.shape[0]
+        return xp.zeros((d, d), m.weight.dtype), xp.zeros((o, o), m.weight.dtype)
+
+    def _decompose_all(self, jobs):
+        """{w: eigen} for jobs [(w, label, A, G)]. Distributed: job i is decomposed by rank
+        i mod P and broadcast from it (KAISA-style), so each rank does about 1/P of the work."""
+        if not self.distributed:
+            return {w: self._decompose(label, A, G) for w, label, A, G in jobs}
+        P, rank = self.comm.world_size, self.comm.rank
+        out = {}
+        for i, (w, label, A, G) in enumerate(jobs):
+            if i % P == rank:
+                a, QA, g, QG, pi, _ = self._decompose(label, A, G)
+                mine = [a.astype(A.dtype, copy=False), QA.astype(A.dtype, copy=False),
+                        g.astype(G.dtype, copy=False), QG.astype(G.dtype, copy=False),
+                        xp_of(A).asarray([pi], dtype=np.float64)]
+            else:   # shapes and dtypes to receive into
+                xp = xp_of(A)
+                mine = [xp.empty(A.shape[0], A.dtype), xp.empty(A.shape, A.dtype),
+                        xp.empty(G.shape[0], G.dtype), xp.empty(G.shape, G.dtype),
+                        xp.empty(1, np.float64)]
+            a, QA, g, QG, pi = self.comm.broadcast(mine, root=i % P)
+            out[w] = (a, QA, g, QG, float(pi[0]), {})
+        return out
+
     def _decompose(self, label, A, G):
-        if A is None:
-            raise RuntimeError(f"{self.name}: layer {label!r} has no curvature factors yet; the "
-                               "first step must update them (steps % cov_update_every == 0)")
         a, QA = symmetric_eigh(A, f"A of layer {label!r}")
         g, QG = symmetric_eigh(G, f"G of layer {label!r}")
         return a, QA, g, QG, trace_ratio_pi(A, G), {}  # {}: precondition's cache of damped inverses

@@ -17,6 +17,14 @@ value). `lr` is settable (schedules change it) and may be a number or a callable
 number. A non-finite loss or gradient never reaches the parameters: the step raises
 FloatingPointError naming the step and the quantity, and the parameters stay as they were.
 `state_dict()` / `load_state_dict()` hold everything needed to resume bit for bit.
+
+Data parallelism (minigrad.distributed): `opt.distribute(comm)` makes every rank's optimizer
+work on the global batch. Each rank computes its loss as the MEAN over its own rows of the
+global batch; before each step `opt.shard(local_rows, global_rows)` gives its weight
+w_r = n_r / N, and `reduce(arrays)` forms sum_r w_r x_r over ranks in one fused allreduce: the
+global mean's gradient (or factor, or curvature product), exactly what one process would compute
+on the whole batch, whatever the split (a short last batch may leave a rank with n_r = 0).
+With one process these are no-ops and nothing is reduced.
 """
 import numbers
 
@@ -74,6 +82,40 @@ class Optimizer:
         self.state = [dict() for _ in params]
         self.steps = 0
         self.info = {}
+        self.comm = None
+        self.shard_weight = 1.0
+
+    # -- data parallelism ----------------------------------------------------------------
+    def distribute(self, comm):
+        """Reduce over the ranks of `comm` (a minigrad.distributed communicator); returns self."""
+        self.comm = comm
+        return self
+
+    @property
+    def distributed(self):
+        return self.comm is not None and self.comm.world_size > 1
+
+    def shard(self, local_rows, global_rows):
+        """This rank holds local_rows of the step's global batch of global_rows."""
+        if global_rows < 1 or not 0 <= local_rows <= global_rows:
+            raise ValueError(f"{self.name}.shard: need 0 <= local_rows <= global_rows, global_rows "
+                             f">= 1, got local_rows={local_rows}, global_rows={global_rows}")
+        self.shard_weight = local_rows / global_rows
+
+    def reduce(self, arrays, weight=None):
+        """sum over ranks of weight * array (weight: this rank's share, default shard_weight),
+        fused into one allreduce; the arrays themselves with one process."""
+        if not self.distributed:
+            return list(arrays)
+        w = self.shard_weight if weight is None else weight
+        return self.comm.allreduce_sum([a * w for a in arrays])
+
+    def reduce_value(self, value, weight=None):
+        """reduce() for one number (a loss): a float."""
+        if not self.distributed:
+            return float(value)
+        w = self.shard_weight if weight is None else weight
+        return self.comm.allreduce_scalars([float(value) * w])[0]
 
     # -- hyperparameters -----------------------------------------------------------------
     def value(self, name):
@@ -100,11 +142,13 @@ class Optimizer:
         raise NotImplementedError
 
     def gradients(self):
-        """The parameters' .grad arrays (zeros where none), checked to be finite."""
+        """The parameters' .grad arrays (zeros where none), reduced over the ranks when
+        distributed (one fused allreduce), checked to be finite."""
         grads = []
         for i, p in enumerate(self.params):
             g = p.grad.data if p.grad is not None else xp_of(p.data).zeros_like(p.data)
             grads.append(g)
+        grads = self.reduce(grads)
         self.check_finite("gradient", grads)
         return grads
 

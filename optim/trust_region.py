@@ -63,6 +63,7 @@ import numpy as np
 from minigrad import grad, no_grad
 from minigrad.backend import xp_of
 from minigrad.curvature import GGNOperator, HessianOperator
+from minigrad.curvature.operators import CurvatureOperator
 from minigrad.function import enable_grad
 
 from .optimizer import Optimizer, check_number, loss_and_outputs
@@ -147,41 +148,93 @@ class TRCG(Optimizer):
             return None
         return np.sort(self.rng.choice(batch_size, size=size, replace=False)).astype(np.int64)
 
+    def _local_sample(self, indices, rows):
+        """(this rank's rows of the global sub-sample `indices`, relative to its first row, and
+        their share of the sample). rows = (lo, hi): the rank's rows of the global batch."""
+        lo, hi = rows
+        mine = indices[(indices >= lo) & (indices < hi)] - lo
+        return mine, len(mine) / len(indices)
+
+    def _global_matvec(self, operator, weight, flat):
+        """v -> sum_r w_r H_r v over ranks (one allreduce per product); H_r v = 0 on a rank with
+        no rows in the sample. One process: the operator's own product."""
+        if not self.distributed:
+            return operator.matvec_flat
+
+        def matvec(v):
+            local = operator.matvec_flat(v) * weight if operator is not None else v * 0
+            self._products += 1
+            return self.comm.allreduce_sum([local])[0]
+        return matvec
+
     # -- one step ----------------------------------------------------------------------------
-    def step(self, closure, batch_size=None):
+    def step(self, closure, batch_size=None, rows=None):
         """One trust-region step (with up to max_retries re-solves after rejections).
 
         closure(indices=None) -> loss or (loss, outputs), the MEAN loss of the current batch or
         of its rows `indices`. batch_size: the number of rows closure() covers (None: no batch,
         the curvature is that of closure()'s loss). Returns the loss at the starting point.
         The parameters' .grad are not touched.
+
+        Distributed (opt.distribute(comm)): batch_size is the GLOBAL batch's size N, rows =
+        (lo, hi) the global rows this rank's closure() covers (closure(indices) takes indices
+        relative to lo), and shard(hi - lo, N) has been called. The loss, the gradient and the
+        trial losses are weighted sums over ranks; the sub-sample S is drawn from the same
+        seeded Generator on every rank, over all N rows, exactly as one process would, and each
+        rank evaluates its part of it; every curvature product is one allreduce. CG then runs
+        the same on every rank. The return value is this rank's own loss (info["loss"] is the
+        global one).
         """
         if closure is None:
             raise ValueError(f"{self.name}.step needs a closure (it evaluates the loss again at "
                              "trial points)")
         if batch_size is not None:
             batch_size = _check_int(f"{self.name}.step", "batch_size", batch_size, 1)
-        with enable_grad():
-            loss, outputs = self._evaluate(closure)
-        f0 = self.check_finite_loss(loss)
-        with enable_grad():
-            grads = grad(loss, self.params, retain_graph=True, allow_unused=True)
-        grads = [xp_of(p.data).zeros_like(p.data) if g is None else g.data
-                 for g, p in zip(grads, self.params)]
+        if self.distributed and (batch_size is None or rows is None):
+            raise ValueError(f"{self.name}.step: distributed, the step needs batch_size (the "
+                             "global batch size) and rows (this rank's rows of it)")
+        mine = True   # this rank holds rows of the batch (distributed, a short batch may not)
+        if self.distributed:
+            mine = rows[1] > rows[0]
+        if mine:
+            with enable_grad():
+                loss, outputs = self._evaluate(closure)
+            local_f = float(loss.item() if hasattr(loss, "item") else loss)
+            with enable_grad():
+                grads = grad(loss, self.params, retain_graph=True, allow_unused=True)
+            grads = [xp_of(p.data).zeros_like(p.data) if g is None else g.data
+                     for g, p in zip(grads, self.params)]
+        else:
+            loss, outputs, local_f = None, None, 0.0
+            grads = [xp_of(p.data).zeros_like(p.data) for p in self.params]
+        f0 = self.check_finite_loss(self.reduce_value(local_f))
+        grads = self.reduce(grads)
         self.check_finite("gradient", grads)
 
         indices = self._sample(batch_size)
+        weight = self.shard_weight
+        if self.distributed and indices is not None:
+            global_indices = indices
+            indices, weight = self._local_sample(indices, rows)
+            mine = len(indices) > 0
+        self._products = 0
         with enable_grad():
-            if indices is not None:
+            if not mine:
+                operator = None
+            elif indices is not None:
                 sub_loss, sub_outputs = self._evaluate(closure, indices)
                 self.check_finite_loss(sub_loss)
+                operator = self._curvature_operator(sub_loss, sub_outputs)
             else:
-                sub_loss, sub_outputs = loss, outputs
-            operator = self._curvature_operator(sub_loss, sub_outputs)
-        g = operator.flatten(grads)
+                operator = self._curvature_operator(loss, outputs)
+        flat = operator if operator is not None else CurvatureOperator(self.params)
+        matvec = self._global_matvec(operator, weight, flat)
+        if self.distributed and indices is not None:
+            indices = global_indices
+        g = flat.flatten(grads)
 
         start = [p.data for p in self.params]
-        eps = float(np.finfo(operator.dtype).eps)
+        eps = float(np.finfo(flat.dtype).eps)
         noise = ROUNDING * eps * max(1.0, abs(f0))
         # A relative residual below ~eps is out of reach; chasing it lets rounding walk CG into
         # the null space of a singular H (float32 softmax models), so the tolerance is floored.
@@ -194,8 +247,7 @@ class TRCG(Optimizer):
         for _ in range(self.max_retries + 1):
             radius = self.radius
             try:
-                result = steihaug_cg(operator.matvec_flat, g, radius, tol=tol,
-                                     max_iters=self.cg_max_iters)
+                result = steihaug_cg(matvec, g, radius, tol=tol, max_iters=self.cg_max_iters)
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the parameters "
                                          "were left unchanged") from None
@@ -205,7 +257,8 @@ class TRCG(Optimizer):
             if predicted <= 0:
                 # s = 0 (a stationary point of the model, e.g. g = 0): nothing to test or take.
                 break
-            trial = self._trial_loss(closure, start, operator.unflatten(result.step))
+            trial = self._trial_loss(closure, start, flat.unflatten(result.step), mine_rows=(
+                not self.distributed or rows[1] > rows[0]))
             actual = f0 - trial
             rho = actual / predicted if math.isfinite(actual) else -math.inf
             info.update(rho=rho, predicted_reduction=predicted, actual_reduction=actual,
@@ -225,7 +278,8 @@ class TRCG(Optimizer):
             self.radius = min(self.max_radius, factor * radius)
             info["accepted"] = True
             break
-        info.update(radius=self.radius, curvature_products=operator.calls)
+        info.update(radius=self.radius, curvature_products=(
+            self._products if self.distributed else operator.calls))
         self.steps += 1
         self.info = info
         return loss
@@ -234,13 +288,17 @@ class TRCG(Optimizer):
         for p, a in zip(self.params, arrays):
             p.data = a
 
-    def _trial_loss(self, closure, start, step):
-        """The loss at theta + s, the parameters left at theta + s (restored if it raises)."""
+    def _trial_loss(self, closure, start, step, mine_rows=True):
+        """The loss at theta + s (the weighted sum over ranks when distributed), the parameters
+        left at theta + s (restored if it raises)."""
         self._set([a + s.data for a, s in zip(start, step)])
         try:
-            with no_grad():
-                loss, _ = self._evaluate(closure)
-            value = float(loss.item() if hasattr(loss, "item") else loss)
+            value = 0.0
+            if mine_rows:
+                with no_grad():
+                    loss, _ = self._evaluate(closure)
+                value = float(loss.item() if hasattr(loss, "item") else loss)
+            value = self.reduce_value(value)
         except BaseException:
             self._set(start)
             raise

@@ -96,10 +96,10 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
 def test_ctrl_c_checkpoints_exits_130_and_resumes_exactly(tmp_path, monkeypatch):
     real = train_module._one_step
 
-    def step_then_ctrl_c(name, model, optimizer, xb, yb, step):
+    def step_then_ctrl_c(name, model, optimizer, xb, yb, step, *rows):
         if step == 12:
             os.kill(os.getpid(), signal.SIGINT)   # deferred: the step finishes first
-        return real(name, model, optimizer, xb, yb, step)
+        return real(name, model, optimizer, xb, yb, step, *rows)
 
     monkeypatch.setattr(train_module, "_one_step", step_then_ctrl_c)
     result = invoke("--steps", 30, "--out", tmp_path / "b")
@@ -258,10 +258,10 @@ def test_schedule_resumes_exactly(tmp_path):
     ok(invoke(*args, "--out", a))
     real = train_module._one_step
     try:
-        def stop_at_13(name, model, optimizer, xb, yb, step):
+        def stop_at_13(name, model, optimizer, xb, yb, step, *rows):
             if step == 12:
                 os.kill(os.getpid(), signal.SIGINT)
-            return real(name, model, optimizer, xb, yb, step)
+            return real(name, model, optimizer, xb, yb, step, *rows)
         train_module._one_step = stop_at_13
         assert invoke(*args, "--out", b).exit_code == 130
     finally:

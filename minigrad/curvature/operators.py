@@ -15,6 +15,7 @@ import numpy as np
 
 from ..backend import to_device, xp_of
 from ..elementwise import const
+from ..tensor import Tensor
 from .products import (check_params, check_scalar, check_vectors, jvp, output_matrix,
                        transpose_jacobian, vjp)
 
@@ -64,13 +65,15 @@ class CurvatureOperator:
 
     def flatten(self, tensors):
         """One flat array (n,) of the op's dtype from Tensors or arrays shaped like the params."""
-        arrays = [getattr(t, "data", t) for t in tensors]
+        # not getattr(t, "data", t): a NumPy array's .data is a memoryview, a CuPy array's a
+        # MemoryPointer
+        arrays = [t.data if isinstance(t, Tensor) else t for t in tensors]
         xp = xp_of(arrays[0])
         return xp.concatenate([xp.asarray(a, dtype=self.dtype).reshape(-1) for a in arrays])
 
     def unflatten(self, x):
         """A flat array of length n as constant Tensors shaped like the params (on their device)."""
-        x = to_device(getattr(x, "data", x), self.device)
+        x = to_device(x.data if isinstance(x, Tensor) else x, self.device)
         if x.ndim != 1 or x.shape[0] != self.shape[0]:
             raise ValueError(f"{self.name}: a flat vector must have shape ({self.shape[0]},), "
                              f"got {tuple(x.shape)}")
