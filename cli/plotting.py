@@ -14,7 +14,12 @@ INSTALL_HINT = 'pip install "minigrad[plot]"'
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed (or this is
+    not rank 0 of a job under mpiexec: rank 0 draws)."""
+    from .parallel import is_root
+
+    if not is_root():
+        return None
     try:
         import matplotlib
     except ImportError:

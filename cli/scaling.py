@@ -68,7 +68,7 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
                                        overrides, grids):
                 specs.append(study.trial_spec(options, optimizer, b, point,
                                               math.ceil(n / b), stop_at_target))
-    root = study.study_folder(options["out"], command)
+    root = study.study_folder(options["out"], command, options["jobs"])
     click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
                f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search)")
     return root, specs, n, base

@@ -43,7 +43,7 @@ import traceback
 import click
 import numpy as np
 
-from . import runlog, search
+from . import parallel, runlog, search
 from .common import UserError
 from .inspect import _table as table  # noqa: F401  (the study commands' tables)
 
@@ -136,7 +136,16 @@ def check_targets(options, need_target=True):
                                "the steps each optimizer needs to reach it")
 
 
-def study_folder(out, command):
+def study_folder(out, command, jobs=1):
+    """The study's folder, created; under mpiexec (P > 1) only rank 0 prints from here on, and
+    --jobs must be 1 (each trial uses all the processes)."""
+    comm = parallel.communicator()
+    if comm.world_size > 1:
+        if jobs != 1:
+            raise click.UsageError(f"--jobs {jobs}: under mpiexec every trial is trained by all "
+                                   f"{comm.world_size} processes, one trial at a time; use --jobs 1")
+        if comm.rank != 0:
+            sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
     if out is None:
         out = os.path.join("studies", f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     if os.path.exists(out) and not os.path.isdir(out):
@@ -199,17 +208,20 @@ def trial_mode(folder):
     return "restart"
 
 
-def execute(spec, folder):
+def execute(spec, folder, mode=None):
     """Run one trial (in this process) to its end; returns (exit code, message). The output of
-    `minigrad train` goes to folder/train.log."""
+    `minigrad train` goes to folder/train.log (on rank 0; the other ranks' to os.devnull)."""
     from .train import train
 
-    mode = trial_mode(folder)
+    mode = mode or trial_mode(folder)
     if mode == "done":
         return 0, "done earlier"
-    os.makedirs(folder, exist_ok=True)
+    root = parallel.is_root()
+    if root:
+        os.makedirs(folder, exist_ok=True)
     args = train_args(spec, folder, mode)
-    with open(os.path.join(folder, LOG_FILE), "a") as log, contextlib.redirect_stdout(log), \
+    log_path = os.path.join(folder, LOG_FILE) if root else os.devnull
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         print("$ minigrad train " + " ".join(args), flush=True)
         try:
@@ -271,6 +283,9 @@ def run_trials(root, specs, jobs=1, threads=1):
                    f"{outcome(trial_result(folders[i]))}"
                    + (f"  ({message})" if message else f"  {seconds:.1f}s"))
 
+    comm = parallel.communicator()
+    if comm.world_size > 1:
+        return _run_trials_distributed(comm, root, specs, folders, report)
     todo = []
     for i, folder in enumerate(folders):
         if trial_mode(folder) == "done":
@@ -299,10 +314,30 @@ def run_trials(root, specs, jobs=1, threads=1):
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     if interrupted:
-        click.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)}; "
-                   "run the same command again to continue the study", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _interrupted(root)
     return [trial_result(f) for f in folders]
+
+
+def _interrupted(root):
+    parallel.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)}; "
+                  "run the same command again to continue the study", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _run_trials_distributed(comm, root, specs, folders, report):
+    """Under mpiexec: the trials one after the other, each trained by all P processes together
+    (data parallelism inside a trial). Rank 0 decides what each trial needs (its files), reports
+    and writes; the other ranks follow."""
+    for i, (spec, folder) in enumerate(zip(specs, folders)):
+        mode = comm.broadcast_object(trial_mode(folder) if comm.rank == 0 else None)
+        started = time.perf_counter()
+        code, message = execute(spec, folder, mode)
+        if code == EXIT_INTERRUPTED:
+            _interrupted(root)
+        if comm.rank == 0:
+            report(i, code, message, time.perf_counter() - started)
+        comm.barrier()   # rank 0 has read the trial's files before anyone moves on
+    return [trial_result(f) if comm.rank == 0 else _crashed(f) for f in folders]
 
 
 # -------------------------------------------------------------------------------- results
@@ -436,8 +471,12 @@ def _h5_str():
 
 
 def write_study(path, attrs, fill):
-    """Atomically write the study file `path`: attrs (JSON-able values) and fill(h5 file)."""
+    """Atomically write the study file `path` (on rank 0 only): attrs (JSON-able values) and
+    fill(h5 file)."""
     import h5py
+
+    if not parallel.is_root():
+        return
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:

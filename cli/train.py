@@ -645,7 +645,7 @@ def run(config, out, saved, overwrite):
                         st["lr"].append(lr)
                     else:
                         st["radius"].append(float(optimizer.radius))
-                    for key, value in cost.step_cost(name, optimizer.info, len(yb)).items():
+                    for key, value in cost.step_cost(name, optimizer.info, global_rows).items():
                         st.setdefault(key, []).append(value)
                     since_eval.append(loss)
                     if step % eval_every == 0 and step < total:

@@ -1,0 +1,273 @@
+"""Data parallelism: minigrad.distributed's communicators, and `minigrad train` / `scaling` on 2
+MPI processes (`mpiexec -n 2 python -m mpi4py -m minigrad.cli ...` in a subprocess with a
+timeout, so that a failing rank aborts the job instead of hanging the suite) against one process
+with the same global batch."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import datasets, distributed
+from minigrad.cli import parallel
+from minigrad.cli.runlog import read_checkpoint, read_run
+from minigrad.distributed import SingleProcess, pack, unpack
+from minigrad.optim import SGD
+
+TIMEOUT = 180
+
+
+def _mpiexec():
+    here = Path(sys.executable).with_name("mpiexec")
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+def _have_mpi():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return _mpiexec() is not None
+
+
+needs_mpi = pytest.mark.skipif(
+    not _have_mpi() and os.environ.get("MINIGRAD_REQUIRE_MPI") != "1",
+    reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
+
+
+def mpirun(*args, ranks=2, rank1=None, cwd=None):
+    """`minigrad ARGS` on `ranks` MPI processes (rank 1 may run the script `rank1` instead);
+    returns the CompletedProcess."""
+    program = [sys.executable, "-m", "mpi4py"]
+    cli = ["-m", "minigrad.cli", *map(str, args)]
+    if rank1 is None:
+        command = [_mpiexec(), "-n", str(ranks), *program, *cli]
+    else:
+        command = [_mpiexec(), "-n", "1", *program, *cli, ":", "-n", "1", *program, str(rank1),
+                   *map(str, args)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd,
+                          env=env)
+
+
+def single(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "minigrad.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def params(folder):
+    return read_checkpoint(str(folder))[0]
+
+
+def assert_same_params(a, b, rtol):
+    pa, pb = params(a), params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=rtol * np.abs(pb[k]).max(),
+                                   err_msg=k)
+
+
+# --------------------------------------------------------------------------- communicators
+def test_pack_and_unpack_fuse_one_buffer_per_dtype():
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((3, 4)), rng.standard_normal(5).astype(np.float32),
+              rng.standard_normal(()), rng.standard_normal((2, 2, 2)).astype(np.float32)]
+    packed = pack(arrays)
+    assert [(str(d), f.shape, idx) for d, f, idx in packed] == [
+        ("float64", (13,), [0, 2]), ("float32", (13,), [1, 3])]
+    for got, want in zip(unpack(packed, arrays), arrays):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    packed[0][1][:] = 0   # the buffer is a copy: the inputs stay
+    assert arrays[0].any()
+
+
+def test_single_process_collectives_are_the_identity():
+    comm = SingleProcess()
+    a = [np.arange(3.0)]
+    assert comm.allreduce_mean(a)[0] is a[0] and comm.allreduce_sum(a)[0] is a[0]
+    assert comm.broadcast(a)[0] is a[0] and comm.allreduce_scalars([2, 3]) == [2.0, 3.0]
+    assert comm.allgather_object({"x": 1}) == [{"x": 1}] and comm.broadcast_object(5) == 5
+    assert (comm.rank, comm.world_size, comm.stats.calls) == (0, 1, 0)
+
+
+def test_auto_backend_is_single_outside_a_launcher(monkeypatch):
+    for key in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE",
+                "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    previous = distributed.set_communicator(None)
+    try:
+        assert distributed.get_communicator().backend == "single"
+        with pytest.raises(ValueError, match="backend must be one of"):
+            distributed.get_communicator("gloo")
+    finally:
+        distributed.set_communicator(previous)
+
+
+def test_mpi_backend_without_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    from minigrad.distributed.mpi import MPICommunicator
+    with pytest.raises(ImportError, match=r'pip install "minigrad\[mpi\]"'):
+        MPICommunicator()
+
+
+def test_shard_rows_are_the_split_of_datasets_batches():
+    x = np.arange(1437)[:, None].astype(np.float64)
+    y = np.arange(1437)
+    for world in (1, 2, 3):
+        parts = [list(datasets.batches(x, y, 66 if world == 3 else 64, seed=0, rank=r,
+                                       world_size=world)) for r in range(world)]
+        full = list(datasets.batches(x, y, 66 if world == 3 else 64, seed=0))
+        for k, (_, yb) in enumerate(full):
+            for r in range(world):
+                lo, hi = parallel.shard_rows(len(yb), r, world)
+                np.testing.assert_array_equal(parts[r][k][1], yb[lo:hi])
+
+
+class _TwoRanks:
+    """A fake communicator: this process plays rank `rank` of 2, the other rank's arrays are
+    given; collectives add them."""
+    world_size = 2
+
+    def __init__(self, rank, other):
+        self.rank, self.other = rank, other
+
+    def allreduce_sum(self, arrays):
+        return [a + b for a, b in zip(arrays, self.other)]
+
+    def allreduce_scalars(self, values, op="sum"):
+        return [v + o for v, o in zip(values, self.other)]
+
+
+def test_optimizer_reduce_is_the_shard_weighted_sum():
+    p = mg.tensor(np.zeros(3), requires_grad=True)
+    opt = SGD([p], lr=0.1)
+    g0 = np.array([1.0, 2.0, 3.0])
+    assert opt.reduce([g0])[0] is g0 and opt.reduce_value(2.5) == 2.5   # one process
+    # rank 0 holds 15 of 29 rows, its mean gradient g0; rank 1's part (14/29) g1 arrives
+    g1 = np.array([-1.0, 0.5, 4.0])
+    opt.distribute(_TwoRanks(0, [g1 * 14 / 29])).shard(15, 29)
+    np.testing.assert_allclose(opt.reduce([g0])[0], (15 * g0 + 14 * g1) / 29, rtol=1e-15)
+    with pytest.raises(ValueError, match="local_rows <= global_rows"):
+        opt.shard(30, 29)
+
+
+def test_check_same_names_the_option_and_the_rank():
+    class Gather(_TwoRanks):
+        def allgather_object(self, obj):
+            return [obj, dict(obj, lr=0.2)]
+    with pytest.raises(Exception, match=r"rank 1: lr=0.2 \(rank 0: 0.1\)"):
+        parallel.check_same(Gather(0, None), "options", {"lr": 0.1, "seed": 0})
+
+
+# ------------------------------------------------------------------------- mpiexec -n 2
+COMMON = ("--hidden", "16", "--dtype", "float64", "--steps", 26, "--eval-every", 13,
+          "--batch-size", 64)   # 26 steps cross the end of the first epoch (23 batches, the last 29 rows)
+
+
+@needs_mpi
+@pytest.mark.parametrize("optimizer, rtol", [("sgd", 1e-10), ("kfac", 1e-8), ("trcg", 1e-8),
+                                             ("strcg", 1e-8)])
+def test_two_ranks_give_the_parameters_of_one_process(tmp_path, optimizer, rtol):
+    args = (*COMMON, "--optimizer", optimizer)
+    result = ok(mpirun("train", *args, "--out", tmp_path / "two", "--profile"))
+    ok(single("train", *args, "--out", tmp_path / "one"))
+    assert_same_params(tmp_path / "two", tmp_path / "one", rtol)
+    two, one = read_run(str(tmp_path / "two")), read_run(str(tmp_path / "one"))
+    np.testing.assert_allclose(two["steps"]["loss"], one["steps"]["loss"], rtol=rtol)
+    np.testing.assert_allclose(two["evals"]["test_accuracy"], one["evals"]["test_accuracy"])
+    assert json.loads(two["attrs"]["config"])["world_size"] == 2
+    # rank 0 alone prints and writes
+    assert result.stdout.count("done: 26 steps") == 1
+    assert "MB communicated" in result.stdout and (two["steps"]["comm_bytes"] > 0).all()
+    if optimizer in ("trcg", "strcg"):
+        np.testing.assert_array_equal(two["steps"]["curvature_products"],
+                                      one["steps"]["curvature_products"])
+        np.testing.assert_allclose(two["steps"]["grad_equivalents"],
+                                   one["steps"]["grad_equivalents"], rtol=1e-12)
+
+
+@needs_mpi
+def test_a_distributed_run_resumes_exactly(tmp_path):
+    args = ("--hidden", "16", "--dtype", "float64", "--optimizer", "kfac", "--batch-size", 64)
+    ok(mpirun("train", *args, "--steps", 13, "--out", tmp_path / "two"))
+    ok(mpirun("train", "--steps", 26, "--resume", "--out", tmp_path / "two"))
+    ok(single("train", *args, "--steps", 26, "--out", tmp_path / "one"))
+    assert_same_params(tmp_path / "two", tmp_path / "one", 1e-8)
+
+
+@needs_mpi
+def test_a_scaling_study_runs_distributed(tmp_path):
+    study = ("scaling", "--hidden", "16", "--dtype", "float64", "--optimizers", "sgd,trcg",
+             "--batch-sizes", "256,512", "--target-accuracy", 0.6, "--budget-epochs", 3,
+             "--evals-per-epoch", 2, "--grid", "sgd.lr=0.1,0.4", "--grid", "trcg.radius=1")
+    result = ok(mpirun(*study, "--out", tmp_path / "two"))
+    ok(single(*study, "--out", tmp_path / "one"))
+    import h5py
+    with h5py.File(tmp_path / "two" / "scaling.h5") as f, \
+            h5py.File(tmp_path / "one" / "scaling.h5") as g:
+        for opt in ("sgd", "trcg"):
+            for key in ("steps_to_target", "trial", "cost_to_target"):
+                np.testing.assert_allclose(f[f"best/{opt}/{key}"][()], g[f"best/{opt}/{key}"][()],
+                                           rtol=1e-12)
+    assert result.stdout.count("results written to") == 1
+    result = mpirun(*study, "--jobs", 2, "--out", tmp_path / "x")
+    assert result.returncode == 2 and "use --jobs 1" in result.stdout + result.stderr
+
+
+CRASH = textwrap.dedent("""
+    import sys
+    import minigrad.cli
+    train_module = sys.modules["minigrad.cli.train"]
+    real = train_module._one_step
+
+    def failing(name, model, optimizer, xb, yb, step, *rows):
+        if step == 7:
+            raise RuntimeError("injected failure in step 8")
+        return real(name, model, optimizer, xb, yb, step, *rows)
+
+    train_module._one_step = failing
+    minigrad.cli.main(sys.argv[1:], prog_name="minigrad")
+""")
+
+
+@needs_mpi
+def test_a_crashing_rank_aborts_the_job_and_the_last_checkpoint_stays(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH)
+    out = tmp_path / "run"
+    result = mpirun("train", *COMMON, "--checkpoint-every", 5, "--out", out, rank1=script)
+    assert result.returncode != 0
+    assert "Error: rank 1: RuntimeError: injected failure in step 8" in result.stderr
+    model_state, state = read_checkpoint(str(out))
+    assert state["step"] == 5 and all(np.isfinite(v).all() for v in model_state.values())
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+@needs_mpi
+def test_mismatched_configurations_are_found_at_start(tmp_path):
+    script = tmp_path / "same.py"
+    script.write_text("import sys, minigrad.cli\nminigrad.cli.main(sys.argv[1:] + ['--lr', '0.2'], "
+                      "prog_name='minigrad')\n")
+    result = mpirun("train", *COMMON, "--out", tmp_path / "run", rank1=script)
+    assert result.returncode == 2
+    assert "disagree on their options: rank 1: lr=0.2 (rank 0: 0.1)" in result.stderr
+    assert not (tmp_path / "run" / "run.h5").exists()
+
+
+@needs_mpi
+def test_a_batch_size_not_divisible_by_the_processes_is_a_usage_error(tmp_path):
+    result = mpirun("train", "--batch-size", 63, "--out", tmp_path / "run")
+    assert result.returncode == 2 and "--batch-size 63 is not divisible by the 2" in result.stderr
