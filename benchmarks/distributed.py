@@ -13,9 +13,9 @@ allreduce (each rank sends and receives 2 (P-1)/P S bytes for a buffer of S byte
 latency-bound rounds) for P = 64 and 512 on 10 and 100 Gb/s links:
 
     SGD          one allreduce of the gradient (n parameters)
-    K-FAC        the gradient, and on factor-update steps one allreduce of every layer's
-                 factors A ((d+1)^2) and G (o^2); every inv_update_every steps each layer's
-                 eigenvectors and eigenvalues are broadcast from the rank that decomposed it
+    K-FAC        the gradient, on factor-update steps one allreduce of every layer's factors
+                 A ((d+1)^2) and G (o^2), and the preconditioned gradient (each layer's owner
+                 computes its part, one allreduce of n values gathers them)
     TRCG/STRCG   the gradient, then one allreduce of n values per CG iteration (each
                  curvature-vector product), plus a few scalars
 """
@@ -77,15 +77,12 @@ def layer_shapes(model):
     return out
 
 
-def volumes(model, cg_iterations, inv_update_every=20):
-    """{method: (floats per step put into collectives, collectives per step)}, broadcasts
-    amortized over inv_update_every steps; and the number of parameters."""
+def volumes(model, cg_iterations):
+    """{method: (floats per step put into collectives, collectives per step)} (K-FAC with its
+    factors updated every step), and the number of parameters."""
     n = sum(p.size for p in model.parameters())
-    layers = layer_shapes(model)
-    factors = sum((d + b) ** 2 + o * o for d, o, b in layers)
-    eigen = sum((d + b) ** 2 + (d + b) + o * o + o for d, o, b in layers)
-    return {"sgd": (n, 1), "kfac": (n + factors + eigen / inv_update_every,
-                                    2 + len(layers) / inv_update_every),
+    factors = sum((d + b) ** 2 + o * o for d, o, b in layer_shapes(model))
+    return {"sgd": (n, 1), "kfac": (2 * n + factors, 3),
             "trcg": (n * (1 + cg_iterations), 1 + cg_iterations)}, n
 
 
@@ -101,8 +98,7 @@ def analysis(args):
     cases = [("MLP 784-1024-1024-10", models.mlp([784, 1024, 1024, 10], rng=0)),
              ("ResNet-20 (CIFAR-10)", models.resnet20(10, rng=0))]
     print(f"communication per step, ring allreduce, 5 us latency per round, float32; TRCG with "
-          f"{args.cg} CG iterations per step; K-FAC factors every step, eigenbases broadcast "
-          "every 20 steps (amortized)")
+          f"{args.cg} CG iterations per step; K-FAC factors every step")
     print(f"{'model':<22}{'params':>9}{'method':>7}{'MB/step':>9}" + "".join(
         f"{f'P={P} {g}G ms':>15}" for P in (64, 512) for g in (10, 100)))
     for name, model in cases:

@@ -330,11 +330,9 @@ class KFAC(Optimizer):
         new_eigen = self._decompose_all(jobs)
 
         updates, quad = {}, 0.0
-        for label, m, w, b in self.layers:
-            eig = new_eigen.get(w, self._eigen.get(w))
-            V = self._grad_matrix(m, w, b, grads)
-            P = precondition(V, eig, damping, self.damping_form)
-            quad += float((V * P).sum())
+        preconditioned = self._precondition_all(new_eigen, grads, damping)
+        for (label, m, w, b), (P, q) in zip(self.layers, preconditioned):
+            quad += q
             updates[w], bias_update = split_matrix(P, self.params[w].shape, b is not None)
             if b is not None:
                 updates[b] = bias_update
@@ -447,27 +445,49 @@ class KFAC(Optimizer):
         o = m.weight.shape[0]
         return xp.zeros((d, d), m.weight.dtype), xp.zeros((o, o), m.weight.dtype)
 
+    def _precondition_all(self, new_eigen, grads, damping):
+        """[(P_l, <V_l, P_l>)] per layer, P_l the preconditioned gradient matrix V_l. Distributed:
+        each layer's owner computes it, the others contribute zeros, and one fused allreduce
+        (gradient-sized) gives every rank all of them."""
+        out = []
+        for label, m, w, b in self.layers:
+            V = self._grad_matrix(m, w, b, grads)
+            if self.distributed and self.owners()[w] != self.comm.rank:
+                out.append((xp_of(V).zeros_like(V), 0.0))
+                continue
+            P = precondition(V, new_eigen.get(w, self._eigen.get(w)), damping, self.damping_form)
+            out.append((P, float((V * P).sum())))
+        if not self.distributed:
+            return out
+        quads = xp_of(out[0][0]).asarray([q for _, q in out], dtype=np.float64)
+        reduced = self.comm.allreduce_sum([P for P, _ in out] + [quads])
+        return [(P, float(q)) for P, q in zip(reduced[:-1], reduced[-1])]
+
+    def owners(self):
+        """{weight index: rank} distributed: the rank that holds each layer's eigenbasis and
+        preconditions its gradient (KAISA's memory-optimal layout). Layers go, largest first, to
+        the rank with the least work so far, the work of a layer being its eigendecompositions'
+        (d+1)^3 + o^3; the same on every rank."""
+        if getattr(self, "_owners", None) is None:
+            P = self.comm.world_size
+            load, owners = [0] * P, {}
+            sizes = [(-((m.weight.data[0].size + (b is not None)) ** 3 + m.weight.shape[0] ** 3), k, w)
+                     for k, (_, m, w, b) in enumerate(self.layers)]
+            for cost, _, w in sorted(sizes):
+                r = min(range(P), key=lambda q: (load[q], q))
+                owners[w], load[r] = r, load[r] - cost
+            self._owners = owners
+        return self._owners
+
     def _decompose_all(self, jobs):
-        """{w: eigen} for jobs [(w, label, A, G)]. Distributed: job i is decomposed by rank
-        i mod P and broadcast from it (KAISA-style), so each rank does about 1/P of the work."""
+        """{w: eigen} for jobs [(w, label, A, G)]. Distributed: only the owner of a layer
+        decomposes it (about 1/P of the work on each rank); the others record None, "held by
+        its owner", so that the bookkeeping of when to refresh is the same on every rank."""
         if not self.distributed:
             return {w: self._decompose(label, A, G) for w, label, A, G in jobs}
-        P, rank = self.comm.world_size, self.comm.rank
-        out = {}
-        for i, (w, label, A, G) in enumerate(jobs):
-            if i % P == rank:
-                a, QA, g, QG, pi, _ = self._decompose(label, A, G)
-                mine = [a.astype(A.dtype, copy=False), QA.astype(A.dtype, copy=False),
-                        g.astype(G.dtype, copy=False), QG.astype(G.dtype, copy=False),
-                        xp_of(A).asarray([pi], dtype=np.float64)]
-            else:   # shapes and dtypes to receive into
-                xp = xp_of(A)
-                mine = [xp.empty(A.shape[0], A.dtype), xp.empty(A.shape, A.dtype),
-                        xp.empty(G.shape[0], G.dtype), xp.empty(G.shape, G.dtype),
-                        xp.empty(1, np.float64)]
-            a, QA, g, QG, pi = self.comm.broadcast(mine, root=i % P)
-            out[w] = (a, QA, g, QG, float(pi[0]), {})
-        return out
+        owners = self.owners()
+        return {w: self._decompose(label, A, G) if owners[w] == self.comm.rank else None
+                for w, label, A, G in jobs}
 
     def _decompose(self, label, A, G):
         a, QA = symmetric_eigh(A, f"A of layer {label!r}")
