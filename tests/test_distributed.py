@@ -271,3 +271,26 @@ def test_mismatched_configurations_are_found_at_start(tmp_path):
 def test_a_batch_size_not_divisible_by_the_processes_is_a_usage_error(tmp_path):
     result = mpirun("train", "--batch-size", 63, "--out", tmp_path / "run")
     assert result.returncode == 2 and "--batch-size 63 is not divisible by the 2" in result.stderr
+
+
+def test_kfac_layers_go_largest_first_to_the_least_loaded_rank():
+    from minigrad.nn import models
+    from minigrad.optim import KFAC
+
+    model = models.mlp([64, 100, 30, 30, 10], rng=0)   # (d+1)^3 + o^3: 2.8e5+1e6, 1e6+2.7e4, ...
+    opt = KFAC(model, lr=0.1, damping=0.01)
+    try:
+        opt.distribute(_TwoRanks(0, None))
+        owners = opt.owners()
+        weights = [w for _, _, w, _ in opt.layers]
+        costs = [(m.weight.shape[1] + 1) ** 3 + m.weight.shape[0] ** 3 for _, m, _, _ in opt.layers]
+        load = [sum(c for c, w in zip(costs, weights) if owners[w] == r) for r in (0, 1)]
+        assert owners[weights[int(np.argmax(costs))]] == 0 and set(owners.values()) == {0, 1}
+        assert max(load) - min(load) <= max(costs)   # greedy: within one layer of balance
+        A, G = np.eye(65), np.eye(100)
+        got = opt._decompose_all([(weights[0], "0", A, G), (weights[1], "2", np.eye(101),
+                                                            np.eye(30))])
+        assert (got[weights[0]] is None) == (owners[weights[0]] != 0)
+        assert (got[weights[1]] is None) == (owners[weights[1]] != 0)
+    finally:
+        opt.close()
