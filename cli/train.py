@@ -58,16 +58,16 @@ DEFAULT_EPOCHS = 20
 # per-optimizer defaults of the options that are None on the command line
 DEFAULTS = {
     "sgd": {"lr": 0.1, "momentum": 0.9},
-    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3},
+    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3, "fisher": "empirical"},
     "trcg": {"radius": 1.0, "hessian_fraction": 0.1},
     "strcg": {"radius": 1.0, "hessian_fraction": 0.1},
 }
 APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac",),
-           "kl_clip": ("kfac",),
+           "kl_clip": ("kfac",), "fisher": ("kfac",),
            "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
-              "kl_clip", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
+              "kl_clip", "fisher", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
 SCHEDULES = ("constant", "cosine", "step")
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
@@ -125,8 +125,11 @@ def build_optimizer(config, model):
     if name == "kfac":
         # runs written before --kl-clip existed used KFAC's default, 1e-3
         kl_clip = config.get("kl_clip", DEFAULTS["kfac"]["kl_clip"])
+        # fisher "true" samples labels from the model (seeded by --seed); runs written before
+        # --fisher existed used the empirical Fisher
         return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
-                    momentum=config["momentum"], fisher="empirical", kl_clip=kl_clip or None)
+                    momentum=config["momentum"], fisher=config.get("fisher") or "empirical",
+                    kl_clip=kl_clip or None, rng=config["seed"])
     cls = TRCG if name == "trcg" else STRCG
     return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
                hessian_fraction=config["hessian_fraction"], seed=config["seed"])
@@ -326,6 +329,10 @@ class _DeferredInterrupt:
               help="Momentum (sgd, kfac; default 0.9).")
 @click.option("--damping", type=click.FloatRange(min=0, min_open=True), default=None,
               help="K-FAC damping (default 0.01).")
+@click.option("--fisher", type=click.Choice(("empirical", "true")), default=None,
+              help="K-FAC's curvature: the empirical Fisher (the batch's own labels; default) or "
+                   "the true Fisher (labels sampled from the model's predictions, one extra "
+                   "backward pass on factor-update steps).")
 @click.option("--kl-clip", type=click.FloatRange(min=0), default=None,
               help="K-FAC KL clipping: the update is scaled so that lr^2 v^T F v <= C "
                    "(default 0.001; 0 turns it off). While it is active the lr has no effect.")
@@ -439,6 +446,9 @@ def train(ctx, **options):
                                        "(no accuracy; its evaluations report the reconstruction error)")
             if not given("hidden"):
                 config["hidden"] = None   # chosen from the image size (AUTOENCODER_HIDDEN)
+            if config["fisher"] == "true":
+                raise click.UsageError("--fisher true samples class labels; --model autoencoder "
+                                       "has none (use the empirical Fisher)")
         for key, applies in APPLIES.items():
             if config[key] is not None and name not in applies:
                 raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --optimizer {name}")
@@ -625,7 +635,7 @@ def run(config, out, saved, overwrite):
                         yb = xb   # reconstruct the input
                     global_rows = min(bs, n - k * bs)
                     rows = parallel.shard_rows(global_rows, rank, world)
-                    optimizer.shard(rows[1] - rows[0], global_rows)
+                    optimizer.shard(rows[1] - rows[0], global_rows, rows[0])
                     sent, spent = comm.stats.bytes, comm.stats.seconds
                     started = time.perf_counter()
                     loss = _one_step(name, model, optimizer, xb, yb, step, global_rows, rows)
@@ -715,13 +725,18 @@ def _one_step(name, model, optimizer, xb, yb, step, global_rows=None, rows=None)
     global_rows; returns the global batch's loss at the start of the step."""
     if name in ("sgd", "kfac"):
         optimizer.zero_grad()
-        loss = loss_of(model, model(mg.tensor(xb)), yb) if len(yb) else None
+        logits = model(mg.tensor(xb)) if len(yb) else None
+        loss = loss_of(model, logits, yb) if len(yb) else None
         value = optimizer.reduce_value(float(loss.item()) if loss is not None else 0.0)
         if not math.isfinite(value):
             raise FloatingPointError(f"step {step + 1}: non-finite loss {value}")
+        true_fisher = name == "kfac" and optimizer.fisher == "true"
         if loss is not None:
-            loss.backward()
-        optimizer.step()
+            loss.backward(retain_graph=true_fisher)   # the sampled pass goes through the logits
+        if true_fisher:
+            optimizer.step(outputs=logits)
+        else:
+            optimizer.step()
         return value
 
     def closure(indices=None):

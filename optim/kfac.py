@@ -282,6 +282,7 @@ class KFAC(Optimizer):
                              "loss after the update")
         update_factors = self.steps % self.cov_update_every == 0
         sampled = self.fisher == "true" and update_factors
+        idle = self.distributed and self.shard_weight == 0   # no rows of this batch here
         loss = None
         if closure is not None:
             if outputs is not None:
@@ -291,12 +292,12 @@ class KFAC(Optimizer):
                 result = closure()
             loss, outputs = loss_and_outputs(result)
             self.check_finite_loss(loss)
-            if sampled and outputs is None:
+            if sampled and outputs is None and not idle:
                 raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs: let "
                                  "the closure return (loss, outputs)")
             super().zero_grad()
             loss.backward(retain_graph=sampled)
-        elif sampled and outputs is None:
+        elif sampled and outputs is None and not idle:
             raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs (logits) "
                              "to sample labels from: step(closure) with closure returning (loss, "
                              "outputs), or loss.backward(retain_graph=True); step(outputs=logits)")
@@ -397,10 +398,23 @@ class KFAC(Optimizer):
 
     # -- pieces of the step ------------------------------------------------------------------
     def _sampled_backward(self, outputs):
+        """A backward pass of the cross-entropy against labels sampled from the model's own
+        predictive distribution (the true Fisher's G). Distributed, the uniforms are drawn for
+        the whole global batch on every rank and each rank uses its rows' (shard(..., first_row)),
+        so the labels are those one process would draw."""
+        uniforms = None
+        if self.distributed:
+            if self.shard_rows is None:
+                raise ValueError(f"{self.name}: distributed fisher='true' needs shard(local_rows, "
+                                 "global_rows, first_row) before each step")
+            lo, hi, total = self.shard_rows
+            uniforms = self.rng.random(total)[lo:hi]
+            if hi == lo:
+                return
         if outputs.ndim != 2:
             raise ValueError(f"{self.name}: fisher='true' samples from softmax(outputs) and needs "
                              f"logits of shape (N, C), got shape {outputs.shape}")
-        labels = sample_categorical(outputs, self.rng)
+        labels = sample_categorical(outputs, self.rng, uniforms)
         with enable_grad():
             sampled_loss = cross_entropy(outputs, labels)
         weights = [self.params[w] for _, _, w, _ in self.layers]

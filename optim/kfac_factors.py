@@ -58,11 +58,11 @@ def trace_ratio_pi(A, G):
     return math.sqrt(ta / tg)
 
 
-def sample_categorical(logits, rng):
+def sample_categorical(logits, rng, uniforms=None):
     """Labels y_n ~ softmax(logits_n) (N,), int64 on the host, drawn with `rng` by inverting
-    the CDF with one uniform per example."""
+    the CDF with one uniform per example (or with the given `uniforms`, one per row)."""
     p = to_device(softmax(logits.detach(), axis=-1).data, "cpu").astype(np.float64)
-    u = rng.random(p.shape[0])
+    u = rng.random(p.shape[0]) if uniforms is None else uniforms
     labels = (np.cumsum(p, axis=1) < u[:, None]).sum(axis=1)
     return np.minimum(labels, p.shape[1] - 1).astype(np.int64)
 

@@ -84,6 +84,7 @@ class Optimizer:
         self.info = {}
         self.comm = None
         self.shard_weight = 1.0
+        self.shard_rows = None   # (lo, hi, N) of the current step, once shard() was called
 
     # -- data parallelism ----------------------------------------------------------------
     def distribute(self, comm):
@@ -95,12 +96,16 @@ class Optimizer:
     def distributed(self):
         return self.comm is not None and self.comm.world_size > 1
 
-    def shard(self, local_rows, global_rows):
-        """This rank holds local_rows of the step's global batch of global_rows."""
-        if global_rows < 1 or not 0 <= local_rows <= global_rows:
+    def shard(self, local_rows, global_rows, first_row=0):
+        """This rank holds local_rows of the step's global batch of global_rows, starting at
+        row first_row of it."""
+        if global_rows < 1 or not 0 <= local_rows <= global_rows or \
+                not 0 <= first_row <= global_rows - local_rows:
             raise ValueError(f"{self.name}.shard: need 0 <= local_rows <= global_rows, global_rows "
-                             f">= 1, got local_rows={local_rows}, global_rows={global_rows}")
+                             f">= 1 and the rows inside the batch, got local_rows={local_rows}, "
+                             f"global_rows={global_rows}, first_row={first_row}")
         self.shard_weight = local_rows / global_rows
+        self.shard_rows = (first_row, first_row + local_rows, global_rows)
 
     def reduce(self, arrays, weight=None):
         """sum over ranks of weight * array (weight: this rank's share, default shard_weight),

@@ -481,3 +481,17 @@ def test_kl_clip_option(tmp_path):
     assert not np.array_equal(a["steps"]["loss"], b["steps"]["loss"])   # the clip acted
     result = invoke("--out", tmp_path / "c", "--kl-clip", 0.01)
     assert result.exit_code == 2 and "--kl-clip does not apply to --optimizer sgd" in result.output
+
+
+def test_fisher_option(tmp_path):
+    args = ("--optimizer", "kfac", "--steps", 6, "--hidden", "16")
+    ok(invoke(*args, "--out", tmp_path / "e"))
+    ok(invoke(*args, "--out", tmp_path / "t", "--fisher", "true"))
+    ok(invoke(*args, "--out", tmp_path / "t2", "--fisher", "true"))
+    e, t, t2 = (read_run(str(tmp_path / k)) for k in ("e", "t", "t2"))
+    assert e["attrs"]["fisher"] == "empirical" and t["attrs"]["fisher"] == "true"
+    assert not np.array_equal(e["steps"]["loss"], t["steps"]["loss"])   # other curvature
+    np.testing.assert_array_equal(t["steps"]["loss"], t2["steps"]["loss"])   # seeded samples
+    result = invoke("--out", tmp_path / "a", "--model", "autoencoder", "--optimizer", "kfac",
+                    "--fisher", "true")
+    assert result.exit_code == 2 and "--fisher true samples class labels" in result.output

@@ -178,10 +178,11 @@ COMMON = ("--hidden", "16", "--dtype", "float64", "--steps", 26, "--eval-every",
 
 
 @needs_mpi
-@pytest.mark.parametrize("optimizer, rtol", [("sgd", 1e-10), ("kfac", 1e-8), ("trcg", 1e-8),
-                                             ("strcg", 1e-8)])
-def test_two_ranks_give_the_parameters_of_one_process(tmp_path, optimizer, rtol):
-    args = (*COMMON, "--optimizer", optimizer)
+@pytest.mark.parametrize("optimizer, extra, rtol", [
+    ("sgd", (), 1e-10), ("kfac", (), 1e-8), ("kfac", ("--fisher", "true"), 1e-8),
+    ("trcg", (), 1e-8), ("strcg", (), 1e-8)])
+def test_two_ranks_give_the_parameters_of_one_process(tmp_path, optimizer, extra, rtol):
+    args = (*COMMON, "--optimizer", optimizer, *extra)
     result = ok(mpirun("train", *args, "--out", tmp_path / "two", "--profile"))
     ok(single("train", *args, "--out", tmp_path / "one"))
     assert_same_params(tmp_path / "two", tmp_path / "one", rtol)
