@@ -58,16 +58,18 @@ DEFAULT_EPOCHS = 20
 # per-optimizer defaults of the options that are None on the command line
 DEFAULTS = {
     "sgd": {"lr": 0.1, "momentum": 0.9},
-    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3, "fisher": "empirical"},
+    "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3, "fisher": "empirical",
+             "cov_update_every": 1, "inv_update_every": 20},
     "trcg": {"radius": 1.0, "hessian_fraction": 0.1},
     "strcg": {"radius": 1.0, "hessian_fraction": 0.1},
 }
 APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac",),
-           "kl_clip": ("kfac",), "fisher": ("kfac",),
+           "kl_clip": ("kfac",), "fisher": ("kfac",), "cov_update_every": ("kfac",),
+           "inv_update_every": ("kfac",),
            "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
-              "kl_clip", "fisher", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
+              "kl_clip", "fisher", "cov_update_every", "inv_update_every", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
 SCHEDULES = ("constant", "cosine", "step")
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
@@ -129,7 +131,9 @@ def build_optimizer(config, model):
         # --fisher existed used the empirical Fisher
         return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
                     momentum=config["momentum"], fisher=config.get("fisher") or "empirical",
-                    kl_clip=kl_clip or None, rng=config["seed"])
+                    kl_clip=kl_clip or None, rng=config["seed"],
+                    cov_update_every=config.get("cov_update_every") or 1,
+                    inv_update_every=config.get("inv_update_every") or 20)
     cls = TRCG if name == "trcg" else STRCG
     return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
                hessian_fraction=config["hessian_fraction"], seed=config["seed"])
@@ -333,6 +337,10 @@ class _DeferredInterrupt:
               help="K-FAC's curvature: the empirical Fisher (the batch's own labels; default) or "
                    "the true Fisher (labels sampled from the model's predictions, one extra "
                    "backward pass on factor-update steps).")
+@click.option("--cov-update-every", type=click.IntRange(min=1), default=None,
+              help="K-FAC: update the factors every N steps (default 1).")
+@click.option("--inv-update-every", type=click.IntRange(min=1), default=None,
+              help="K-FAC: recompute the eigenbases every N steps (default 20).")
 @click.option("--kl-clip", type=click.FloatRange(min=0), default=None,
               help="K-FAC KL clipping: the update is scaled so that lr^2 v^T F v <= C "
                    "(default 0.001; 0 turns it off). While it is active the lr has no effect.")

@@ -495,3 +495,17 @@ def test_fisher_option(tmp_path):
     result = invoke("--out", tmp_path / "a", "--model", "autoencoder", "--optimizer", "kfac",
                     "--fisher", "true")
     assert result.exit_code == 2 and "--fisher true samples class labels" in result.output
+
+
+def test_kfac_update_intervals(tmp_path):
+    args = ("--optimizer", "kfac", "--steps", 12, "--hidden", "16")
+    ok(invoke(*args, "--out", tmp_path / "a"))
+    ok(invoke(*args, "--out", tmp_path / "b", "--cov-update-every", 5, "--inv-update-every", 5))
+    a, b = read_run(str(tmp_path / "a")), read_run(str(tmp_path / "b"))
+    assert (b["attrs"]["cov_update_every"], b["attrs"]["inv_update_every"]) == (5, 5)
+    assert a["attrs"]["cov_update_every"] == 1 and a["attrs"]["inv_update_every"] == 20
+    # both precondition with the eigenbases of step 1 until b refreshes its own at step 6
+    np.testing.assert_array_equal(a["steps"]["loss"][:6], b["steps"]["loss"][:6])
+    assert a["steps"]["loss"][6] != b["steps"]["loss"][6]
+    result = invoke("--out", tmp_path / "c", "--cov-update-every", 2)
+    assert result.exit_code == 2 and "does not apply to --optimizer sgd" in result.output
