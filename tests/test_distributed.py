@@ -295,3 +295,15 @@ def test_kfac_layers_go_largest_first_to_the_least_loaded_rank():
         assert (got[weights[1]] is None) == (owners[weights[1]] != 0)
     finally:
         opt.close()
+
+
+@needs_mpi
+@pytest.mark.parametrize("optimizer", [("kfac", "--fisher", "true"), ("trcg",)])
+def test_a_rank_with_an_empty_shard_adds_nothing(tmp_path, optimizer):
+    """Batch 1436 of 1437 rows: every second step is the epoch's last batch, one row, which
+    rank 0 holds alone while rank 1 has none."""
+    args = ("train", "--hidden", "16", "--dtype", "float64", "--batch-size", 1436, "--steps", 5,
+            "--optimizer", *optimizer)
+    ok(mpirun(*args, "--out", tmp_path / "two"))
+    ok(single(*args, "--out", tmp_path / "one"))
+    assert_same_params(tmp_path / "two", tmp_path / "one", 1e-8)
