@@ -59,8 +59,11 @@ class Loaded:
 def load_run(run, step=None, split="train", dtype=None):
     """Loaded(...) for the checkpoint of `run` (the latest, or the kept one of `step`: train
     --keep-checkpoints). dtype overrides the run's (e.g. float64 for curvature work)."""
+    from .parallel import communicator
     from .train import build_model   # train imports the optimizers; only load it when needed
 
+    if communicator().world_size > 1:
+        raise UserError("this command works on one process; run it without mpiexec")
     folder = run_folder(run)
     path = runlog.checkpoint_path(folder, step)
     if not os.path.isfile(path):

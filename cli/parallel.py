@@ -13,10 +13,13 @@ loop that change with data parallelism. With one process every helper here is th
 - Only rank 0 prints and writes run.h5 and checkpoints (the other ranks hold the same state,
   since every reduced quantity is the same on all ranks); resume reads the same files on every
   rank, which therefore must share the run folder (a shared file system).
-- Ctrl-C: every step ends with one allreduce of (loss, stop requested), so all ranks stop after
-  the same step. An error on one rank prints "Error: rank r: ..." and aborts the whole job
-  (MPI_Abort): the others never hang in a collective, and the last checkpoint stays intact
-  (checkpoints are replaced atomically).
+- Ending together: Ctrl-C is agreed on (every step ends with an allreduce of the stop flag), and
+  so are the failures that test reduced values (a non-finite loss or gradient: the optimizers
+  mark them `agreed`). Then rank 0 writes its checkpoint or run.h5 as one process would, all
+  ranks meet at a barrier and exit with the same status (exit_together).
+- Any other error on one rank prints "Error: rank r: ..." and aborts the whole job (MPI_Abort):
+  the others never hang in a collective, and the last checkpoint stays intact (checkpoints are
+  replaced atomically).
 """
 import contextlib
 import hashlib
@@ -27,6 +30,19 @@ import click
 import numpy as np
 
 from minigrad import distributed
+
+
+class ExitTogether(SystemExit):
+    """Every rank leaves with this status after a barrier (not an abort)."""
+
+
+def exit_together(code):
+    """End the command with `code` on every rank: a barrier first (rank 0 has written its
+    files), then SystemExit; abort_on_error lets it through."""
+    comm = communicator()
+    if comm.world_size > 1:
+        comm.barrier()
+    raise ExitTogether(code)
 
 
 def communicator():
@@ -106,6 +122,8 @@ def abort_on_error(comm):
         return
     try:
         yield
+    except ExitTogether as e:
+        raise SystemExit(e.code) from None
     except SystemExit as e:
         if e.code in (None, 0):
             raise

@@ -30,7 +30,12 @@ def pyplot():
 
 
 def hint(path):
-    """Tell the user the picture `path` was not drawn and how to get it."""
+    """Tell the user the picture `path` was not drawn and how to get it (rank 0 under mpiexec
+    draws and speaks)."""
+    from .parallel import is_root
+
+    if not is_root():
+        return
     click.echo(f"no plot written: matplotlib is not installed; for {os.path.basename(path)} "
                f"run: {INSTALL_HINT}")
 

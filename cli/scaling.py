@@ -38,7 +38,7 @@ import numpy as np
 
 from minigrad import datasets
 
-from . import plotting, search, study
+from . import parallel, plotting, search, study
 from .common import one_line_errors
 
 COLUMNS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_target")
@@ -59,6 +59,11 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
     if too_big:
         raise click.UsageError(f"batch size(s) {too_big} exceed the {n} training examples of "
                                f"{options['dataset']}")
+    world = parallel.communicator().world_size
+    odd = [b for b in sizes if b % world]
+    if odd:
+        raise click.UsageError(f"batch size(s) {odd} are not divisible by the {world} processes "
+                               "(each trial splits its batch into equal shards)")
     base = options["base_batch_size"] or min(sizes)
     specs = []
     for optimizer in options["optimizers"]:
@@ -138,22 +143,28 @@ def plot(curves, path, title):
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     panels = (("steps_to_target", "steps to target"), ("epochs_to_target", "epochs to target"),
               ("wall_to_target", "wall time to target (s)"))
+    sizes = next(iter(curves.values()))["batch_size"]
     for ax, (col, label) in zip(axes, panels):
+        reached = np.concatenate([c[col][c["reached"]] for c in curves.values()])
+        top = np.nanmax(reached) if reached.size else None
         for k, (optimizer, c) in enumerate(curves.items()):
             color = f"C{k}"
             b, y, ok = c["batch_size"], c[col], c["reached"]
             ax.plot(b[ok], y[ok], "o-", color=color, label=optimizer)
             if col == "steps_to_target" and ok.any():
                 ax.plot(b, c["ideal_steps"], ":", color=color, linewidth=1)
-            if (~ok).any() and ok.any():   # failures drawn on the top edge
-                ax.plot(b[~ok], np.full((~ok).sum(), np.nanmax(y)), "x", color=color, markersize=9)
+            if (~ok).any() and top is not None:   # failures drawn on the top edge
+                ax.plot(b[~ok], np.full((~ok).sum(), top), "x", color=color, markersize=9)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        sizes = next(iter(curves.values()))["batch_size"]
         ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        if top is None:   # nothing to put on a log axis
+            ax.text(0.5, 0.5, "no trial reached the target", transform=ax.transAxes,
+                    ha="center", va="center")
+        else:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)

@@ -148,6 +148,7 @@ def study_folder(out, command, jobs=1):
             sys.stdout = open(os.devnull, "w")   # noqa: SIM115 (for the life of the process)
     if out is None:
         out = os.path.join("studies", f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+        out = comm.broadcast_object(out)   # rank 0's clock decides
     if os.path.exists(out) and not os.path.isdir(out):
         raise click.UsageError(f"--out {out!r} is a file, not a study folder")
     os.makedirs(os.path.join(out, TRIALS), exist_ok=True)
@@ -334,6 +335,8 @@ def _run_trials_distributed(comm, root, specs, folders, report):
         code, message = execute(spec, folder, mode)
         if code == EXIT_INTERRUPTED:
             _interrupted(root)
+        if code == 2:   # a usage error of train: the same on every rank
+            raise UserError(f"trial {folder} could not start: {message}")
         if comm.rank == 0:
             report(i, code, message, time.perf_counter() - started)
         comm.barrier()   # rank 0 has read the trial's files before anyone moves on

@@ -25,6 +25,7 @@ At every evaluation the per-layer statistics of nn.capture are logged (cli/runlo
 """
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 from minigrad.optim import KFAC, SGD, STRCG, TRCG, schedules
+from minigrad.optim.optimizer import agreed
 
 try:
     import tomllib
@@ -91,8 +93,14 @@ def _parse_hidden(ctx, param, value):
     return sizes
 
 
-def _fail(message, code=1):
+def _fail(message, code=1, together=False):
+    """One line `Error: ...` and exit `code`. Distributed: with together=True (every rank fails
+    alike) rank 0 prints and all ranks exit after a barrier; otherwise this rank prints, naming
+    itself, and its exit aborts the job (cli/parallel.py)."""
     comm = parallel.communicator()
+    if together:
+        parallel.echo(f"Error: {message}", err=True)
+        parallel.exit_together(code)
     where = f"rank {comm.rank}: " if comm.world_size > 1 else ""
     click.echo(f"Error: {where}{message}", err=True)
     sys.exit(code)
@@ -375,7 +383,8 @@ class _DeferredInterrupt:
 @click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder (default runs/<UTC time YYYYmmdd-HHMMSS>).")
-@click.option("--overwrite", is_flag=True, help="Replace the run.h5 and checkpoint of an existing run folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run.h5 and checkpoints (also the kept ones) of an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Write the checkpoint (and run.h5) every K steps; always at the end.")
@@ -408,6 +417,7 @@ def train(ctx, **options):
         if resume:
             raise click.UsageError("--resume needs --out, the run folder to continue")
         out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+        out = parallel.communicator().broadcast_object(out)   # rank 0's clock decides
 
     def given(name):
         if name in from_file:
@@ -556,6 +566,8 @@ def run(config, out, saved, overwrite):
             for fname in (runlog.RUN_FILE, runlog.CHECKPOINT_FILE):
                 if os.path.exists(os.path.join(out, fname)):
                     os.remove(os.path.join(out, fname))
+            if os.path.isdir(os.path.join(out, runlog.KEPT_FOLDER)):   # the old run's kept ones
+                shutil.rmtree(os.path.join(out, runlog.KEPT_FOLDER))
 
     first_step = step
     t0 = time.perf_counter()
@@ -656,9 +668,13 @@ def run(config, out, saved, overwrite):
                     st["loss"].append(loss)
                     st["wall_time"].append(wall())
                     st.setdefault("step_time", []).append(step_time)
-                    if world > 1 or config.get("profile"):
-                        st.setdefault("comm_bytes", []).append(comm.stats.bytes - sent)
-                        st.setdefault("comm_time", []).append(comm.stats.seconds - spent)
+                    if world > 1 or config.get("profile") or "comm_bytes" in st:
+                        for key, value in (("comm_bytes", comm.stats.bytes - sent),
+                                           ("comm_time", comm.stats.seconds - spent)):
+                            # aligned with the steps: nan for steps of sessions not measured
+                            series = st.setdefault(key, [])
+                            series.extend([float("nan")] * (len(st["loss"]) - 1 - len(series)))
+                            series.append(value)
                     if name in ("sgd", "kfac"):
                         st["lr"].append(lr)
                     else:
@@ -688,12 +704,12 @@ def run(config, out, saved, overwrite):
         else:
             train_loss, acc = do_eval()
         snapshot("finished")
-    except _StopRequested:
+    except _StopRequested:   # agreed by all ranks
         snapshot("interrupted")
         parallel.echo(f"\ninterrupted at step {step}; checkpoint written to "
-                   f"{os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: minigrad train "
-                   f"--out {out} --resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+                      f"{os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: minigrad train "
+                      f"--out {out} --resume", err=True)
+        parallel.exit_together(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): mid-step
         snapshot("interrupted", checkpoint=False)
         kept = (f"the checkpoint of step {last_checkpoint} is kept; resume with: minigrad train "
@@ -702,10 +718,12 @@ def run(config, out, saved, overwrite):
         click.echo(f"\ninterrupted during step {step + 1}; {kept}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except FloatingPointError as e:
+        if world > 1 and not getattr(e, "agreed", False):
+            raise   # this rank's own failure: abort the job (parallel.abort_on_error)
         snapshot("failed", checkpoint=False)
         kept = (f"the checkpoint of step {last_checkpoint} is kept" if last_checkpoint is not None
                 else "no checkpoint was written")
-        _fail(f"training stopped at step {step + 1} ({kept}): {e}")
+        _fail(f"training stopped at step {step + 1} ({kept}): {e}", together=True)
     finally:
         if isinstance(optimizer, KFAC):
             optimizer.close()
@@ -736,8 +754,8 @@ def _one_step(name, model, optimizer, xb, yb, step, global_rows=None, rows=None)
         logits = model(mg.tensor(xb)) if len(yb) else None
         loss = loss_of(model, logits, yb) if len(yb) else None
         value = optimizer.reduce_value(float(loss.item()) if loss is not None else 0.0)
-        if not math.isfinite(value):
-            raise FloatingPointError(f"step {step + 1}: non-finite loss {value}")
+        if not math.isfinite(value):   # the global loss: every rank raises
+            raise agreed(FloatingPointError(f"step {step + 1}: non-finite loss {value}"))
         true_fisher = name == "kfac" and optimizer.fisher == "true"
         if loss is not None:
             loss.backward(retain_graph=true_fisher)   # the sampled pass goes through the logits

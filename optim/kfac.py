@@ -116,7 +116,7 @@ from .kfac_factors import (
     symmetric_eigh,
     trace_ratio_pi,
 )
-from .optimizer import Optimizer, check_number, check_schedule, loss_and_outputs
+from .optimizer import Optimizer, agreed, check_number, check_schedule, loss_and_outputs
 
 FISHER_KINDS = ("true", "empirical")
 DAMPING_FORMS = ("factored", "eigen")
@@ -283,7 +283,7 @@ class KFAC(Optimizer):
         update_factors = self.steps % self.cov_update_every == 0
         sampled = self.fisher == "true" and update_factors
         idle = self.distributed and self.shard_weight == 0   # no rows of this batch here
-        loss = None
+        loss = global_loss = None
         if closure is not None:
             if outputs is not None:
                 raise ValueError(f"{self.name}.step: give a closure or outputs, not both")
@@ -291,7 +291,7 @@ class KFAC(Optimizer):
             with enable_grad():
                 result = closure()
             loss, outputs = loss_and_outputs(result)
-            self.check_finite_loss(loss)
+            global_loss = self.check_finite_loss(self.reduce_value(float(loss.item())))
             if sampled and outputs is None and not idle:
                 raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs: let "
                                  "the closure return (loss, outputs)")
@@ -342,8 +342,9 @@ class KFAC(Optimizer):
         if self.kl_clip is not None and quad > 0:
             nu = min(1.0, math.sqrt(self.kl_clip / quad))
         if not math.isfinite(quad):
-            raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite preconditioned "
-                                     "gradient; the parameters were left unchanged")
+            raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite "
+                                            "preconditioned gradient; the parameters were left "
+                                            "unchanged"))
 
         # commit
         for w, (A, G) in new_factors.items():
@@ -370,10 +371,9 @@ class KFAC(Optimizer):
         self.info = {"lr": lr, "damping": damping, "nu": nu, "kl": quad,
                      "factors_updated": bool(new_factors), "inverses_refreshed": bool(new_sources)}
         if loss is not None:
-            self.info["loss"] = float(loss.item())
+            self.info["loss"] = global_loss
         if adapt:
-            self._adapt_damping(closure, self.reduce_value(float(loss.item())), before, grads,
-                                damping)
+            self._adapt_damping(closure, global_loss, before, grads, damping)
         return loss
 
     def _adapt_damping(self, closure, old_loss, before, grads, damping):
@@ -442,9 +442,9 @@ class KFAC(Optimizer):
             A_b, G_b = raw[2 * k], raw[2 * k + 1]
             for what, F in (("A", A_b), ("G", G_b)):
                 if not bool(xp_of(F).isfinite(F).all()):
-                    raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite "
-                                             f"factor {what} of layer {label!r}; the parameters "
-                                             "were left unchanged")
+                    raise agreed(FloatingPointError(
+                        f"{self.name} step {self.steps + 1}: non-finite factor {what} of layer "
+                        f"{label!r}; the parameters were left unchanged"))
             s = self.state[w]
             if "A" in s and self.factor_decay > 0:
                 d = self.factor_decay

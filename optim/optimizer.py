@@ -54,6 +54,13 @@ def check_schedule(owner, name, value, **bounds):
     return check_number(owner, name, value, **bounds)
 
 
+def agreed(error):
+    """Mark a FloatingPointError as raised on every rank alike (it tests a value reduced over the
+    ranks), so that a data-parallel run may end it together instead of aborting the job."""
+    error.agreed = True
+    return error
+
+
 def loss_and_outputs(result):
     """A closure's result, `loss` or `(loss, outputs)` (a tuple or a list), as (loss, outputs)."""
     if isinstance(result, (tuple, list)):
@@ -160,15 +167,17 @@ class Optimizer:
     def check_finite(self, what, arrays):
         for i, a in enumerate(arrays):
             if not bool(xp_of(a).isfinite(a).all()):
-                raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite {what} "
-                                         f"(parameter {i}, shape {tuple(a.shape)}); the parameters "
-                                         "were left unchanged")
+                raise agreed(FloatingPointError(
+                    f"{self.name} step {self.steps + 1}: non-finite {what} (parameter {i}, shape "
+                    f"{tuple(a.shape)}); the parameters were left unchanged"))
 
     def check_finite_loss(self, loss):
+        """The loss as a float; FloatingPointError if it is not finite. Distributed, call it on
+        reduced values only (every rank must raise alike)."""
         value = float(loss.item() if hasattr(loss, "item") else loss)
         if not np.isfinite(value):
-            raise FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite loss {value}; "
-                                     "the parameters were left unchanged")
+            raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite loss "
+                                            f"{value}; the parameters were left unchanged"))
         return value
 
     # -- checkpoints -----------------------------------------------------------------------

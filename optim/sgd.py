@@ -36,7 +36,7 @@ class SGD(Optimizer):
         if closure is not None:
             with enable_grad():
                 loss, _ = loss_and_outputs(closure())
-            self.check_finite_loss(loss)
+            value = self.check_finite_loss(self.reduce_value(float(loss.item())))
             self.zero_grad()
             loss.backward()
         grads = self.gradients()
@@ -58,5 +58,5 @@ class SGD(Optimizer):
         self.steps += 1
         self.info = {"lr": lr}
         if loss is not None:
-            self.info["loss"] = float(loss.item())
+            self.info["loss"] = value
         return loss

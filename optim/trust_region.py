@@ -66,7 +66,7 @@ from minigrad.curvature import GGNOperator, HessianOperator
 from minigrad.curvature.operators import CurvatureOperator
 from minigrad.function import enable_grad
 
-from .optimizer import Optimizer, check_number, loss_and_outputs
+from .optimizer import Optimizer, agreed, check_number, loss_and_outputs
 from .steihaug import steihaug_cg
 
 CURVATURES = ("hessian", "ggn")
@@ -223,7 +223,8 @@ class TRCG(Optimizer):
                 operator = None
             elif indices is not None:
                 sub_loss, sub_outputs = self._evaluate(closure, indices)
-                self.check_finite_loss(sub_loss)
+                if not self.distributed:   # distributed, a NaN shows in the reduced products
+                    self.check_finite_loss(sub_loss)
                 operator = self._curvature_operator(sub_loss, sub_outputs)
             else:
                 operator = self._curvature_operator(loss, outputs)
@@ -249,8 +250,9 @@ class TRCG(Optimizer):
             try:
                 result = steihaug_cg(matvec, g, radius, tol=tol, max_iters=self.cg_max_iters)
             except FloatingPointError as exc:
-                raise FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the parameters "
-                                         "were left unchanged") from None
+                # the products are reduced over the ranks: every rank meets the same value
+                raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the "
+                                                "parameters were left unchanged")) from None
             info.update(step_radius=radius, cg_iterations=info["cg_iterations"] + result.iterations,
                         cg_stop=result.reason)
             predicted = result.predicted_reduction

@@ -370,3 +370,11 @@ def test_a_trial_without_a_run_log_counts_as_crashed(tmp_path):
     r = study.trial_result(str(folder))
     assert r["status"] == "crashed" and not r["reached"] and math.isnan(r["final_test_accuracy"])
     assert "crashed, see" in study.outcome(r) and study.best_index([r]) == 0
+
+
+def test_scaling_plot_when_no_trial_reaches_the_target(tmp_path):
+    out = tmp_path / "s"
+    result = ok(invoke(scaling, *TINY, "--optimizers", "sgd", "--batch-sizes", "512",
+                       "--target-accuracy", "0.999", "--grid", "sgd.lr=0.2", "--out", out))
+    assert "not reached" in result.output
+    assert (out / "scaling.png").stat().st_size > 10_000

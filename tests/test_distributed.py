@@ -307,3 +307,52 @@ def test_a_rank_with_an_empty_shard_adds_nothing(tmp_path, optimizer):
     ok(mpirun(*args, "--out", tmp_path / "two"))
     ok(single(*args, "--out", tmp_path / "one"))
     assert_same_params(tmp_path / "two", tmp_path / "one", 1e-8)
+
+
+@needs_mpi
+def test_a_failure_every_rank_meets_ends_the_run_together_with_its_files(tmp_path):
+    out = tmp_path / "run"
+    result = mpirun("train", "--hidden", "16", "--steps", 30, "--lr", 1e30, "--out", out)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "non-finite loss" in errors[0] and "rank" not in errors[0]
+    assert read_run(str(out))["attrs"]["status"] == "failed"   # rank 0 wrote it before the exit
+
+
+@needs_mpi
+def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minigrad.cli",
+               "train", "--hidden", "16", "--steps", 10 ** 6, "--eval-every", 100, "--out", out]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()   # the first evaluation: training is under way
+        assert line.startswith("step"), line
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted at step" in stderr
+    step = read_checkpoint(str(out))[1]["step"]
+    assert read_run(str(out))["attrs"]["status"] == "interrupted" and step >= 100
+    ok(single("train", "--out", out, "--resume", "--steps", step + 5))
+    assert read_run(str(out))["attrs"]["steps"] == step + 5
+
+
+@needs_mpi
+def test_a_distributed_study_survives_a_diverging_trial(tmp_path):
+    study = ("scaling", "--hidden", "16", "--optimizers", "sgd", "--batch-sizes", "256",
+             "--target-accuracy", 0.5, "--budget-epochs", 2, "--grid", "sgd.lr=1e30,0.5",
+             "--out", tmp_path / "s")
+    result = ok(mpirun(*study))
+    assert "diverged" in result.stdout and (tmp_path / "s" / "scaling.h5").is_file()
+    bad = mpirun("scaling", "--batch-sizes", "33,64", "--target-accuracy", 0.5,
+                 "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "not divisible by the 2 processes" in bad.stderr
