@@ -60,7 +60,7 @@ def test_readme_command_lines_parse():
 
     parts = [part.strip() for block in blocks("bash") for line in block.splitlines()
              for part in line.split("#")[0].split("&&")]
-    lines = [re.sub(r"^mpiexec -n \d+ ", "", part) for part in parts]
+    lines = [re.sub(r"^(\w+=\S+ )*mpiexec -n \d+ ", "", part) for part in parts]
     lines = [line for line in lines if line.startswith("minigrad ")]
     assert len(lines) >= 9
     for line in lines:
