@@ -23,6 +23,7 @@ steps with the batch loss and the last test accuracy (or reconstruction error).
 
 At every evaluation the per-layer statistics of nn.capture are logged (cli/runlog.py, layers/).
 """
+import contextlib
 import math
 import os
 import shutil
@@ -210,29 +211,38 @@ def read_config_file(ctx, path):
     return out
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """The model in eval mode inside; every module's own mode (train or eval) restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            object.__setattr__(m, "training", training)   # what Module.train sets, one by one
+
+
 def evaluate(model, images, labels, flatten, device="cpu", batch_size=None):
     """(mean loss, accuracy) on a whole split, in eval mode, without a graph; for the
     autoencoder (mean loss per image, mean reconstruction error per image: the squared error of
-    sigmoid(logits) summed over pixels). `batch_size` (default EVAL_BATCH) only bounds memory."""
+    sigmoid(logits) summed over pixels). `batch_size` (default EVAL_BATCH) only bounds memory.
+    The model's modes are left as they were."""
     step = batch_size or EVAL_BATCH
     auto = is_autoencoder(model)
-    model.eval()
     total, correct = 0.0, 0
-    try:
-        with mg.no_grad():
-            for start in range(0, len(labels), step):
-                x = images[start:start + step]
-                y = labels[start:start + step]
-                x = to_device(x.reshape(len(x), -1) if flatten else x, device)
-                logits = model(mg.tensor(x))
-                target = x if auto else to_device(y, device)
-                total += float(loss_of(model, logits, target, reduction="sum").item())
-                if auto:
-                    correct += float(models.reconstruction_error(logits, target, "sum").item())
-                else:
-                    correct += int((logits.numpy().argmax(1) == y).sum())
-    finally:
-        model.train()
+    with eval_mode(model), mg.no_grad():
+        for start in range(0, len(labels), step):
+            x = images[start:start + step]
+            y = labels[start:start + step]
+            x = to_device(x.reshape(len(x), -1) if flatten else x, device)
+            logits = model(mg.tensor(x))
+            target = x if auto else to_device(y, device)
+            total += float(loss_of(model, logits, target, reduction="sum").item())
+            if auto:
+                correct += float(models.reconstruction_error(logits, target, "sum").item())
+            else:
+                correct += int((logits.numpy().argmax(1) == y).sum())
     return total / len(labels), correct / len(labels)
 
 
@@ -273,8 +283,7 @@ def layer_statistics(model, images, labels, device="cpu"):
     (BatchNorm uses and keeps its running statistics), the gradient comes from minigrad.grad
     (the parameters' .grad are left alone) and no random numbers are drawn, so training is
     not disturbed."""
-    model.eval()
-    try:
+    with eval_mode(model):
         params = [p for p in model.parameters() if p.requires_grad]
         with capture(model) as stats:
             x = mg.tensor(to_device(images, device))
@@ -282,8 +291,6 @@ def layer_statistics(model, images, labels, device="cpu"):
             loss = loss_of(model, model(x), target)
             mg.grad(loss, params, allow_unused=True)
         summary = stats.summary()
-    finally:
-        model.train()
     return {name: {k: info.get(k) for k in runlog.LAYER_METRICS} for name, info in summary.items()}
 
 

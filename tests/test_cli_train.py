@@ -509,3 +509,16 @@ def test_kfac_update_intervals(tmp_path):
     assert a["steps"]["loss"][6] != b["steps"]["loss"][6]
     result = invoke("--out", tmp_path / "c", "--cov-update-every", 2)
     assert result.exit_code == 2 and "does not apply to --optimizer sgd" in result.output
+
+
+def test_evaluate_leaves_each_modules_mode_as_it_was():
+    from minigrad.nn import models
+    model = models.resnet_cifar(depth=8, num_classes=10, in_channels=1, width=4, rng=0)
+    model.eval()
+    first = next(iter(model.modules()))
+    children = list(model.modules())[1:]
+    object.__setattr__(children[0], "training", True)   # a mixed state, as a user may set it
+    before = [m.training for m in model.modules()]
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    train_module.evaluate(model, x, np.zeros(3, np.int64), flatten=False)
+    assert [m.training for m in model.modules()] == before and not first.training
