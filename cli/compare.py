@@ -23,10 +23,10 @@ compare.h5::
 
     attrs   command ("compare"), options (JSON), base_batch_size, train_examples, versions
     trials/ the trial table (cli/study.py write_trials)
-    best/   one entry per optimizer (in --optimizers order): optimizer, trial (index into
-            trials/), and the trial-table columns of the best trial (reached, steps_to_target,
-            epochs_to_target, cost_to_target, wall_to_target, curvature_products,
-            cg_iterations, final_train_loss, final_test_accuracy, ...)
+    best/   one entry per optimizer (in --optimizers order): the trial-table columns of its best
+            setting (with --seeds K the means over the K seeds: reached if every seed reached
+            the target; steps_to_target then float64), plus trial (index into trials/ of the
+            setting's first seed), seeds, reached_fraction, steps_min, steps_max
 """
 import json
 import os
@@ -46,9 +46,9 @@ def print_table(best, specs, results):
     for optimizer, i in best.items():
         r, s = results[i], specs[i]
         rows.append((optimizer, "yes" if r["reached"] else "no",
-                     study.fmt(r["steps_to_target"], "d"), study.fmt(r["epochs_to_target"], ".2f"),
-                     study.fmt(r["cost_to_target"], ".0f"), r["curvature_products"],
-                     r["cg_iterations"], study.fmt(r["wall_to_target"], ".2f"),
+                     study.fmt(r["steps_to_target"], ".0f"), study.fmt(r["epochs_to_target"], ".2f"),
+                     study.fmt(r["cost_to_target"], ".0f"), study.fmt(r["curvature_products"], ".0f"),
+                     study.fmt(r["cg_iterations"], ".0f"), study.fmt(r["wall_to_target"], ".2f"),
                      study.fmt(r["final_train_loss"], ".4f"),
                      study.fmt(r["final_test_accuracy"], ".4f"),
                      " ".join(f"{k}={s[k]:.3g}" for k in study.HYPERPARAMETERS
@@ -105,28 +105,25 @@ def compare(**options):
     size = options["batch_size"]
     options["grid_entries"] = list(options["grid_entries"])
     root, specs, n, base = prepare(options, [size], False, "compare")
-    results = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    settings, results = study.aggregate(specs, trials)
     best = {}
     for optimizer in options["optimizers"]:
-        idx = [i for i, s in enumerate(specs) if s["optimizer"] == optimizer]
+        idx = [i for i, s in enumerate(settings) if s["optimizer"] == optimizer]
         best[optimizer] = idx[study.best_index([results[i] for i in idx])]
 
     def fill(f):
-        study.write_trials(f.create_group("trials"), specs, results)
-        g = f.create_group("best")
-        g.create_dataset("optimizer", data=np.array(list(best), dtype=object),
-                         dtype=study._h5_str())
-        g.create_dataset("trial", data=np.array(list(best.values()), np.int64))
-        for key, column in f["trials"].items():
-            if key != "optimizer":
-                g.create_dataset(key, data=column[()][list(best.values())], dtype=column.dtype)
+        study.write_trials(f.create_group("trials"), specs, trials)
+        # the best setting of each optimizer (means over its seeds), in --optimizers order
+        study.write_trials(f.create_group("best"), [settings[i] for i in best.values()],
+                           [results[i] for i in best.values()])
     study.write_study(os.path.join(root, "compare.h5"), study_attrs("compare", options, base, n),
                       fill)
     click.echo(f"\n{options['dataset']}, {options['model']}, batch size {size}, target "
                f"{target_text(options)}, budget {options['budget_epochs']} epochs; each "
                "optimizer's best trial:")
-    print_table(best, specs, results)
-    note = grid_edges(options, specs, [(opt, size, i) for opt, i in best.items()], base)
+    print_table(best, settings, results)
+    note = grid_edges(options, settings, [(opt, size, i) for opt, i in best.items()], base)
     if note:
         click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'compare.h5')}")

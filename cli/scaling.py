@@ -27,7 +27,10 @@ scaling.h5::
     best/<optimizer>/  one entry per batch size (ascending): batch_size, trial (index into
             trials/, -1 if none), reached, steps_to_target, epochs_to_target, wall_to_target,
             cost_to_target (nan where not reached), ideal_steps, speedup, efficiency (nan
-            where undefined), and the best trial's hyperparameters (lr, momentum, ...)
+            where undefined), and the best trial's hyperparameters (lr, momentum, ...);
+            steps_min, steps_max: the spread over the setting's seeds (--seeds K: a setting is
+            trained with K seeds, reaches the target if every seed does, and its figures are
+            the means; trial is then its first seed's)
 """
 import math
 import os
@@ -71,11 +74,14 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
             for point in search.points(optimizer, b, base, options["lr_scaling"],
                                        options["search_kind"], options["trials"], options["seed"],
                                        overrides, grids):
-                specs.append(study.trial_spec(options, optimizer, b, point,
-                                              math.ceil(n / b), stop_at_target))
+                for k in range(options["seeds"]):
+                    spec = study.trial_spec(options, optimizer, b, point, math.ceil(n / b),
+                                            stop_at_target)
+                    specs.append(dict(spec, seed=options["seed"] + k))
     root = study.study_folder(options["out"], command, options["jobs"])
     click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
-               f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search)")
+               f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search"
+               + (f", {options['seeds']} seeds per setting" if options["seeds"] > 1 else "") + ")")
     return root, specs, n, base
 
 
@@ -93,8 +99,12 @@ def curve(specs, results, optimizer, sizes):
     """{column: array over sizes} of the best trials, with ideal_steps, speedup, efficiency."""
     best = best_per_batch(specs, results, optimizer, sizes)
     c = {"batch_size": np.array(sizes, np.int64),
-         "trial": np.array([-1 if i is None else i for _, i in best], np.int64),
+         "trial": np.array([-1 if i is None else results[i].get("trial", i) for _, i in best],
+                           np.int64),
          "reached": np.array([i is not None and results[i]["reached"] for _, i in best], bool)}
+    for key in ("steps_min", "steps_max"):
+        c[key] = np.array([np.nan if i is None or results[i].get(key) is None
+                           else results[i][key] for _, i in best], np.float64)
     for col in COLUMNS:
         c[col] = np.array([float(results[i][col]) if ok else np.nan
                            for (_, i), ok in zip(best, c["reached"])], np.float64)
@@ -124,8 +134,11 @@ def print_table(curves):
     for optimizer, c in curves.items():
         for k, b in enumerate(c["batch_size"]):
             reached = c["reached"][k]
+            spread = ("" if c["steps_min"][k] == c["steps_max"][k] or not reached else
+                      f" [{c['steps_min'][k]:.0f}-{c['steps_max'][k]:.0f}]")
             rows.append((optimizer, int(b),
-                         study.fmt(c["steps_to_target"][k], ".0f") if reached else "not reached",
+                         study.fmt(c["steps_to_target"][k], ".0f") + spread if reached
+                         else "not reached",
                          study.fmt(c["epochs_to_target"][k], ".2f"),
                          study.fmt(c["wall_to_target"][k], ".2f"),
                          study.fmt(c["cost_to_target"][k], ".0f"),
@@ -229,11 +242,12 @@ def scaling(**options):
     sizes = options["batch_sizes"]
     options["grid_entries"] = list(options["grid_entries"])
     root, specs, n, base = prepare(options, sizes, True, "scaling")
-    results = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
-    curves = {opt: curve(specs, results, opt, sizes) for opt in options["optimizers"]}
+    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    settings, results = study.aggregate(specs, trials)
+    curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
 
     def fill(f):
-        study.write_trials(f.create_group("trials"), specs, results)
+        study.write_trials(f.create_group("trials"), specs, trials)
         for opt, c in curves.items():
             g = f.create_group(f"best/{opt}")
             for key, values in c.items():

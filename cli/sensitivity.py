@@ -24,7 +24,8 @@ sensitivity.h5::
             <columns name>: their values (lr as at the base batch size, before scaling);
             batch_size (nb,); fraction_reached (nb,); and (nb, R, C) arrays over batch size x
             rows x columns: steps_to_target (nan where not reached), epochs_to_target,
-            final_test_accuracy, final_train_loss, reached, trial (index into trials/)
+            final_test_accuracy, final_train_loss, reached, trial (index into trials/); with
+            --seeds K each cell is the mean over the setting's K seeds, reached if all reached
 """
 import os
 
@@ -53,7 +54,7 @@ def maps(specs, results, optimizer, sizes, axes, names, factors):
         r = int(np.argmin([abs(v - unscaled[names[0]]) for v in rows]))
         c = int(np.argmin([abs(v - unscaled[names[1]]) for v in cols]))
         res = results[i]
-        m["trial"][b, r, c] = i
+        m["trial"][b, r, c] = res.get("trial", i)
         m["reached"][b, r, c] = res["reached"]
         for k in MAPS:
             m[k][b, r, c] = np.nan if res[k] is None else float(res[k])
@@ -165,15 +166,16 @@ def sensitivity(**options):
                 raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
                                        f"give {name} one value, not {len(values)}")
     root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
-    results = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    settings, results = study.aggregate(specs, trials)
     overrides = search.parse_grid(options["grid_entries"])
     axes = {opt: search.grid(opt, overrides, grids) for opt in options["optimizers"]}
     factors = {b: search.lr_factor(options["lr_scaling"], b, base) for b in sizes}
-    all_maps = {opt: maps(specs, results, opt, sizes, axes[opt], search.AXES[opt], factors)
+    all_maps = {opt: maps(settings, results, opt, sizes, axes[opt], search.AXES[opt], factors)
                 for opt in options["optimizers"]}
 
     def fill(f):
-        study.write_trials(f.create_group("trials"), specs, results)
+        study.write_trials(f.create_group("trials"), specs, trials)
         for opt, m in all_maps.items():
             g = f.create_group(f"maps/{opt}")
             names = search.AXES[opt]

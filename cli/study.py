@@ -111,6 +111,9 @@ def study_options(batch_option):
         click.option("--evals-per-epoch", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Evaluations per epoch: the resolution of steps to target."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Train every setting with seeds --seed, --seed+1, ...: a setting "
+                          "reaches the target if every seed does; its figures are the means."),
         click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32",
                      show_default=True),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -424,6 +427,45 @@ def trial_result(folder):
     }
 
 
+SEED_MEANS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_target", "steps",
+              "epochs", "wall_time", "cost", "curvature_products", "cg_iterations",
+              "final_train_loss", "final_train_split_loss", "final_test_loss",
+              "final_test_accuracy")
+
+
+def aggregate(specs, results):
+    """(setting specs, setting results): the trials of one setting (the same options but the
+    seed) combined. A setting reaches the target if every seed does; its figures are the means
+    over its seeds (to-target ones only when it reached the target), with steps_min/steps_max
+    the spread of steps to target, reached_fraction the share of seeds that reached it, status
+    "failed" if any seed diverged, and trial/folder those of its first seed. One seed: the
+    trial's own result, with trial, seeds=1 and the spread added."""
+    groups = {}
+    for i, spec in enumerate(specs):
+        key = json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True)
+        groups.setdefault(key, []).append(i)
+    out_specs, out_results = [], []
+    for idx in groups.values():
+        rs = [results[i] for i in idx]
+        r = dict(rs[0], trial=idx[0], seeds=len(idx))
+        steps = [x["steps_to_target"] for x in rs if x["reached"]]
+        r["reached"] = all(x["reached"] for x in rs)
+        r["reached_fraction"] = len(steps) / len(rs)
+        r["steps_min"], r["steps_max"] = (min(steps), max(steps)) if steps else (None, None)
+        if any(x["status"] == "failed" for x in rs):
+            r["status"] = "failed"
+        if len(rs) > 1:
+            for key in SEED_MEANS:
+                if key.endswith("_to_target") and not r["reached"]:
+                    r[key] = None if key == "steps_to_target" else float("nan")
+                    continue
+                values = [x[key] for x in rs]
+                r[key] = float(np.mean([np.nan if v is None else v for v in values]))
+        out_specs.append(specs[idx[0]])
+        out_results.append(r)
+    return out_specs, out_results
+
+
 def best_index(results):
     """The best trial: among those that reached the target, the fewest steps, then the lowest
     cost, then the best final test accuracy; if none reached it, the best final test accuracy,
@@ -447,25 +489,42 @@ def best_index(results):
 
 
 def write_trials(group, specs, results):
-    """The trial table as parallel 1-D datasets of `group` (an h5py group)."""
+    """The trial table as parallel 1-D datasets of `group` (an h5py group). For settings
+    (aggregate() over several seeds) also trial, seeds, reached_fraction, steps_min, steps_max,
+    and steps_to_target as float64 means (nan if not reached) instead of int64 (-1)."""
     string = lambda values: np.array([str(v) for v in values], dtype=object)  # noqa: E731
     group.create_dataset("folder", data=string(os.path.relpath(r["folder"], os.path.dirname(
         os.path.dirname(r["folder"]))) for r in results), dtype=_h5_str())
     group.create_dataset("optimizer", data=string(s["optimizer"] for s in specs), dtype=_h5_str())
     group.create_dataset("batch_size", data=np.array([s["batch_size"] for s in specs], np.int64))
+    group.create_dataset("seed", data=np.array([s["seed"] for s in specs], np.int64))
     for name in HYPERPARAMETERS:
         group.create_dataset(name, data=np.array([np.nan if s.get(name) is None else s[name]
                                                   for s in specs], np.float64))
     group.create_dataset("status", data=string(r["status"] for r in results), dtype=_h5_str())
     group.create_dataset("reached", data=np.array([r["reached"] for r in results], bool))
-    group.create_dataset("steps_to_target", data=np.array(
-        [-1 if r["steps_to_target"] is None else r["steps_to_target"] for r in results], np.int64))
+    if any(r.get("seeds", 1) > 1 for r in results):
+        group.create_dataset("steps_to_target", data=np.array(
+            [np.nan if r["steps_to_target"] is None else r["steps_to_target"] for r in results],
+            np.float64))
+    else:
+        group.create_dataset("steps_to_target", data=np.array(
+            [-1 if r["steps_to_target"] is None else r["steps_to_target"] for r in results],
+            np.int64))
+    if results and "seeds" in results[0]:
+        for name in ("trial", "seeds", "steps_min", "steps_max"):
+            group.create_dataset(name, data=np.array(
+                [-1 if r[name] is None else r[name] for r in results], np.int64))
+        group.create_dataset("reached_fraction", data=np.array(
+            [r["reached_fraction"] for r in results], np.float64))
     for name in ("epochs_to_target", "wall_to_target", "cost_to_target", "wall_time", "cost",
                  "final_train_loss", "final_train_split_loss", "final_test_loss",
                  "final_test_accuracy"):
         group.create_dataset(name, data=np.array([r[name] for r in results], np.float64))
-    for name in ("steps", "curvature_products", "cg_iterations"):
-        group.create_dataset(name, data=np.array([r[name] for r in results], np.int64))
+    for name in ("steps", "curvature_products", "cg_iterations"):   # means over seeds: float
+        values = np.array([r[name] for r in results], np.float64)
+        integral = np.all(values == np.round(values))
+        group.create_dataset(name, data=values.astype(np.int64) if integral else values)
 
 
 def _h5_str():

@@ -378,3 +378,54 @@ def test_scaling_plot_when_no_trial_reaches_the_target(tmp_path):
                        "--target-accuracy", "0.999", "--grid", "sgd.lr=0.2", "--out", out))
     assert "not reached" in result.output
     assert (out / "scaling.png").stat().st_size > 10_000
+
+
+def test_seeds_average_each_setting_over_its_seeds(tmp_path):
+    out = tmp_path / "s"
+    result = ok(invoke(scaling, *TINY, "--optimizers", "sgd", "--batch-sizes", "256",
+                       "--target-accuracy", "0.5", "--grid", "sgd.lr=0.2,0.4", "--seeds", 2,
+                       "--seed", 3, "--out", out))
+    assert "2 seeds per setting" in result.output
+    trials = trial_results(out)
+    assert len(trials) == 4
+    with h5py.File(out / "scaling.h5") as f:
+        seeds = f["trials/seed"][()]
+        lrs, steps, reached = f["trials/lr"][()], f["trials/steps_to_target"][()], f["trials/reached"][()]
+        assert sorted(seeds) == [3, 3, 4, 4]
+        settings = {}
+        for lr, s, ok_ in zip(lrs, steps, reached):
+            settings.setdefault(lr, []).append((s, ok_))
+        means = {lr: np.mean([s for s, _ in v]) for lr, v in settings.items() if all(o for _, o in v)}
+        g = f["best/sgd"]
+        if means:
+            assert g["steps_to_target"][0] == min(means.values())
+            lr = min(means, key=means.get)
+            assert g["lr"][0] == lr
+            assert g["steps_min"][0] == min(s for s, _ in settings[lr])
+            assert g["steps_max"][0] == max(s for s, _ in settings[lr])
+        else:
+            assert not g["reached"][0]
+
+
+def test_aggregate_needs_every_seed_to_reach_the_target():
+    base = {"optimizer": "sgd", "batch_size": 64, "lr": 0.1}
+    def result(reached, steps, acc):
+        return {"folder": "f", "status": "finished", "targets": ["target_accuracy"],
+                "reached": reached, "steps_to_target": steps if reached else None,
+                "epochs_to_target": 1.0 if reached else float("nan"), "wall_to_target": 0.1,
+                "cost_to_target": float(steps or 0), "steps": 10, "epochs": 1.0,
+                "wall_time": 1.0, "cost": 10.0, "curvature_products": 0, "cg_iterations": 0,
+                "final_train_loss": 0.5, "final_train_split_loss": float("nan"),
+                "final_test_loss": 0.5, "final_test_accuracy": acc}
+    specs = [dict(base, seed=0), dict(base, seed=1), dict(base, lr=0.2, seed=0),
+             dict(base, lr=0.2, seed=1)]
+    results = [result(True, 4, 0.9), result(True, 8, 0.8), result(True, 4, 0.9),
+               result(False, None, 0.7)]
+    settings, agg = study.aggregate(specs, results)
+    assert [s["lr"] for s in settings] == [0.1, 0.2] and [a["trial"] for a in agg] == [0, 2]
+    assert agg[0]["reached"] and agg[0]["steps_to_target"] == 6.0
+    assert (agg[0]["steps_min"], agg[0]["steps_max"]) == (4, 8)
+    assert agg[0]["final_test_accuracy"] == pytest.approx(0.85)
+    assert not agg[1]["reached"] and agg[1]["reached_fraction"] == 0.5
+    assert agg[1]["steps_to_target"] is None and math.isnan(agg[1]["cost_to_target"])
+    assert study.best_index(agg) == 0
