@@ -155,7 +155,7 @@ class TRCG(Optimizer):
         mine = indices[(indices >= lo) & (indices < hi)] - lo
         return mine, len(mine) / len(indices)
 
-    def _global_matvec(self, operator, weight, flat):
+    def _global_matvec(self, operator, weight):
         """v -> sum_r w_r H_r v over ranks (one allreduce per product); H_r v = 0 on a rank with
         no rows in the sample. One process: the operator's own product."""
         if not self.distributed:
@@ -229,7 +229,7 @@ class TRCG(Optimizer):
             else:
                 operator = self._curvature_operator(loss, outputs)
         flat = operator if operator is not None else CurvatureOperator(self.params)
-        matvec = self._global_matvec(operator, weight, flat)
+        matvec = self._global_matvec(operator, weight)
         if self.distributed and indices is not None:
             indices = global_indices
         g = flat.flatten(grads)
