@@ -488,7 +488,9 @@ def op_breakdown(name, fn, n):
         print(f"  {op:<13s} {key:<46s} {c / n:6.1f} {t / n * 1e3:8.3f}")
 
 
-def profile(name, fn, n, top):
+def profile(name, fn, n, top, unit="calls",
+            note=" (MatMul.forward's own time is its BLAS call)"):
+    """cProfile of n calls of fn after one warm-up call, the `top` functions by own time."""
     import cProfile
     import pstats
     prof = cProfile.Profile()
@@ -497,8 +499,7 @@ def profile(name, fn, n, top):
     for _ in range(n):
         fn()
     prof.disable()
-    print(f"\n--- cProfile: {name}, {n} calls, top {top} by own time (MatMul.forward's own time "
-          "is its BLAS call) ---")
+    print(f"\n--- cProfile: {name}, {n} {unit}, top {top} by own time{note} ---")
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 

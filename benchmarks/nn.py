@@ -30,10 +30,8 @@ by op and by op + input shapes, and prints cProfile's top functions. --alternati
 plain NumPy on the shapes of these nets, the layouts suggested by the profile (see README.md).
 """
 import argparse
-import cProfile
 import gc
 import os
-import pstats
 import statistics
 import sys
 import time
@@ -41,7 +39,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine import interleaved, numpy_blas_threads, ratio, rel_err
+from engine import interleaved, numpy_blas_threads, profile, ratio, rel_err
 
 import minigrad as mg
 import minigrad.functional as F
@@ -224,17 +222,6 @@ def cpu_times(name, fn, n):
     t1, w1 = os.times(), time.perf_counter()
     print(f"\n--- {name}: per step {(w1 - w0) / n * 1e3:.0f} ms wall, {(t1.user - t0.user) / n * 1e3:.0f} ms "
           f"user CPU, {(t1.system - t0.system) / n * 1e3:.0f} ms system CPU ({n} steps) ---")
-
-
-def profile(name, fn, n, top):
-    prof = cProfile.Profile()
-    fn()
-    prof.enable()
-    for _ in range(n):
-        fn()
-    prof.disable()
-    print(f"\n--- cProfile: {name}, {n} steps, top {top} by own time ---")
-    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
 # -------------------------------------------------------------------------- alternatives
@@ -485,7 +472,7 @@ def main(argv=None):
             if "torch" in steps[name]:
                 cpu_times(f"torch {name} step, batch {batch}", steps[name]["torch"], n)
             op_breakdown(f"minigrad {name} step, batch {batch}", steps[name]["minigrad"], n)
-            profile(f"minigrad {name} step", steps[name]["minigrad"], n, 20)
+            profile(f"minigrad {name} step", steps[name]["minigrad"], n, 20, unit="steps", note="")
     if args.alternatives:
         alternatives(repeat=7)
     return 0 if ok else 1

@@ -62,6 +62,8 @@ def echo(*args, **kwargs):
 def shard_rows(global_rows, rank, world_size):
     """(lo, hi): the rows of a global batch of global_rows that `rank` holds (the split of
     datasets.batches: contiguous equal parts, numpy.array_split for a short batch)."""
+    if world_size == 1:   # every step calls this: no arrays for the common case
+        return 0, global_rows
     sizes = [len(part) for part in np.array_split(np.arange(global_rows), world_size)]
     lo = sum(sizes[:rank])
     return lo, lo + sizes[rank]

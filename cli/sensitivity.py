@@ -157,10 +157,10 @@ def sensitivity(**options):
     options["grid_entries"] = list(options["grid_entries"])
     grids = search.SENSITIVITY_GRIDS
     try:
-        extra = search.parse_grid(options["grid_entries"])
+        overrides = search.parse_grid(options["grid_entries"])
     except ValueError as e:
         raise click.UsageError(str(e))
-    for opt, axes in extra.items():
+    for opt, axes in overrides.items():
         for name, values in axes.items():
             if name in search.EXTRA_AXES[opt] and len(values) > 1:
                 raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
@@ -168,7 +168,6 @@ def sensitivity(**options):
     root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
     trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     settings, results = study.aggregate(specs, trials)
-    overrides = search.parse_grid(options["grid_entries"])
     axes = {opt: search.grid(opt, overrides, grids) for opt in options["optimizers"]}
     factors = {b: search.lr_factor(options["lr_scaling"], b, base) for b in sizes}
     all_maps = {opt: maps(settings, results, opt, sizes, axes[opt], search.AXES[opt], factors)
