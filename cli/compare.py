@@ -1,9 +1,10 @@
 """`minigrad compare`: the optimizers side by side at one batch size, each tuned.
 
 For every optimizer, the search of cli/search.py at --batch-size (grid by default); every trial
-trains for the whole budget (no stop at the target) so the final figures are comparable, and the
-best trial (fewest steps to the target; if none reached it, the best final test accuracy) stands
-for the optimizer. The table answers the questions of the large-batch debate in one place:
+stops at the first evaluation that meets the target (as in `minigrad scaling`: what comes after
+cannot change steps to target, and it saves most of the compute), and the best trial (fewest
+steps to the target; if none reached it, the best final test accuracy) stands for the
+optimizer. The table answers the questions of the large-batch debate in one place:
 
     reached      did the tuned method reach the target within the budget?
     steps        optimizer steps to the target (iterations: what data parallelism shortens)
@@ -13,7 +14,7 @@ for the optimizer. The table answers the questions of the large-batch debate in 
     HVPs, CG     curvature-vector products and CG iterations over the whole run
     wall s       seconds of optimizer steps to the target (evaluations excluded)
     final        train loss (mean mini-batch loss of the last evaluation interval) and test
-                 accuracy at the end of the budget
+                 accuracy where the trial ended: at the target, or at the end of the budget
 
 Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study.py),
 compare.h5, compare.png (the best trials' curves against epochs, gradient evaluations and
@@ -104,7 +105,7 @@ def compare(**options):
     study.check_targets(options)
     size = options["batch_size"]
     options["grid_entries"] = list(options["grid_entries"])
-    root, specs, n, base = prepare(options, [size], False, "compare")
+    root, specs, n, base = prepare(options, [size], True, "compare")
     trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     settings, results = study.aggregate(specs, trials)
     best = {}
@@ -120,7 +121,8 @@ def compare(**options):
     study.write_study(os.path.join(root, "compare.h5"), study_attrs("compare", options, base, n),
                       fill)
     click.echo(f"\n{options['dataset']}, {options['model']}, batch size {size}, target "
-               f"{target_text(options)}, budget {options['budget_epochs']} epochs; each "
+               f"{target_text(options)}, budget {study.per_batch_text(options, 'budget_epochs')} "
+               "epochs; each "
                "optimizer's best trial:")
     print_table(best, settings, results)
     note = grid_edges(options, settings, [(opt, size, i) for opt, i in best.items()], base)

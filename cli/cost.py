@@ -8,6 +8,9 @@ and backward through the gradient's graph, about the price of another gradient; 
 
     sgd, kfac     1                                      (K-FAC's empirical-Fisher factors come
                                                           from the same backward pass)
+    kfac, true    1 + [factors updated] 2/3              the backward of the loss on labels
+      Fisher                                              sampled from the model, on the steps
+                                                          that update the factors
     trcg, strcg   1 + [m < B] m / (3B)                   gradient, and the forward of the
                     + 2 m / B * curvature_products        curvature sub-sample when it is one;
                     + trials / 3                          CG products; the ratio tests' forwards
@@ -18,6 +21,7 @@ here. The counts themselves (cg_iterations, curvature_products, rejections) are 
 another cost model can be applied to a run after the fact.
 """
 FORWARD = 1.0 / 3.0
+BACKWARD = 1.0 - FORWARD
 CURVATURE_PRODUCT = 2.0
 
 
@@ -25,7 +29,7 @@ def step_cost(name, info, batch_size):
     """{series: value} for run.h5's steps/ group: "grad_equivalents" for every optimizer, and
     for trcg/strcg "cg_iterations", "curvature_products", "rejections" of the step."""
     if name in ("sgd", "kfac"):
-        return {"grad_equivalents": 1.0}
+        return {"grad_equivalents": 1.0 + (BACKWARD if info.get("sampled_backward") else 0.0)}
     m = info.get("curvature_samples") or batch_size
     share = m / batch_size
     products = int(info.get("curvature_products", 0))

@@ -68,6 +68,11 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
         raise click.UsageError(f"batch size(s) {odd} are not divisible by the {world} processes "
                                "(each trial splits its batch into equal shards)")
     base = options["base_batch_size"] or min(sizes)
+    fixed = study.fixed_train_options(options["train_options"], options["optimizers"])
+    for b in sizes:   # a per-batch-size option without a value for one size: a usage error now
+        study.per_batch(options, "budget_epochs", b)
+        if options["eval_every"]:
+            study.per_batch(options, "eval_every", b)
     specs = []
     for optimizer in options["optimizers"]:
         for b in sizes:
@@ -76,7 +81,7 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
                                        overrides, grids):
                 for k in range(options["seeds"]):
                     spec = study.trial_spec(options, optimizer, b, point, math.ceil(n / b),
-                                            stop_at_target)
+                                            stop_at_target, fixed[optimizer])
                     specs.append(dict(spec, seed=options["seed"] + k))
     root = study.study_folder(options["out"], command, options["jobs"])
     click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
@@ -223,7 +228,9 @@ def target_text(options):
 
 
 def study_attrs(command, options, base, n):
-    return {"command": command, "options": {k: v for k, v in options.items()},
+    # JSON: a per-batch-size option's {B: value} gets string keys
+    return {"command": command, "options": {k: (list(v) if isinstance(v, tuple) else v)
+                                            for k, v in options.items()},
             "base_batch_size": int(base), "train_examples": int(n)}
 
 
@@ -255,7 +262,8 @@ def scaling(**options):
     study.write_study(os.path.join(root, "scaling.h5"), study_attrs("scaling", options, base, n),
                       fill)
     click.echo(f"\nsteps to {target_text(options)} ({options['dataset']}, {options['model']}, "
-               f"best of each search; budget {options['budget_epochs']} epochs):")
+               f"best of each search; budget {study.per_batch_text(options, 'budget_epochs')} "
+               "epochs):")
     print_table(curves)
     note = grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
                                        for opt, c in curves.items()

@@ -187,7 +187,8 @@ def sensitivity(**options):
     study.write_study(os.path.join(root, "sensitivity.h5"),
                       study_attrs("sensitivity", options, base, n), fill)
     click.echo(f"\nrobustness: fraction of each grid reaching {target_text(options)} within "
-               f"{options['budget_epochs']} epochs ({options['dataset']}, {options['model']}):")
+               f"{study.per_batch_text(options, 'budget_epochs')} epochs ({options['dataset']}, "
+               f"{options['model']}):")
     print_table(all_maps, sizes)
     click.echo(f"results written to {os.path.join(root, 'sensitivity.h5')}")
     what = f"{options['dataset']} {options['model']}"
@@ -195,5 +196,6 @@ def sensitivity(**options):
          f"{what}: steps to {target_text(options)} (grey: not reached)", True, ".0f", "viridis_r")
     plot(all_maps, axes, sizes, "final_test_accuracy",
          os.path.join(root, "sensitivity-accuracy.png"),
-         f"{what}: final test accuracy after {options['budget_epochs']} epochs (grey: diverged)",
+         f"{what}: final test accuracy after {study.per_batch_text(options, 'budget_epochs')} "
+         "epochs (grey: diverged)",
          False, ".2f", "viridis")

@@ -21,6 +21,15 @@ OpenBLAS threads that wait for a busy core make a step several times slower.) A 
 current step (each writes its checkpoint) and ends the study with exit status 130; the same
 command continues it.
 
+What a trial is given. The study sets the data, model, optimizer, batch size, seed, budget
+(--budget-epochs E, or per batch size B1=E1,B2=E2,...), the evaluation interval (--eval-every K
+steps, or per batch size B1=K1,...; without it ceil(steps per epoch / --evals-per-epoch)) and the
+targets, and the point of the search; TRIAL_DEFAULTS below; and any other `minigrad train`
+option fixed for the whole study with --train-option [OPTIMIZER.]NAME=VALUE (repeatable; without
+the prefix it goes to every studied optimizer it applies to), e.g. --train-option
+kfac.damping_form=eigen --train-option kfac.factor_init=identity. A fixed option is checked by
+`minigrad train`'s own option types before any trial starts.
+
 Outcome of a trial (trial_result): `reached` = every given target (--target-accuracy on the test
 split, --target-loss on the whole training split) was met at some evaluation; steps_to_target is
 the first evaluated step at which the last of them was met (so its resolution is the evaluation
@@ -52,6 +61,15 @@ LOG_FILE = "train.log"
 DONE = ("finished", "failed")
 EXIT_INTERRUPTED = 130
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# `minigrad train` options every trial gets unless --train-option says otherwise: a run stuck at
+# chance ends as diverged after 3 evaluations (train's --diverged-after rule) instead of using its
+# whole budget, and no per-layer statistics (no study reads them; at large batches they cost as
+# much as the training)
+TRIAL_DEFAULTS = {"diverged_after": 3, "layer_stats": False}
+# what the study itself sets: not for --train-option
+STUDY_SET = ("dataset", "model", "hidden", "optimizer", "batch_size", "epochs", "steps", "seed",
+             "dtype", "eval_every", "target_accuracy", "target_loss", "stop_at_target", "out",
+             "overwrite", "resume", "config_file", "profile")
 
 
 # -------------------------------------------------------------------------------- options
@@ -65,6 +83,91 @@ def _int_list(ctx, param, value):
     if not values or any(v < 1 for v in values):
         raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
     return sorted(set(values))
+
+
+def _per_batch(ctx, param, value):
+    """K or B1=K1,B2=K2,...: an int for every batch size, or one per batch size ({B: K})."""
+    if value is None or isinstance(value, (int, dict)):
+        return value
+    text = str(value).strip()
+    try:
+        if "=" not in text:
+            out = int(text)
+            ok = out >= 1
+        else:
+            out = {}
+            for part in text.split(","):
+                b, _, k = part.partition("=")
+                out[int(b)] = int(k)
+            ok = all(b >= 1 and k >= 1 for b, k in out.items())
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(f"expected a positive int K, or B1=K1,B2=K2,... with positive "
+                                 f"ints (a value per batch size), got {value!r}")
+    return out
+
+
+def per_batch(options, name, batch_size):
+    """The value of a _per_batch option at `batch_size`; UsageError if it gives none."""
+    value = options[name]
+    if not isinstance(value, dict):
+        return value
+    if batch_size not in value:
+        raise click.UsageError(f"--{name.replace('_', '-')} gives no value for batch size "
+                               f"{batch_size} (it has {', '.join(map(str, sorted(value)))})")
+    return value[batch_size]
+
+
+def per_batch_text(options, name):
+    value = options[name]
+    return str(value) if not isinstance(value, dict) else \
+        ",".join(f"{b}={k}" for b, k in sorted(value.items()))
+
+
+def fixed_train_options(entries, optimizers):
+    """{optimizer: {name: value}} of the --train-option entries ("[OPT.]NAME=VALUE"), each value
+    converted and checked by `minigrad train`'s own option; UsageError naming the entry."""
+    from .train import APPLIES
+    from .train import train as train_command
+
+    params = {p.name: p for p in train_command.params if p.name}
+    ctx = click.Context(train_command)
+    out = {opt: dict(TRIAL_DEFAULTS) for opt in optimizers}
+    for entry in entries:
+        key, sep, text = entry.partition("=")
+        scope, dot, name = key.strip().rpartition(".")
+        name = name.replace("-", "_")
+        if not sep or (dot and scope not in search.OPTIMIZERS):
+            raise click.UsageError(f"--train-option {entry!r}: expected [OPTIMIZER.]NAME=VALUE, "
+                                   "e.g. kfac.damping_form=eigen")
+        if name not in params or name in STUDY_SET:
+            why = "is set by the study" if name in STUDY_SET else "is not a `minigrad train` option"
+            raise click.UsageError(f"--train-option {entry!r}: {name.replace('_', '-')} {why}")
+        try:
+            value = params[name].type_cast_value(ctx, text.strip())
+        except click.BadParameter as e:
+            raise click.UsageError(f"--train-option {entry!r}: {e.format_message()}")
+        applies = APPLIES.get(name, search.OPTIMIZERS)
+        if dot:
+            if scope not in optimizers:
+                raise click.UsageError(f"--train-option {entry!r}: {scope} is not in --optimizers")
+            if scope not in applies:
+                raise click.UsageError(f"--train-option {entry!r}: {name.replace('_', '-')} "
+                                       f"applies to {', '.join(applies)} only, not {scope}")
+            targets = [scope]
+        else:
+            targets = [o for o in optimizers if o in applies]
+            if not targets:
+                raise click.UsageError(f"--train-option {entry!r}: {name.replace('_', '-')} "
+                                       f"applies to {', '.join(applies)} only, none of the "
+                                       f"studied optimizers ({', '.join(optimizers)})")
+        for opt in targets:
+            if name in search.AXES[opt] + search.EXTRA_AXES[opt]:
+                raise click.UsageError(f"--train-option {entry!r}: {name} is a search axis of "
+                                       f"{opt}; fix it with --grid {opt}.{name}=VALUE")
+            out[opt][name] = value
+    return out
 
 
 def _optimizer_list(ctx, param, value):
@@ -94,9 +197,10 @@ def study_options(batch_option):
                      help="Target test accuracy."),
         click.option("--target-loss", type=click.FloatRange(min=0), default=None,
                      help="Target loss on the whole training split."),
-        click.option("--budget-epochs", type=click.IntRange(min=1), default=20, show_default=True,
-                     help="Epochs a trial may use; a trial that has not reached the target by "
-                          "then fails."),
+        click.option("--budget-epochs", callback=_per_batch, default="20", show_default=True,
+                     metavar="E|B=E,...",
+                     help="Epochs a trial may use, or one value per batch size (128=10,256=20); a "
+                          "trial that has not reached the target by then fails."),
         click.option("--search", "search_kind", type=click.Choice(search.SEARCHES),
                      default="grid", show_default=True,
                      help="grid: every point of each optimizer's grid; random: --trials points."),
@@ -110,6 +214,14 @@ def study_options(batch_option):
                      help="The batch size the grids' lr values are for (default: the smallest)."),
         click.option("--evals-per-epoch", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Evaluations per epoch: the resolution of steps to target."),
+        click.option("--eval-every", callback=_per_batch, default=None, metavar="K|B=K,...",
+                     help="Evaluate every K optimizer steps instead (or one K per batch size, "
+                          "128=20,1024=5): the resolution of steps to target in steps."),
+        click.option("--train-option", "train_options", multiple=True,
+                     metavar="[OPT.]NAME=VALUE",
+                     help="A `minigrad train` option fixed for every trial (of OPT only with the "
+                          "prefix), e.g. kfac.damping_form=eigen; repeatable. Trials default to "
+                          "diverged_after=3 and layer_stats=false."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Train every setting with seeds --seed, --seed+1, ...: a setting "
@@ -159,16 +271,21 @@ def study_folder(out, command, jobs=1):
 
 
 # --------------------------------------------------------------------------------- trials
-def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_target):
-    """The `minigrad train` options of one trial, as {option name: value}."""
+def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_target,
+               fixed=None):
+    """The `minigrad train` options of one trial, as {option name: value}; `fixed` are the
+    optimizer's fixed train options (fixed_train_options)."""
+    eval_every = per_batch(options, "eval_every", batch_size) if options.get("eval_every") else \
+        max(1, math.ceil(steps_per_epoch / options["evals_per_epoch"]))
     spec = {"dataset": options["dataset"], "model": options["model"],
             "hidden": list(options["hidden"]) if options["model"] == "mlp" else None,
             "optimizer": optimizer, "batch_size": batch_size,
-            "epochs": options["budget_epochs"], "seed": options["seed"], "dtype": options["dtype"],
-            "eval_every": max(1, math.ceil(steps_per_epoch / options["evals_per_epoch"])),
+            "epochs": per_batch(options, "budget_epochs", batch_size), "seed": options["seed"],
+            "dtype": options["dtype"], "eval_every": eval_every,
             "target_accuracy": options["target_accuracy"], "target_loss": options["target_loss"],
             "stop_at_target": bool(stop_at_target and (options["target_accuracy"] is not None
                                                        or options["target_loss"] is not None))}
+    spec.update(fixed or {})
     spec.update(point)
     return spec
 
@@ -186,15 +303,20 @@ def train_args(spec, folder, mode):
     args.append("--overwrite")   # "new" too: the folder already holds the trial's train.log
     for key, value in spec.items():
         flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is False and key in NEGATABLE:
+            args.append("--no-" + key.replace("_", "-"))
+        elif value is None or value is False:
             continue
-        if value is True:
+        elif value is True:
             args.append(flag)
         elif key == "hidden":
             args += [flag, ",".join(str(v) for v in value)]
         else:
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
     return args
+
+
+NEGATABLE = ("layer_stats",)   # train's on/off flags that default to on
 
 
 def trial_mode(folder):

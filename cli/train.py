@@ -62,21 +62,28 @@ DEFAULT_EPOCHS = 20
 DEFAULTS = {
     "sgd": {"lr": 0.1, "momentum": 0.9},
     "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3, "fisher": "empirical",
-             "cov_update_every": 1, "inv_update_every": 20},
+             "cov_update_every": 1, "inv_update_every": 20, "damping_form": "factored",
+             "factor_init": "batch"},
     "trcg": {"radius": 1.0, "hessian_fraction": 0.1},
     "strcg": {"radius": 1.0, "hessian_fraction": 0.1},
 }
 APPLIES = {"lr": ("sgd", "kfac"), "momentum": ("sgd", "kfac"), "damping": ("kfac",),
            "kl_clip": ("kfac",), "fisher": ("kfac",), "cov_update_every": ("kfac",),
-           "inv_update_every": ("kfac",),
+           "inv_update_every": ("kfac",), "damping_form": ("kfac",), "factor_init": ("kfac",),
            "radius": ("trcg", "strcg"), "hessian_fraction": ("trcg", "strcg")}
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", "lr", "momentum", "damping",
-              "kl_clip", "fisher", "cov_update_every", "inv_update_every", "radius", "hessian_fraction", "seed", "dtype", "schedule", "warmup_steps")
+              "kl_clip", "fisher", "cov_update_every", "inv_update_every", "damping_form",
+              "factor_init", "radius", "hessian_fraction", "seed", "dtype", "schedule",
+              "warmup_steps")
 SCHEDULES = ("constant", "cosine", "step")
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
 EXIT_INTERRUPTED = 130
+# --diverged-after: "at chance" is accuracy <= 1/C + CHANCE_ACCURACY_MARGIN and a training loss
+# >= CHANCE_LOSS_SHARE ln C (the loss of predicting 1/C for every class is ln C)
+CHANCE_ACCURACY_MARGIN = 0.02
+CHANCE_LOSS_SHARE = 0.99
 
 
 def _parse_hidden(ctx, param, value):
@@ -138,11 +145,13 @@ def build_optimizer(config, model):
         kl_clip = config.get("kl_clip", DEFAULTS["kfac"]["kl_clip"])
         # fisher "true" samples labels from the model (seeded by --seed); runs written before
         # --fisher existed used the empirical Fisher
+        # options added later than a run: what the run was trained with (DEFAULTS)
+        older = {key: config.get(key) or DEFAULTS["kfac"][key]
+                 for key in ("fisher", "cov_update_every", "inv_update_every", "damping_form",
+                             "factor_init")}
         return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
-                    momentum=config["momentum"], fisher=config.get("fisher") or "empirical",
-                    kl_clip=kl_clip or None, rng=config["seed"],
-                    cov_update_every=config.get("cov_update_every") or 1,
-                    inv_update_every=config.get("inv_update_every") or 20)
+                    momentum=config["momentum"], kl_clip=kl_clip or None, rng=config["seed"],
+                    **older)
     cls = TRCG if name == "trcg" else STRCG
     return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
                hessian_fraction=config["hessian_fraction"], seed=config["seed"])
@@ -298,6 +307,17 @@ class _StopRequested(Exception):
     """Ctrl-C was pressed; raised between steps, where the state is consistent."""
 
 
+class _Diverged(FloatingPointError):
+    """--diverged-after: the run has been at chance for that many evaluations (after a step)."""
+
+
+def at_chance(accuracy, train_loss, classes):
+    """Whether an evaluation is no better than guessing (--diverged-after): test accuracy at most
+    1/C + 0.02 and the mean training loss at least 0.99 ln C (or not finite)."""
+    return (accuracy <= 1.0 / classes + CHANCE_ACCURACY_MARGIN
+            and not train_loss < CHANCE_LOSS_SHARE * math.log(classes))
+
+
 class _DeferredInterrupt:
     """While active, the first Ctrl-C only sets a flag (checked between steps); a second one
     interrupts at once."""
@@ -357,8 +377,18 @@ class _DeferredInterrupt:
 @click.option("--inv-update-every", type=click.IntRange(min=1), default=None,
               help="K-FAC: recompute the eigenbases every N steps (default 20).")
 @click.option("--kl-clip", type=click.FloatRange(min=0), default=None,
-              help="K-FAC KL clipping: the update is scaled so that lr^2 v^T F v <= C "
-                   "(default 0.001; 0 turns it off). While it is active the lr has no effect.")
+              help="K-FAC KL clipping: the update v = (F + damping)^-1 g (F the Kronecker "
+                   "factored curvature, damped as --damping-form says) is scaled by "
+                   "nu = min(1, sqrt(C / (lr^2 g^T v))), so that lr^2 g^T (nu v) <= C (default "
+                   "0.001; 0 turns it off). While it is active the lr has no effect.")
+@click.option("--damping-form", type=click.Choice(("factored", "eigen")), default=None,
+              help="K-FAC damping: factored, (G + sqrt(damping)/pi I) (x) (A + pi sqrt(damping) I) "
+                   "(Martens & Grosse, the default); eigen, G (x) A + damping I exactly (in the "
+                   "Kronecker eigenbasis).")
+@click.option("--factor-init", type=click.Choice(("batch", "identity")), default=None,
+              help="K-FAC's factors before their running average: batch, the first batch's "
+                   "factors (the default); identity, A = G = I, averaged with decay 0.95 from "
+                   "there (the early steps are then close to SGD's).")
 @click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Initial trust radius (trcg, strcg; default 1.0).")
 @click.option("--hessian-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
@@ -377,6 +407,14 @@ class _DeferredInterrupt:
                    "(each evaluation then also evaluates the training split).")
 @click.option("--stop-at-target", is_flag=True, default=False,
               help="End the run at the first evaluation where every given target is reached.")
+@click.option("--diverged-after", type=click.IntRange(min=0), default=0, show_default=True,
+              help="End the run as diverged (status failed, exit 1) after K consecutive "
+                   "evaluations at chance, counted from the end of the first epoch: test "
+                   "accuracy <= 1/C + 0.02 and mean training loss since the previous evaluation "
+                   ">= 0.99 ln C (C classes), i.e. no better than guessing; 0: never.")
+@click.option("--layer-stats/--no-layer-stats", default=True, show_default=True,
+              help="Log the per-layer statistics (one forward and backward on a batch) at each "
+                   "evaluation.")
 @click.option("--keep-checkpoints", is_flag=True, default=False,
               help="Also keep every checkpoint as OUT/checkpoints/step-NNNNNNNN.npz (for "
                    "`minigrad hessian RUN --step S`).")
@@ -446,7 +484,8 @@ def train(ctx, **options):
                                        f"from the run's {old[key]!r}; it cannot change on resume")
         config = dict(old)
         for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy",
-                    "target_loss", "stop_at_target", "keep_checkpoints", "device"):
+                    "target_loss", "stop_at_target", "keep_checkpoints", "device",
+                    "diverged_after", "layer_stats"):
             if given(key):
                 config[key] = options[key]
         if given("epochs"):
@@ -484,6 +523,9 @@ def train(ctx, **options):
         if config["stop_at_target"] and config["target_accuracy"] is None \
                 and config["target_loss"] is None:
             raise click.UsageError("--stop-at-target needs --target-accuracy or --target-loss")
+        if config["diverged_after"] and config["model"] == "autoencoder":
+            raise click.UsageError("--diverged-after compares the accuracy with chance; --model "
+                                   "autoencoder has no accuracy")
         for key, default in (("schedule", "constant"), ("warmup_steps", 0)):
             if config[key] is None:
                 config[key] = default
@@ -552,6 +594,7 @@ def run(config, out, saved, overwrite):
 
     step, epoch, position, wall_before, target_step, loss_step = 0, 0, 0, 0.0, None, None
     since_eval = []
+    stuck = 0   # consecutive evaluations at chance (--diverged-after)
     history = runlog.new_history()
     if saved is not None:
         model_state, state = saved
@@ -563,6 +606,7 @@ def run(config, out, saved, overwrite):
         wall_before, target_step = float(state["wall_time"]), state["target_step"]
         loss_step = state.get("target_loss_step")
         since_eval = list(state.get("since_eval", []))
+        stuck = int(state.get("evals_at_chance", 0))
         if total < step:
             raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
                                    f"the {total} asked for")
@@ -598,7 +642,8 @@ def run(config, out, saved, overwrite):
                 "step": step, "optimizer": optimizer.state_dict(),
                 "data": {"epoch": epoch, "position": position}, "history": history,
                 "config": config, "wall_time": wall(), "target_step": target_step,
-                "target_loss_step": loss_step, "since_eval": list(since_eval)},
+                "target_loss_step": loss_step, "since_eval": list(since_eval),
+                "evals_at_chance": stuck},
                 keep=config.get("keep_checkpoints", False))
         runlog.write_run(out, config, history, status, step, target_step, wall(),
                          target_loss_step=loss_step)
@@ -611,7 +656,7 @@ def run(config, out, saved, overwrite):
             all(at is not None for t, at in wanted if t is not None)
 
     def do_eval():
-        nonlocal target_step, loss_step, since_eval
+        nonlocal target_step, loss_step, since_eval, stuck
         train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
         test_loss, acc = parallel.evaluate(evaluate, comm, model, test_images, test_labels,
                                            flatten, device)
@@ -626,10 +671,12 @@ def run(config, out, saved, overwrite):
             ev.setdefault("train_split_loss", []).append(split_loss)
             if loss_step is None and split_loss <= config["target_loss"]:
                 loss_step = step
-        if root:   # no collectives inside: the statistics of one process's model
+        if root and config.get("layer_stats", True):   # no collectives inside: one process's model
             runlog.append_layers(history, len(ev["step"]),
                                  layer_statistics(model, images[:bs], labels[:bs], device))
         since_eval = []
+        if not auto:   # the same on every rank: the loss and accuracy are the global ones
+            stuck = stuck + 1 if step >= per_epoch and at_chance(acc, train_loss, classes) else 0
         if target_step is None and config["target_accuracy"] is not None and not auto \
                 and acc >= config["target_accuracy"]:
             target_step = step
@@ -691,6 +738,11 @@ def run(config, out, saved, overwrite):
                     since_eval.append(loss)
                     if step % eval_every == 0 and step < total:
                         train_loss, last_acc = do_eval()
+                        if stuck >= (config.get("diverged_after") or math.inf):
+                            raise agreed(_Diverged(
+                                f"diverged: {stuck} consecutive evaluations at chance (test "
+                                f"accuracy {last_acc:.4f}, train loss {train_loss:.4f}; "
+                                "--diverged-after)"))
                         if config.get("stop_at_target") and targets_reached():
                             stopped = True
                             break
@@ -730,7 +782,8 @@ def run(config, out, saved, overwrite):
         snapshot("failed", checkpoint=False)
         kept = (f"the checkpoint of step {last_checkpoint} is kept" if last_checkpoint is not None
                 else "no checkpoint was written")
-        _fail(f"training stopped at step {step + 1} ({kept}): {e}", together=True)
+        at = step if isinstance(e, _Diverged) else step + 1   # after the step, or during it
+        _fail(f"training stopped at step {at} ({kept}): {e}", together=True)
     finally:
         if isinstance(optimizer, KFAC):
             optimizer.close()

@@ -40,7 +40,11 @@ matrix V = [dL/dW.reshape(O, -1), dL/db] (O, D+1), the step is (paper symbols in
 
     1. factors, every cov_update_every steps [Sec. 5, eps = factor_decay]:
            A <- decay A + (1 - decay) A_batch,   G <- decay G + (1 - decay) G_batch
-       (the first update sets A = A_batch, G = G_batch; factor_decay = 0 keeps only the batch);
+       factor_init="batch": the first update sets A = A_batch, G = G_batch;
+       factor_init="identity": A and G start from I, so the first update gives
+           A = decay I + (1 - decay) A_batch (the running average starts at the identity, and
+           for its first ~1/(1 - decay) updates the step is close to SGD's; KFAC-PyTorch does this);
+       factor_decay = 0 keeps only the batch either way;
     2. eigendecompositions A = Q_A diag(a) Q_A^T, G = Q_G diag(g) Q_G^T, refreshed every
        inv_update_every steps when the factors changed since the last one [Sec. 8];
     3. weight decay: V <- V + weight_decay [W, b];
@@ -70,8 +74,9 @@ Eigenvalues below 0 (round-off of a PSD factor) are set to 0. A non-finite loss,
 batch factor raises FloatingPointError before anything changes (parameters, factors, buffers).
 
 `info` after a step: lr, damping, nu (the KL-clip factor, 1.0 without clipping), the
-quadratic form lr^2 sum <V, V'> ("kl"), factors_updated, inverses_refreshed, and loss when a
-closure was given. `state_dict()` holds the factors, the factors the current eigenbases came
+quadratic form lr^2 sum <V, V'> ("kl"), factors_updated, inverses_refreshed, sampled_backward
+(the true Fisher's extra backward pass ran), and loss when a closure was given.
+`state_dict()` holds the factors, the factors the current eigenbases came
 from (so that a resumed run is bit-for-bit the same: eigendecompositions are recomputed on
 load), momentum buffers, the step count and the Generator's state.
 
@@ -120,6 +125,7 @@ from .optimizer import Optimizer, agreed, check_number, check_schedule, loss_and
 
 FISHER_KINDS = ("true", "empirical")
 DAMPING_FORMS = ("factored", "eigen")
+FACTOR_INITS = ("batch", "identity")
 
 
 def _check_int(owner, name, value, low):
@@ -133,8 +139,8 @@ class KFAC(Optimizer):
 
     KFAC(model, lr, damping, momentum=0.9, factor_decay=0.95, cov_update_every=1,
          inv_update_every=20, kl_clip=1e-3, fisher="true", damping_form="factored",
-         weight_decay=0.0, layers=None, rng=None, adaptive_damping=False, adapt_every=5,
-         min_damping=1e-8, max_damping=1e8)
+         factor_init="batch", weight_decay=0.0, layers=None, rng=None, adaptive_damping=False,
+         adapt_every=5, min_damping=1e-8, max_damping=1e8)
 
     lr and damping: a number or a callable of the step. layers: None for every Linear/Conv2d
     of the model, or a list of them (or their dotted names). rng: int seed or Generator for the
@@ -143,8 +149,8 @@ class KFAC(Optimizer):
 
     name = "KFAC"
     hyperparameters = ("damping", "momentum", "factor_decay", "cov_update_every",
-                       "inv_update_every", "kl_clip", "fisher", "damping_form", "weight_decay",
-                       "adaptive_damping", "adapt_every", "min_damping", "max_damping")
+                       "inv_update_every", "kl_clip", "fisher", "damping_form", "factor_init",
+                       "weight_decay", "adaptive_damping", "adapt_every", "min_damping", "max_damping")
     bounds = {"lr": dict(low=0), "damping": dict(low=0, low_open=True),
               "momentum": dict(low=0, high=1, high_open=True),
               "factor_decay": dict(low=0, high=1, high_open=True), "cov_update_every": dict(low=1),
@@ -154,8 +160,8 @@ class KFAC(Optimizer):
 
     def __init__(self, model, lr, damping, momentum=0.9, factor_decay=0.95, cov_update_every=1,
                  inv_update_every=20, kl_clip=1e-3, fisher="true", damping_form="factored",
-                 weight_decay=0.0, layers=None, rng=None, adaptive_damping=False, adapt_every=5,
-                 min_damping=1e-8, max_damping=1e8):
+                 factor_init="batch", weight_decay=0.0, layers=None, rng=None,
+                 adaptive_damping=False, adapt_every=5, min_damping=1e-8, max_damping=1e8):
         super().__init__([p for p in model.parameters() if p.requires_grad])
         self.lr = lr
         self.damping = damping
@@ -174,6 +180,7 @@ class KFAC(Optimizer):
         self.kl_clip = kl_clip
         self.fisher = fisher
         self.damping_form = damping_form
+        self.factor_init = factor_init
         self.weight_decay = check_number(self.name, "weight_decay", weight_decay, low=0)
         # rng=None: a Generator of our own seeded from minigrad's global one (manual_seed makes
         # it reproducible; loading a checkpoint then never touches the global Generator)
@@ -243,6 +250,16 @@ class KFAC(Optimizer):
         if value not in DAMPING_FORMS:
             raise ValueError(f"{self.name}: damping_form must be 'factored' or 'eigen', got {value!r}")
         self._damping_form = value
+
+    @property
+    def factor_init(self):
+        return self._factor_init
+
+    @factor_init.setter
+    def factor_init(self, value):
+        if value not in FACTOR_INITS:
+            raise ValueError(f"{self.name}: factor_init must be 'batch' or 'identity', got {value!r}")
+        self._factor_init = value
 
     # -- the statistics' lifetime ------------------------------------------------------------
     def zero_grad(self):
@@ -369,7 +386,8 @@ class KFAC(Optimizer):
             p.data = p.data - lr * u
         self.steps += 1
         self.info = {"lr": lr, "damping": damping, "nu": nu, "kl": quad,
-                     "factors_updated": bool(new_factors), "inverses_refreshed": bool(new_sources)}
+                     "factors_updated": bool(new_factors), "inverses_refreshed": bool(new_sources),
+                     "sampled_backward": sampled}
         if loss is not None:
             self.info["loss"] = global_loss
         if adapt:
@@ -446,10 +464,14 @@ class KFAC(Optimizer):
                         f"{self.name} step {self.steps + 1}: non-finite factor {what} of layer "
                         f"{label!r}; the parameters were left unchanged"))
             s = self.state[w]
-            if "A" in s and self.factor_decay > 0:
+            before = (s["A"], s["G"]) if "A" in s else None
+            if before is None and self.factor_init == "identity":
+                xp = xp_of(A_b)
+                before = (xp.eye(A_b.shape[0], dtype=A_b.dtype), xp.eye(G_b.shape[0], dtype=G_b.dtype))
+            if before is not None and self.factor_decay > 0:
                 d = self.factor_decay
-                A_b = d * s["A"] + (1 - d) * A_b
-                G_b = d * s["G"] + (1 - d) * G_b
+                A_b = d * before[0] + (1 - d) * A_b
+                G_b = d * before[1] + (1 - d) * G_b
             out[w] = (A_b, G_b)
         return out
 

@@ -120,6 +120,37 @@ def test_mlp_step_matches_dense_kron_damping(form):
                                    lr * dense_kfac_update(A, G, V, damping, form), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("form", ["eigen", "factored"])
+def test_identity_start_averages_the_batch_factors_into_the_identity(form):
+    """factor_init="identity": A_1 = d I + (1 - d) A_batch (G likewise), and the step is the
+    dense damped solve with those factors."""
+    model = mlp(5)
+    x, y = batch(6)
+    lr, damping, decay = 0.3, 0.02, 0.8
+    opt = KFAC(model, lr=lr, damping=damping, momentum=0, factor_decay=decay, damping_form=form,
+               fisher="empirical", kl_clip=None, factor_init="identity")
+    refs = reference_factors(model, x, y)
+    before = params_copy(model)
+    train_step(opt, model, x, y)
+    after = params_copy(model)
+    for k, (A_batch, G_batch, V) in enumerate(refs):
+        A = decay * np.eye(len(A_batch)) + (1 - decay) * A_batch
+        G = decay * np.eye(len(G_batch)) + (1 - decay) * G_batch
+        got_A, got_G = opt.factors(model[0] if k == 0 else model[-1])
+        np.testing.assert_allclose(got_A, A, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got_G, G, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(layer_update(before, after, k),
+                                   lr * dense_kfac_update(A, G, V, damping, form), rtol=1e-9,
+                                   atol=1e-12)
+
+
+def test_factor_init_is_checked_and_saved():
+    with pytest.raises(ValueError, match="factor_init must be 'batch' or 'identity', got 'ones'"):
+        KFAC(mlp(0), lr=0.1, damping=0.1, factor_init="ones")
+    opt = KFAC(mlp(0), lr=0.1, damping=0.1, factor_init="identity")
+    assert opt.state_dict()["hyperparameters"]["factor_init"] == "identity"
+
+
 # -- schedules ---------------------------------------------------------------------------------
 def test_factor_ema_and_inverse_refresh_follow_the_schedule():
     model = mlp(4)
