@@ -1,0 +1,169 @@
+"""The values the study commands report, against each trial's own run.h5 read with h5py.
+
+`minigrad sensitivity` and `minigrad compare` on digits with tiny grids (2 epochs of a 64-16-10
+MLP). Every reference is recomputed here from the trial files: the steps to the target are the
+first evaluation step (evals/step) whose evals/test_accuracy is at or above the target, the
+epochs those over ceil(n / B), the cost the sum of steps/grad_equivalents up to that step, the
+final figures the last evaluation's. The grids hold settings that reach the target and
+settings that cannot (an lr of 0.002, a trust radius of 0.001), so both branches are checked.
+"""
+import json
+import math
+import os
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from minigrad.cli import plotting
+from minigrad.cli.compare import compare
+from minigrad.cli.sensitivity import sensitivity
+
+N_TRAIN = 1437   # digits' training split
+TINY = ["--hidden", "16", "--budget-epochs", "2", "--evals-per-epoch", "3", "--jobs", "2"]
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    """The pictures are tested in test_cli_study.py; here they would only take time."""
+    monkeypatch.setattr(plotting, "pyplot", lambda: None)
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def text(values):
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def trial(root, folder):
+    """What the trial's run.h5 says, with the figures a study reports recomputed from it."""
+    with h5py.File(os.path.join(root, folder, "run.h5"), "r") as f:
+        config = json.loads(f.attrs["config"])
+        step = f["evals/step"][()]
+        accuracy = f["evals/test_accuracy"][()]
+        train_loss = f["evals/train_loss"][()]
+        cost = f["steps/grad_equivalents"][()]
+        steps = int(f.attrs["steps"])
+    target = config["target_accuracy"]
+    hits = np.flatnonzero(accuracy >= target)
+    per_epoch = math.ceil(N_TRAIN / config["batch_size"])
+    at = int(step[hits[0]]) if len(hits) else None
+    return {"config": config, "reached": at is not None, "steps_to_target": at,
+            "epochs_to_target": np.nan if at is None else at / per_epoch,
+            "cost_to_target": np.nan if at is None else float(cost[:at].sum()),
+            "final_test_accuracy": float(accuracy[-1]), "final_train_loss": float(train_loss[-1]),
+            "steps": steps, "budget": 2 * per_epoch}
+
+
+# ----------------------------------------------------------------------------- sensitivity
+SGD_LR, SGD_MOMENTUM = [0.002, 0.4], [0.0, 0.9]
+TRCG_RADIUS, TRCG_FRACTION = [0.001, 1.0], [0.1]
+SIZES = [256, 512]
+
+
+def test_every_sensitivity_map_cell_is_its_trials_outcome(tmp_path):
+    out = tmp_path / "sens"
+    ok(CliRunner().invoke(sensitivity, TINY + [
+        "--optimizers", "sgd,trcg", "--batch-sizes", "256,512", "--target-accuracy", "0.55",
+        "--grid", "sgd.lr=0.002,0.4", "--grid", "sgd.momentum=0,0.9",
+        "--grid", "trcg.radius=0.001,1", "--grid", "trcg.hessian_fraction=0.1",
+        "--out", str(out)]))
+    expected_axes = {"sgd": (SGD_LR, SGD_MOMENTUM), "trcg": (TRCG_RADIUS, TRCG_FRACTION)}
+    outcomes = []
+    with h5py.File(out / "sensitivity.h5", "r") as f:
+        folders = text(f["trials/folder"][()])
+        assert len(folders) == len(SIZES) * (4 + 2)
+        for opt, (rows, cols) in expected_axes.items():
+            g = f[f"maps/{opt}"]
+            names = (g.attrs["rows"], g.attrs["columns"])
+            np.testing.assert_array_equal(g[names[0]][()], rows)
+            np.testing.assert_array_equal(g[names[1]][()], cols)
+            np.testing.assert_array_equal(g["batch_size"][()], SIZES)
+            shape = (len(SIZES), len(rows), len(cols))
+            maps = {k: g[k][()] for k in ("trial", "reached", "steps_to_target",
+                                          "epochs_to_target", "final_test_accuracy",
+                                          "final_train_loss")}
+            assert all(m.shape == shape for m in maps.values())
+            # each trial of the optimizer sits in exactly one cell
+            mine = [i for i, name in enumerate(folders) if name.startswith(f"trials/{opt}-")]
+            assert sorted(maps["trial"].reshape(-1)) == mine
+            for (b, r, c), index in np.ndenumerate(maps["trial"]):
+                t = trial(out, folders[index])
+                config = t["config"]
+                # the cell's trial has the cell's settings (lr given at B0 = 256, sqrt scaling)
+                assert config["optimizer"] == opt and config["batch_size"] == SIZES[b]
+                factor = math.sqrt(SIZES[b] / 256) if names[0] == "lr" else 1.0
+                assert config[names[0]] == pytest.approx(rows[r] * factor, rel=1e-12)
+                assert config[names[1]] == cols[c]
+                assert not config["stop_at_target"] and t["steps"] == t["budget"]
+                cell = (b, r, c)
+                assert bool(maps["reached"][cell]) == t["reached"], (opt, cell)
+                if t["reached"]:
+                    assert maps["steps_to_target"][cell] == t["steps_to_target"], (opt, cell)
+                    assert maps["epochs_to_target"][cell] == pytest.approx(
+                        t["epochs_to_target"], rel=1e-12)
+                else:
+                    assert np.isnan(maps["steps_to_target"][cell]), (opt, cell)
+                    assert np.isnan(maps["epochs_to_target"][cell]), (opt, cell)
+                assert maps["final_test_accuracy"][cell] == t["final_test_accuracy"]
+                assert maps["final_train_loss"][cell] == t["final_train_loss"]
+                outcomes.append((opt, t["reached"], t["steps_to_target"], t["budget"]))
+            np.testing.assert_allclose(g["fraction_reached"][()],
+                                       maps["reached"].reshape(len(SIZES), -1).mean(axis=1))
+    # both branches were exercised, for each optimizer, and a target reached before the end of
+    # the budget (so a map holding the budget instead of the steps to target would differ)
+    for opt in expected_axes:
+        assert {reached for o, reached, _, _ in outcomes if o == opt} == {True, False}, outcomes
+        assert any(o == opt and reached and at < budget
+                   for o, reached, at, budget in outcomes), outcomes
+
+
+# --------------------------------------------------------------------------------- compare
+def best_of(outcomes):
+    """The index cli/study.py documents as best: among the trials that reached the target the
+    fewest steps, then the lowest cost to it, then the best final test accuracy, then the first;
+    if none reached, the best final test accuracy, then the lowest final train loss."""
+    reached = [i for i, t in enumerate(outcomes) if t["reached"]]
+    if reached:
+        return min(reached, key=lambda i: (outcomes[i]["steps_to_target"],
+                                           outcomes[i]["cost_to_target"],
+                                           -outcomes[i]["final_test_accuracy"], i))
+    return min(range(len(outcomes)), key=lambda i: (-outcomes[i]["final_test_accuracy"],
+                                                    outcomes[i]["final_train_loss"], i))
+
+
+def test_compare_picks_the_best_of_several_trials(tmp_path):
+    """lr 0.002 cannot reach the target, 3 is too large; 0.4 and 1 both reach it at the same
+    evaluation, with the same cost, so the final test accuracy decides: the best is neither the
+    first nor the last trial, nor the first with the fewest steps."""
+    out = tmp_path / "cmp"
+    ok(CliRunner().invoke(compare, TINY + [
+        "--optimizers", "sgd", "--batch-size", "256", "--target-accuracy", "0.55",
+        "--grid", "sgd.lr=0.002,0.4,1,3", "--out", str(out)]))
+    with h5py.File(out / "compare.h5", "r") as f:
+        folders = text(f["trials/folder"][()])
+        outcomes = [trial(out, name) for name in folders]
+        assert [t["config"]["lr"] for t in outcomes] == [0.002, 0.4, 1.0, 3.0]
+        assert any(t["reached"] for t in outcomes) and not all(t["reached"] for t in outcomes)
+        best = best_of(outcomes)
+        fewest = min(t["steps_to_target"] for t in outcomes if t["reached"])
+        first_fewest = next(i for i, t in enumerate(outcomes) if t["steps_to_target"] == fewest)
+        assert best not in (0, len(outcomes) - 1, first_fewest)   # the premise of this test
+        assert text(f["best/optimizer"][()]) == ["sgd"]
+        assert f["best/trial"][0] == best
+        t = outcomes[best]
+        assert f["best/lr"][0] == t["config"]["lr"]
+        assert bool(f["best/reached"][0]) and f["best/steps_to_target"][0] == t["steps_to_target"]
+        assert f["best/epochs_to_target"][0] == pytest.approx(t["epochs_to_target"], rel=1e-12)
+        assert f["best/cost_to_target"][0] == pytest.approx(t["cost_to_target"], rel=1e-12)
+        assert f["best/final_test_accuracy"][0] == t["final_test_accuracy"]
+        assert f["best/final_train_loss"][0] == t["final_train_loss"]
+        # the trial table agrees with the files too
+        np.testing.assert_array_equal(f["trials/reached"][()], [t["reached"] for t in outcomes])
+        np.testing.assert_array_equal(f["trials/steps_to_target"][()],
+                                      [-1 if t["steps_to_target"] is None else t["steps_to_target"]
+                                       for t in outcomes])
