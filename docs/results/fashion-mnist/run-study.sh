@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST study behind docs/results.md, step by step. Every step is a `minigrad` study
+# command that resumes where it stopped (finished trials are skipped, interrupted ones continue
+# from their checkpoints), so this script can be run again after any interruption.
+#
+#   bash docs/results/fashion-mnist/run-study.sh STUDIES_DIR [JOBS]
+#
+# Protocol (docs/results.md says why):
+#   data     Fashion-MNIST (Debian's dataset-fashion-mnist), 60,000 training / 10,000 test images
+#   model    MLP 784-256-256-10, ReLU, float32, seed 0
+#   target   85% test accuracy, evaluated every K(B) steps (EVAL below: steps to target are
+#            rounded up by at most K(B))
+#   budget   E(B) = ceil(10 sqrt(B / 128)) epochs (BUDGET below)
+#   lr       grid values are for B0 = 128 and scale as sqrt(B / B0)
+#   trials   stop at the target; a run at chance for 3 evaluations after its first epoch
+#            ends as diverged (`minigrad train --diverged-after`)
+set -euo pipefail
+out=${1:?usage: run-study.sh STUDIES_DIR [JOBS]}
+jobs=${2:-2}
+SIZES=128,256,512,1024,2048,4096,8192,16384
+BUDGET=128=10,256=15,512=20,1024=29,2048=40,4096=57,8192=80,16384=114
+EVAL=128=10,256=8,512=5,1024=4,2048=2,4096=1,8192=1,16384=1
+MLP=(--dataset fashion-mnist --model mlp --hidden 256,256 --batch-sizes "$SIZES"
+     --target-accuracy 0.85 --budget-epochs "$BUDGET" --eval-every "$EVAL"
+     --lr-scaling sqrt --base-batch-size 128 --jobs "$jobs")
+GRIDS=(--grid sgd.lr=0.0125,0.025,0.05,0.1,0.2,0.4
+       --grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1
+       --grid kfac.kl_clip=0,0.001,0.01
+       --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10)
+
+# 1. SGD and K-FAC (minigrad's defaults: factors from the first batch, factored damping)
+minigrad scaling "${MLP[@]}" "${GRIDS[@]}" --optimizers sgd,kfac --out "$out/mlp"
+# 2. K-FAC as KFAC-PyTorch does it: factors start at the identity, eigenbasis damping
+minigrad scaling "${MLP[@]}" --grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1 \
+    --grid kfac.kl_clip=0,0.001,0.01 --optimizers kfac \
+    --train-option kfac.factor_init=identity --train-option kfac.damping_form=eigen \
+    --out "$out/mlp-kfac-identity-eigen"
+# 3. the trust-region methods (steps 1's trials are reused: the same folder)
+minigrad scaling "${MLP[@]}" "${GRIDS[@]}" --optimizers sgd,kfac,trcg,strcg --out "$out/mlp"
