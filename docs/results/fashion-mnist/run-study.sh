@@ -23,17 +23,16 @@ EVAL=128=10,256=8,512=5,1024=4,2048=2,4096=1,8192=1,16384=1
 MLP=(--dataset fashion-mnist --model mlp --hidden 256,256 --batch-sizes "$SIZES"
      --target-accuracy 0.85 --budget-epochs "$BUDGET" --eval-every "$EVAL"
      --lr-scaling sqrt --base-batch-size 128 --jobs "$jobs")
-GRIDS=(--grid sgd.lr=0.0125,0.025,0.05,0.1,0.2,0.4
-       --grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1
-       --grid kfac.kl_clip=0,0.001,0.01
-       --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10)
+SGD=(--grid sgd.lr=0.0125,0.025,0.05,0.1,0.2,0.4)
+KFAC=(--grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1 --grid kfac.kl_clip=0,0.001,0.01)
+TR=(--grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10)
 
 # 1. SGD and K-FAC (minigrad's defaults: factors from the first batch, factored damping)
-minigrad scaling "${MLP[@]}" "${GRIDS[@]}" --optimizers sgd,kfac --out "$out/mlp"
+minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" --optimizers sgd,kfac --out "$out/mlp"
 # 2. K-FAC as KFAC-PyTorch does it: factors start at the identity, eigenbasis damping
-minigrad scaling "${MLP[@]}" --grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1 \
-    --grid kfac.kl_clip=0,0.001,0.01 --optimizers kfac \
+minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
     --train-option kfac.factor_init=identity --train-option kfac.damping_form=eigen \
     --out "$out/mlp-kfac-identity-eigen"
-# 3. the trust-region methods (steps 1's trials are reused: the same folder)
-minigrad scaling "${MLP[@]}" "${GRIDS[@]}" --optimizers sgd,kfac,trcg,strcg --out "$out/mlp"
+# 3. the trust-region methods (step 1's trials are reused: the same folder)
+minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" --optimizers sgd,kfac,trcg,strcg \
+    --out "$out/mlp"
