@@ -32,6 +32,13 @@ run.h5 layout (h5py)::
                            (classifiers; absent for --model autoencoder)
             test_reconstruction_error  float64, --model autoencoder only: mean over the test
                            images of sum over pixels of (sigmoid(logit) - pixel)^2
+            noise_scale, noise_trace_cov, noise_grad_sq_norm  float64, --noise-scale-examples N
+                           only: the gradient noise scale B_simple = tr(Sigma) / |G|^2 and the
+                           unbiased estimates of tr(Sigma) and |G|^2 it is the ratio of
+                           (minigrad.nn.noise_scale; average the two parts over evaluations
+                           before dividing), from the exact per-example gradients of N training
+                           examples drawn without replacement by default_rng([seed, 1, step]),
+                           in eval mode, over every Linear and Conv2d layer
             (for the autoencoder, train_loss and test_loss are the binary cross-entropy summed
             over pixels, averaged over images)
     layers/<name>/<metric>  one entry per evaluation (aligned with evals/), resizable float64:

@@ -303,6 +303,19 @@ def layer_statistics(model, images, labels, device="cpu"):
     return {name: {k: info.get(k) for k in runlog.LAYER_METRICS} for name, info in summary.items()}
 
 
+def noise_scale(model, images, labels, rows, device="cpu"):
+    """minigrad.nn.noise_scale.NoiseScale (b_simple, trace_cov, grad_sq_norm) of the rows `rows`
+    of the training split: exact per-example gradients of every Linear/Conv2d layer from one
+    forward and backward inside nn.capture, in eval mode, without touching .grad."""
+    with eval_mode(model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        with capture(model) as stats:
+            x = mg.tensor(to_device(images[rows], device))
+            target = x.data if is_autoencoder(model) else to_device(labels[rows], device)
+            mg.grad(loss_of(model, model(x), target), params, allow_unused=True)
+            return stats.noise_scale()
+
+
 class _StopRequested(Exception):
     """Ctrl-C was pressed; raised between steps, where the state is consistent."""
 
@@ -412,6 +425,10 @@ class _DeferredInterrupt:
                    "evaluations at chance, counted from the end of the first epoch: test "
                    "accuracy <= 1/C + 0.02 and mean training loss since the previous evaluation "
                    ">= 0.99 ln C (C classes), i.e. no better than guessing; 0: never.")
+@click.option("--noise-scale-examples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="At each evaluation, log the gradient noise scale B_simple (McCandlish et al. "
+                   "2018) from the exact per-example gradients of N training examples drawn "
+                   "afresh (0: off; run.h5 evals/noise_*).")
 @click.option("--layer-stats/--no-layer-stats", default=True, show_default=True,
               help="Log the per-layer statistics (one forward and backward on a batch) at each "
                    "evaluation.")
@@ -485,7 +502,7 @@ def train(ctx, **options):
         config = dict(old)
         for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy",
                     "target_loss", "stop_at_target", "keep_checkpoints", "device",
-                    "diverged_after", "layer_stats"):
+                    "diverged_after", "layer_stats", "noise_scale_examples"):
             if given(key):
                 config[key] = options[key]
         if given("epochs"):
@@ -674,6 +691,14 @@ def run(config, out, saved, overwrite):
         if root and config.get("layer_stats", True):   # no collectives inside: one process's model
             runlog.append_layers(history, len(ev["step"]),
                                  layer_statistics(model, images[:bs], labels[:bs], device))
+        examples = config.get("noise_scale_examples") or 0
+        if root and examples:
+            rows = np.sort(np.random.default_rng([config["seed"], 1, step]).choice(
+                n, min(examples, n), replace=False))
+            found = noise_scale(model, images, labels, rows, device)
+            for key, value in (("noise_scale", found.b_simple), ("noise_trace_cov", found.trace_cov),
+                               ("noise_grad_sq_norm", found.grad_sq_norm)):
+                ev.setdefault(key, []).append(float(value))
         since_eval = []
         if not auto:   # the same on every rank: the loss and accuracy are the global ones
             stuck = stuck + 1 if step >= per_epoch and at_chance(acc, train_loss, classes) else 0
