@@ -31,6 +31,12 @@ scaling.h5::
             steps_min, steps_max: the spread over the setting's seeds (--seeds K: a setting is
             trained with K seeds, reaches the target if every seed does, and its figures are
             the means; trial is then its first seed's)
+
+--confirm-seeds K: the search runs with one seed (--seed); then each batch size's best setting
+is trained again with seeds --seed+1, ..., --seed+K-1 and the curve's point becomes that
+setting's K-seed mean, reached if every seed reached the target, with steps_min/steps_max the
+spread. The choice of the setting stays the search's (choosing again on the means would favour
+whichever setting was lucky on more seeds); the extra trials are in trials/ with their seed.
 """
 import math
 import os
@@ -100,9 +106,31 @@ def best_per_batch(specs, results, optimizer, sizes):
     return out
 
 
-def curve(specs, results, optimizer, sizes):
-    """{column: array over sizes} of the best trials, with ideal_steps, speedup, efficiency."""
-    best = best_per_batch(specs, results, optimizer, sizes)
+def confirm_specs(specs, curves, seeds):
+    """The trials that train each curve point's setting (the search's best at that batch size)
+    again with the next seeds - 1 seeds (--confirm-seeds)."""
+    extra = []
+    for c in curves.values():
+        for trial in c["trial"]:
+            if trial >= 0:
+                extra += [dict(specs[trial], seed=specs[trial]["seed"] + k) for k in range(1, seeds)]
+    return extra
+
+
+def chosen_settings(settings, specs, curves):
+    """{optimizer: [(batch size, index into settings or None)]}: the setting holding each curve
+    point's trial, once the trials are grouped by setting (study.aggregate)."""
+    def key(spec):
+        return tuple(sorted((k, str(v)) for k, v in spec.items() if k != "seed"))
+    where = {key(s): i for i, s in enumerate(settings)}
+    return {opt: [(int(b), None if t < 0 else where[key(specs[t])])
+                  for b, t in zip(c["batch_size"], c["trial"])] for opt, c in curves.items()}
+
+
+def curve(specs, results, optimizer, sizes, best=None):
+    """{column: array over sizes} of the best trials (or of `best`, [(B, index)]), with
+    ideal_steps, speedup, efficiency."""
+    best = best or best_per_batch(specs, results, optimizer, sizes)
     c = {"batch_size": np.array(sizes, np.int64),
          "trial": np.array([-1 if i is None else results[i].get("trial", i) for _, i in best],
                            np.int64),
@@ -238,6 +266,10 @@ def study_attrs(command, options, base, n):
 @study.study_options(click.option("--batch-sizes", callback=study._int_list,
                                   default="64,128,256,512", show_default=True,
                                   help="Comma-separated batch sizes."))
+@click.option("--confirm-seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="After the search, train each batch size's best setting again with seeds "
+                   "--seed+1, ..., --seed+K-1; the curve shows its K-seed mean and spread (the "
+                   "choice stays the search's).")
 @one_line_errors
 def scaling(**options):
     """Steps to a target vs batch size for each optimizer, each tuned per batch size.
@@ -248,10 +280,22 @@ def scaling(**options):
     study.check_targets(options)
     sizes = options["batch_sizes"]
     options["grid_entries"] = list(options["grid_entries"])
+    if options["confirm_seeds"] > 1 and options["seeds"] > 1:
+        raise click.UsageError("--confirm-seeds retrains the best settings with more seeds; "
+                               "with --seeds every setting has its seeds already: give one")
     root, specs, n, base = prepare(options, sizes, True, "scaling")
     trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     settings, results = study.aggregate(specs, trials)
     curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
+    extra = confirm_specs(specs, curves, options["confirm_seeds"])
+    if extra:
+        click.echo(f"confirming the best settings with {options['confirm_seeds']} seeds: "
+                   f"{len(extra)} more trials")
+        trials += study.run_trials(root, extra, options["jobs"], options["threads_per_job"])
+        specs = specs + extra
+        settings, results = study.aggregate(specs, trials)   # the best settings' seeds together
+        chosen = chosen_settings(settings, specs, curves)
+        curves = {opt: curve(settings, results, opt, sizes, chosen[opt]) for opt in curves}
 
     def fill(f):
         study.write_trials(f.create_group("trials"), specs, trials)

@@ -164,3 +164,34 @@ def test_no_layer_stats_logs_none_and_trains_the_same(tmp_path):
     on, off = read_run(str(tmp_path / "on")), read_run(str(tmp_path / "off"))
     assert on["layers"] and not off["layers"]
     np.testing.assert_array_equal(on["steps"]["loss"], off["steps"]["loss"])
+
+
+def test_confirm_seeds_retrain_the_chosen_setting_and_report_its_seed_mean(tmp_path):
+    """--confirm-seeds 3: the search (seed 0) picks each batch size's setting; that setting is
+    trained with seeds 1 and 2 too, and the curve shows the mean and spread of the three runs'
+    steps to target, read here from each run's own run.h5."""
+    out = tmp_path / "s"
+    ok(invoke(scaling, "--optimizers", "sgd", "--batch-sizes", "256,512", "--hidden", "16",
+              "--target-accuracy", "0.6", "--grid", "sgd.lr=0.05,0.2", "--budget-epochs", "6",
+              "--eval-every", "1", "--confirm-seeds", "3", "--out", out))
+    runs = {}
+    for name in os.listdir(out / study.TRIALS):
+        run = read_run(str(out / study.TRIALS / name))
+        config = json.loads(run["attrs"]["config"])
+        at = run["attrs"]["target_step"]
+        runs[(config["batch_size"], config["lr"], config["seed"])] = None if at < 0 else int(at)
+    with h5py.File(out / "scaling.h5") as f:
+        g = f["best/sgd"]
+        seeds, lrs = f["trials/seed"][()], f["trials/lr"][()]
+        for k, b in enumerate((256, 512)):
+            search = {lr: runs[(b, lr, 0)] for (bb, lr, seed) in runs if bb == b and seed == 0}
+            reached = {lr: s for lr, s in search.items() if s is not None}
+            fewest = min(reached.values())
+            (lr,) = [v for v, steps in reached.items() if steps == fewest]   # no tie to break
+            assert lrs[g["trial"][k]] == lr and seeds[g["trial"][k]] == 0
+            three = [runs[(b, lr, seed)] for seed in (0, 1, 2)]
+            assert g["reached"][k] and all(s is not None for s in three)
+            assert g["steps_to_target"][k] == pytest.approx(np.mean(three))
+            assert (g["steps_min"][k], g["steps_max"][k]) == (min(three), max(three))
+        # the other setting is not retrained
+        assert sorted(seeds.tolist()).count(0) == 4 and len(seeds) == 4 + 2 * 2
