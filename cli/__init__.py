@@ -6,12 +6,28 @@
     hessian, landscape               curvature and loss surface at a checkpoint
     plot                             curves of several runs
 """
+import sys
+
 import click
 
 from minigrad import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The group; under mpiexec a usage error (the same on every rank) is printed by rank 0
+    only, and every rank exits with its status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            from .parallel import communicator
+            if communicator().rank != 0:
+                sys.exit(e.exit_code)
+            raise
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minigrad")
 def main():
     """minigrad: second-order optimization studies on a from-scratch autodiff engine."""
@@ -22,6 +38,7 @@ from .hessian import hessian
 from .inspect import evaluate, runs, show
 from .landscape import landscape
 from .plot import plot
+from .report import report
 from .scaling import scaling
 from .sensitivity import sensitivity
 from .train import train
@@ -36,3 +53,4 @@ main.add_command(plot)
 main.add_command(compare)
 main.add_command(landscape)
 main.add_command(hessian)
+main.add_command(report)

@@ -1,0 +1,315 @@
+"""What `minigrad report` reads: the summary files of finished studies, never their trials/
+folders (only the summary files are committed), and the run.h5 of reference runs that logged
+the gradient noise scale (`minigrad train --noise-scale-examples N`).
+
+A study file is about one problem: a data set, a model (with its hidden sizes for the mlp) and a
+target (attrs["options"]: dataset, model, hidden, target_accuracy, target_loss). It holds one
+curve per method, a method being an optimizer together with the train options the study fixed
+for it (options["train_options"], `--train-option [OPT.]NAME=VALUE`): K-FAC started from identity
+factors is another method than K-FAC, and gets its own row in the report.
+
+    scaling.h5      best/<optimizer>/ per batch size: reached, steps_to_target,
+                    epochs_to_target, wall_to_target, cost_to_target
+    compare.h5      best/ one row per optimizer (optimizer, batch_size and the same columns)
+    sensitivity.h5  maps/<optimizer>/ batch_size, fraction_reached, reached (nb x rows x cols)
+
+(the layouts are in the docstrings of cli/scaling.py, cli/compare.py, cli/sensitivity.py).
+"""
+import dataclasses
+import json
+import math
+import os
+from collections import namedtuple
+
+import numpy as np
+
+from . import search
+from .common import UserError
+
+STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
+# train options that do not change the training (what is logged, what is kept): not part of a
+# method's name
+BOOKKEEPING = ("layer_stats", "noise_scale_examples", "keep_checkpoints", "checkpoint_every")
+
+Point = namedtuple("Point", "reached steps epochs wall cost source")
+Point.__doc__ = """One method at one batch size of a scaling or compare study: the best trial's
+reached flag and figures to the target (nan where not reached), and the study file (source)."""
+Fraction = namedtuple("Fraction", "fraction reached grid source")
+Fraction.__doc__ = """One method at one batch size of a sensitivity study: fraction_reached, and
+the number of grid points reaching the target out of `grid`."""
+NoiseRun = namedtuple("NoiseRun", "path dataset model hidden optimizer batch_size per_epoch step "
+                                  "trace grad_sq")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An optimizer and the train options fixed for it: ((name, value as given), ...) sorted by
+    name, so the order they were given in does not matter; `label` keeps that order."""
+    optimizer: str
+    options: tuple
+    label: str = dataclasses.field(compare=False)
+
+    def sort_key(self):
+        return search.OPTIMIZERS.index(self.optimizer), len(self.options), self.options
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """What a study trains: data set, model, hidden sizes (mlp only) and target."""
+    dataset: str
+    model: str
+    hidden: tuple
+    target_accuracy: float = None
+    target_loss: float = None
+
+    def sort_key(self):
+        missing = -1.0   # no target sorts first
+        return (self.dataset, self.model, self.hidden,
+                missing if self.target_accuracy is None else self.target_accuracy,
+                missing if self.target_loss is None else self.target_loss)
+
+    def model_text(self):
+        return model_text(self.model, self.hidden)
+
+    def target_text(self):
+        parts = []
+        if self.target_accuracy is not None:
+            parts.append(f"test accuracy >= {self.target_accuracy:g}")
+        if self.target_loss is not None:
+            parts.append(f"train loss <= {self.target_loss:g}")
+        return " and ".join(parts) or "none"
+
+
+@dataclasses.dataclass
+class Study:
+    path: str
+    command: str
+    options: dict
+    problem: Problem
+    train_examples: int
+    points: dict = dataclasses.field(default_factory=dict)      # {Method: {B: Point}}
+    fractions: dict = dataclasses.field(default_factory=dict)   # {Method: {B: Fraction}}
+
+
+def model_text(model, hidden):
+    """"mlp 64-64" (the hidden sizes of an mlp), "lenet"."""
+    return model + (" " + "-".join(map(str, hidden)) if hidden else "")
+
+
+def _hidden(model, hidden):
+    if model != "mlp" or hidden is None:
+        return ()
+    if isinstance(hidden, str):   # run.h5 attrs store "64,64"; config JSON a list
+        hidden = [h for h in hidden.split(",") if h.strip()]
+    return tuple(int(h) for h in hidden)
+
+
+def problem_of(options):
+    return Problem(str(options["dataset"]), str(options["model"]),
+                   _hidden(options["model"], options.get("hidden")),
+                   options.get("target_accuracy"), options.get("target_loss"))
+
+
+def method_of(optimizer, train_options):
+    """The Method of `optimizer` in a study with these --train-option entries ([OPT.]NAME=VALUE):
+    the entries for it (prefixed with it, or unprefixed and applying to it), less bookkeeping
+    options and values equal to the study's own trial defaults."""
+    from .study import TRIAL_DEFAULTS
+    from .train import APPLIES
+
+    given = []
+    for entry in train_options or ():
+        key, _, value = str(entry).partition("=")
+        scope, dot, name = key.strip().rpartition(".")
+        name, value = name.replace("-", "_"), value.strip()
+        mine = scope == optimizer if dot else optimizer in APPLIES.get(name, search.OPTIMIZERS)
+        default = str(TRIAL_DEFAULTS.get(name, "")).lower()
+        if mine and name not in BOOKKEEPING and value.lower() != default:
+            given.append((name, value))
+    label = optimizer + (f" ({', '.join(f'{n}={v}' for n, v in given)})" if given else "")
+    return Method(optimizer, tuple(sorted(given)), label)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _nan_unless(reached, value):
+    return float(value) if reached else math.nan
+
+
+def _point(reached, steps, epochs, wall, cost, source):
+    reached = bool(reached)
+    return Point(reached, *(_nan_unless(reached, v) for v in (steps, epochs, wall, cost)), source)
+
+
+def _read_scaling(f, study):
+    for name in f["best"]:
+        g = f["best"][name]
+        method = method_of(name, study.options.get("train_options"))
+        columns = [g[k][()] for k in ("batch_size", "reached", "steps_to_target",
+                                      "epochs_to_target", "wall_to_target", "cost_to_target")]
+        study.points[method] = {int(row[0]): _point(*row[1:], study.path) for row in zip(*columns)}
+
+
+def _read_compare(f, study):
+    g = f["best"]
+    columns = [g[k][()] for k in ("optimizer", "batch_size", "reached", "steps_to_target",
+                                  "epochs_to_target", "wall_to_target", "cost_to_target")]
+    for name, size, *row in zip(*columns):
+        method = method_of(_text(name), study.options.get("train_options"))
+        study.points[method] = {int(size): _point(*row, study.path)}
+
+
+def _read_sensitivity(f, study):
+    for name in f["maps"]:
+        g = f["maps"][name]
+        method = method_of(name, study.options.get("train_options"))
+        reached = g["reached"][()]
+        study.fractions[method] = {
+            int(b): Fraction(float(fr), int(hit.sum()), int(hit.size), study.path)
+            for b, fr, hit in zip(g["batch_size"][()], g["fraction_reached"][()], reached)}
+
+
+READERS = {"scaling": _read_scaling, "compare": _read_compare, "sensitivity": _read_sensitivity}
+
+
+def study_files(paths):
+    """The study files of the given folders (each of STUDY_FILES it holds) or files; a file
+    named twice (a folder and its file, overlapping shell patterns) is read once."""
+    found = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise UserError(f"{path}: not found")
+        if os.path.isfile(path):
+            found.append(path)
+            continue
+        inside = [os.path.join(path, name) for name in STUDY_FILES
+                  if os.path.isfile(os.path.join(path, name))]
+        if not inside:
+            raise UserError(f"{path}: holds no study file ({', '.join(STUDY_FILES)})")
+        found += inside
+    once = {}
+    for path in found:
+        once.setdefault(os.path.realpath(path), path)
+    return list(once.values())
+
+
+def read_study(path):
+    """Study(...) of one summary file; UserError (one line) when it is not a readable one."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file ({_one_line(e)})")
+    command = "study"
+    try:
+        with f:
+            command = _text(f.attrs.get("command", ""))
+            if command not in READERS:
+                raise UserError(f"{path}: not a study file of minigrad scaling, sensitivity or "
+                                f"compare (attrs command is {command!r})")
+            options = json.loads(_text(f.attrs["options"]))
+            study = Study(path, command, options, problem_of(options),
+                          int(f.attrs["train_examples"]))
+            READERS[command](f, study)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise UserError(f"{path}: not a complete {command} file ({_one_line(e)})")
+    return study
+
+
+@dataclasses.dataclass
+class Collection:
+    """Every study merged: problems and methods (sorted), and per (method, problem) the points
+    of the scaling and compare studies and the fractions of the sensitivity studies, by batch
+    size."""
+    studies: list
+    problems: list
+    methods: list
+    points: dict      # {(Method, Problem): {B: Point}}
+    fractions: dict   # {(Method, Problem): {B: Fraction}}
+    train_examples: dict   # {Problem: n}
+
+    def labels(self):
+        """{Problem: short name}: "data set model hidden", with the target when two problems
+        would otherwise share a name."""
+        short = {p: f"{p.dataset} {p.model_text()}" for p in self.problems}
+        if len(set(short.values())) < len(short):
+            short = {p: f"{s}, {p.target_text()}" for p, s in short.items()}
+        return short
+
+    def baseline(self, problem, table):
+        """The SGD method of `problem` in `table` (points or fractions): the only one, or the one
+        without fixed options; None if there is none."""
+        sgd = [m for m in self.methods if m.optimizer == "sgd" and (m, problem) in table]
+        if len(sgd) > 1:
+            sgd = [m for m in sgd if not m.options]
+        return sgd[0] if len(sgd) == 1 else None
+
+
+def _merge(target, key, values, what):
+    mine = target.setdefault(key, {})
+    for b, value in values.items():
+        if b in mine:
+            method, problem = key
+            raise UserError(f"{mine[b].source} and {value.source} both give {what} of "
+                            f"{method.label} on {problem.dataset} {problem.model_text()} "
+                            f"({problem.target_text()}) at B = {b}; give only one of them")
+        mine[b] = value
+
+
+def collect(studies):
+    """Collection of the studies; UserError when two give the same method, problem and batch
+    size (the report would have to choose)."""
+    studies = sorted(studies, key=lambda s: s.path)
+    points, fractions, examples = {}, {}, {}
+    for study in studies:
+        examples.setdefault(study.problem, study.train_examples)
+        for method, values in study.points.items():
+            _merge(points, (method, study.problem), values, "steps to the target")
+        for method, values in study.fractions.items():
+            _merge(fractions, (method, study.problem), values, "a sensitivity map")
+    keys = list(points) + list(fractions)
+    labels = {}
+    for method, _ in keys:   # the label of the first study (by path) that names the method
+        labels.setdefault(method, method)
+    methods = sorted(labels.values(), key=Method.sort_key)
+    problems = sorted({p for _, p in keys}, key=Problem.sort_key)
+    return Collection(studies, problems, methods, points, fractions, examples)
+
+
+def read_noise_run(path):
+    """NoiseRun(...) of a `minigrad train` run folder (or its run.h5) that logged evals/noise_*."""
+    import h5py
+
+    file = path if os.path.isfile(path) else os.path.join(path, "run.h5")
+    if not os.path.exists(path):
+        raise UserError(f"--noise-run {path}: not found")
+    if not os.path.isfile(file):
+        raise UserError(f"--noise-run {path}: holds no run.h5")
+    try:
+        f = h5py.File(file, "r")
+    except OSError as e:
+        raise UserError(f"--noise-run {path}: not a readable HDF5 file ({_one_line(e)})")
+    try:
+        with f:
+            config = json.loads(_text(f.attrs["config"]))
+            evals = f["evals"]
+            if "noise_trace_cov" not in evals or "noise_grad_sq_norm" not in evals:
+                raise UserError(f"--noise-run {path}: run.h5 has no evals/noise_trace_cov and "
+                                "noise_grad_sq_norm (train it with --noise-scale-examples N)")
+            step, trace, grad_sq = (evals[k][()].astype(np.float64) for k in
+                                    ("step", "noise_trace_cov", "noise_grad_sq_norm"))
+            per_epoch = config.get("steps_per_epoch") or \
+                math.ceil(config["train_examples"] / config["batch_size"])
+            return NoiseRun(path, str(config["dataset"]), str(config["model"]),
+                            _hidden(config["model"], config.get("hidden")),
+                            str(config["optimizer"]), int(config["batch_size"]), int(per_epoch),
+                            step, trace, grad_sq)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise UserError(f"--noise-run {path}: not a complete run.h5 ({_one_line(e)})")
