@@ -38,6 +38,20 @@ def run_folder(run):
     return run
 
 
+def checkpoint_config(path, state):
+    """A copy of the run configuration in the state of the checkpoint `path`, checked enough to
+    rebuild the model from it (UserError naming the file otherwise). Checkpoints hold no code
+    (runlog: JSON and arrays), but their contents are still only data to check."""
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds no run configuration")
+    bad = [k for k in ("dataset", "model", "dtype") if not isinstance(config.get(k), str)]
+    if bad:
+        raise UserError(f"{path}: the run configuration it holds has no valid "
+                        f"{', '.join(bad)}")
+    return dict(config)
+
+
 class Loaded:
     """A run's model at one checkpoint with its data: model (train mode), config, step,
     flatten (the model takes flattened images), images/labels of the split asked for, loss_of."""
@@ -72,11 +86,8 @@ def load_run(run, step=None, split="train", dtype=None):
         kept = runlog.kept_steps(folder)
         raise UserError(f"no checkpoint of step {step} in {folder!r}; kept steps: "
                         f"{', '.join(map(str, kept)) if kept else 'none (train with --keep-checkpoints)'}")
-    model_state, state = runlog.read_checkpoint(folder, step)
-    config = state.get("config")
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds no run configuration")
-    config = dict(config)
+    model_state, state = runlog.read_checkpoint(folder, step)   # never unpickles anything
+    config = checkpoint_config(path, state)
     if dtype is not None:
         config["dtype"] = str(np.dtype(dtype))
     images, labels, meta = datasets.load(config["dataset"], split)

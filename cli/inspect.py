@@ -19,6 +19,7 @@ command-line misuse (unknown option, bad --split or --batch-size), as click repo
 import json
 import math
 import os
+import socket
 
 import click
 import numpy as np
@@ -26,13 +27,13 @@ import numpy as np
 from minigrad import datasets
 
 from . import runlog
-from .common import UserError as _UserError, one_line_errors, run_folder
-from .train import build_model, evaluate as evaluate_model
+from .common import UserError as _UserError, checkpoint_config, one_line_errors, run_folder
+from .train import PROCESS_FILE, build_model, evaluate as evaluate_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-# what h5py, pickle and numpy raise on a missing, truncated or foreign file
+# what h5py and numpy raise on a missing, truncated or foreign file
 _READ_ERRORS = (_UserError, OSError, KeyError, ValueError, TypeError, AttributeError, IndexError,
                 RuntimeError, EOFError)
 
@@ -95,6 +96,41 @@ def summary(run):
     }
 
 
+def live_status(folder, status):
+    """run.h5's status, with a "running" run checked against OUT/process.json (the pid and host
+    of the process writing it, cli/train.py): "stale" when that process is gone (killed, e.g.
+    with -9 or out of memory: resume it with `train --resume`), "running on HOST" when it is on
+    another host (not checkable from here)."""
+    if status != "running":
+        return status
+    try:
+        with open(os.path.join(folder, PROCESS_FILE)) as fh:
+            owner = json.load(fh)
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return status   # written before process.json existed, or unreadable: no verdict
+    if host != socket.gethostname():
+        return f"running on {host}"
+    return "running" if _alive(pid) else "stale"
+
+
+def _alive(pid):
+    """Whether process `pid` exists and is a Python process (a recycled pid of another
+    program does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read()
+    except OSError:
+        return True   # no /proc: the pid exists, take it
+    return b"python" in command or b"minigrad" in command
+
+
 def _table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
@@ -125,10 +161,8 @@ def evaluate(run, split, batch_size):
     folder = run_folder(run)
     if not os.path.isfile(os.path.join(folder, runlog.CHECKPOINT_FILE)):
         raise _UserError(f"no {runlog.CHECKPOINT_FILE} in {folder!r}")
-    model_state, state = runlog.read_checkpoint(folder)
-    config = state.get("config")
-    if not isinstance(config, dict):
-        raise _UserError(f"{os.path.join(folder, runlog.CHECKPOINT_FILE)} holds no run configuration")
+    model_state, state = runlog.read_checkpoint(folder)   # never unpickles anything
+    config = checkpoint_config(runlog.checkpoint_path(folder), state)
     images, labels, meta = datasets.load(config["dataset"], split)
     images = images.astype(np.dtype(config["dtype"]), copy=False)
     model = build_model(config, tuple(meta["shape"]), len(meta["classes"]))
@@ -171,6 +205,7 @@ def runs(folder):
             run = _read_run(os.path.join(folder, name))
             config = _config(run["attrs"])
             s = summary(run)
+            s["status"] = live_status(os.path.join(folder, name), s["status"])
             rows.append((name, config.get("dataset", "?"), config.get("model", "?"),
                          config.get("optimizer", "?"), config.get("batch_size", "?"), s["steps"],
                          _fmt(s["final_train_loss"]), _fmt(s["test_accuracy"]),
@@ -220,6 +255,7 @@ def show(run):
     else:
         click.echo("  (none)")
     s = summary(data)
+    s["status"] = live_status(folder, s["status"])
     click.echo("summary:")
     target = ("-" if s["target_accuracy"] is None else
               f"{s['target_accuracy']:g} reached at step {s['target_step']}"

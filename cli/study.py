@@ -60,6 +60,10 @@ TRIALS = "trials"
 LOG_FILE = "train.log"
 DONE = ("finished", "failed")
 EXIT_INTERRUPTED = 130
+# what a trial exits with when a stop signal ended it after a step, with a checkpoint (train's
+# STOP_SIGNALS: 128 + SIGINT, SIGTERM, SIGUSR1)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+STOPPED = {128 + int(s) for s in STOP_SIGNALS}
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # `minigrad train` options every trial gets unless --train-option says otherwise: a run stuck at
 # chance ends as diverged after 3 evaluations (train's --diverged-after rule) instead of using its
@@ -320,7 +324,8 @@ NEGATABLE = ("layer_stats",)   # train's on/off flags that default to on
 
 
 def trial_mode(folder):
-    """"done", "resume", "restart" or "new" (see the module docstring)."""
+    """"done", "resume", "restart" or "new" (see the module docstring); a checkpoint.npz that
+    cannot be read (damaged, or of format 1: a pickle, refused unread) counts as none: "restart"."""
     if not os.path.isdir(folder) or not os.listdir(folder):
         return "new"
     try:
@@ -330,6 +335,12 @@ def trial_mode(folder):
     if status in DONE:
         return "done"
     if os.path.isfile(runlog.checkpoint_path(folder)):
+        try:
+            runlog.read_checkpoint(folder)
+        except (OSError, ValueError):
+            # damaged, or of an older format (a pickle, refused unread): `train --resume` would
+            # stop on it, so the trial starts again instead (its options are the same)
+            return "restart"
         return "resume"
     return "restart"
 
@@ -342,6 +353,10 @@ def execute(spec, folder, mode=None):
     mode = mode or trial_mode(folder)
     if mode == "done":
         return 0, "done earlier"
+    stop = os.path.join(os.path.dirname(os.path.dirname(folder)), STOP_FILE)
+    if os.path.exists(stop):   # the study was told to stop (_forward_stops)
+        with open(stop) as fh:
+            return 128 + int(fh.read().strip() or signal.SIGTERM), "not started: the study stopped"
     root = parallel.is_root()
     if root:
         os.makedirs(folder, exist_ok=True)
@@ -381,9 +396,40 @@ def _blas_threads(threads):
 
 
 def _worker_init():
-    # an idle worker ignores Ctrl-C; a training trial installs its own handler (checkpoint,
-    # then exit 130) and so stops cleanly after its current step
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # an idle worker ignores the stop signals; a training trial installs its own handlers
+    # (checkpoint, then exit 128 + signal) and so stops cleanly after its current step
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+STOP_FILE = ".stop"   # in the study folder: trials not yet started return at once
+
+
+@contextlib.contextmanager
+def _forward_stops(pool, root):
+    """While the pool runs: SIGTERM/SIGUSR1 sent to the study's process (a scheduler's stop or
+    preemption warning) goes on to every worker, whose trial then checkpoints after its step,
+    and STOP_FILE (holding the signal's number) makes the trials queued behind them return
+    without starting. The handler raises nothing: the pool's bookkeeping is never cut short,
+    and the study ends once every worker has returned. Ctrl-C at a terminal reaches the
+    workers itself."""
+    def handle(signum, frame):
+        with open(os.path.join(root, STOP_FILE), "w") as fh:
+            fh.write(str(int(signum)))
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signum)
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            previous[signum] = signal.signal(signum, handle)
+    except ValueError:   # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _timed(spec, folder):
@@ -418,7 +464,7 @@ def run_trials(root, specs, jobs=1, threads=1):
             report(i, 0, "done earlier", 0.0)
         else:
             todo.append(i)
-    interrupted = False
+    interrupted = 0   # the exit status to leave with, 0 while not interrupted
     if todo:
         # Workers are spawned when tasks are submitted and inherit the environment then. Every
         # trial runs in a worker, with the same BLAS thread count whatever --jobs is: a
@@ -427,27 +473,31 @@ def run_trials(root, specs, jobs=1, threads=1):
             pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=min(jobs, len(todo)), initializer=_worker_init,
                 mp_context=multiprocessing.get_context("spawn"))
+            with contextlib.suppress(FileNotFoundError):   # an earlier session's
+                os.remove(os.path.join(root, STOP_FILE))
             try:
-                futures = {pool.submit(_timed, specs[i], folders[i]): i for i in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    code, message, seconds = future.result()
-                    if code == EXIT_INTERRUPTED:
-                        interrupted = True
-                    else:
-                        report(futures[future], code, message, seconds)
+                with _forward_stops(pool, root):
+                    futures = {pool.submit(_timed, specs[i], folders[i]): i for i in todo}
+                    for future in concurrent.futures.as_completed(futures):
+                        code, message, seconds = future.result()
+                        if code in STOPPED:
+                            interrupted = interrupted or code
+                        else:
+                            report(futures[future], code, message, seconds)
             except KeyboardInterrupt:
-                interrupted = True
+                interrupted = EXIT_INTERRUPTED
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     if interrupted:
-        _interrupted(root)
+        _interrupted(root, interrupted)
     return [trial_result(f) for f in folders]
 
 
-def _interrupted(root):
-    parallel.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)}; "
-                  "run the same command again to continue the study", err=True)
-    sys.exit(EXIT_INTERRUPTED)
+def _interrupted(root, code=EXIT_INTERRUPTED):
+    parallel.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)} "
+                  "(stopped ones with their checkpoints); run the same command again to continue "
+                  "the study", err=True)
+    sys.exit(code)
 
 
 def _run_trials_distributed(comm, root, specs, folders, report):
@@ -458,8 +508,8 @@ def _run_trials_distributed(comm, root, specs, folders, report):
         mode = comm.broadcast_object(trial_mode(folder) if comm.rank == 0 else None)
         started = time.perf_counter()
         code, message = execute(spec, folder, mode)
-        if code == EXIT_INTERRUPTED:
-            _interrupted(root)
+        if code in STOPPED:
+            _interrupted(root, code)
         if code == 2:   # a usage error of train: the same on every rank
             raise UserError(f"trial {folder} could not start: {message}")
         if comm.rank == 0:

@@ -24,11 +24,14 @@ steps with the batch loss and the last test accuracy (or reconstruction error).
 At every evaluation the per-layer statistics of nn.capture are logged (cli/runlog.py, layers/).
 """
 import contextlib
+import json
 import math
 import os
 import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
 
 import click
@@ -49,7 +52,7 @@ from minigrad.backend import GPU_INSTALL_HINT, to_device
 from minigrad.nn import capture, models
 
 from . import cost, parallel, runlog
-from .common import one_line_errors
+from .common import UserError, one_line_errors
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
@@ -80,6 +83,12 @@ SCHEDULES = ("constant", "cosine", "step")
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 EVAL_BATCH = 1000
 EXIT_INTERRUPTED = 130
+# signals that stop a run after its current step, with a checkpoint; the exit status is
+# 128 + the signal's number (SIGINT 130: Ctrl-C; SIGTERM 143: a batch scheduler's or a container's
+# stop; SIGUSR1 138: a scheduler's preemption warning)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+DEFAULT_CHECKPOINT_SECONDS = 300
+PROCESS_FILE = "process.json"   # the pid and host of the process writing the run
 # --diverged-after: "at chance" is accuracy <= 1/C + CHANCE_ACCURACY_MARGIN and a training loss
 # >= CHANCE_LOSS_SHARE ln C (the loss of predicting 1/C for every class is ln C)
 CHANCE_ACCURACY_MARGIN = 0.02
@@ -189,6 +198,28 @@ def lr_schedule(config):
     return fn
 
 
+def _toml_type_error(name, param, value):
+    """Why a TOML value does not have the type the command line would accept for `param`
+    (None if it has): TOML's 64.7 is not an int, its true is not a number, its "0.1" not a
+    float, as on the command line, where these would be refused or mean something else."""
+    kind = param.type
+    if name == "hidden":
+        ok = isinstance(value, str) or (isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value))
+        return None if ok else "expected a list of ints like [64, 64] or a string like \"64,64\""
+    if getattr(param, "is_flag", False):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(kind, (click.types.IntParamType,)):
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"expected an integer, got a {type(value).__name__}"
+    if isinstance(kind, click.types.FloatParamType):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+            f"expected a number, got a {type(value).__name__}"
+    if isinstance(kind, (click.Choice, click.types.StringParamType, click.Path)):
+        return None if isinstance(value, str) else f"expected a string, got a {type(value).__name__}"
+    return None
+
+
 def read_config_file(ctx, path):
     """{parameter name: value} from the TOML file `path` (keys with dashes or underscores)."""
     try:
@@ -210,6 +241,9 @@ def read_config_file(ctx, path):
     out = {}
     for name, value in values.items():
         param = names[name]
+        wrong = _toml_type_error(name, param, value)
+        if wrong:
+            raise click.UsageError(f"--config {path}: {name.replace('_', '-')} = {value!r}: {wrong}")
         if name == "hidden" and isinstance(value, list):
             value = ",".join(str(v) for v in value)
         try:
@@ -317,7 +351,32 @@ def noise_scale(model, images, labels, rows, device="cpu"):
 
 
 class _StopRequested(Exception):
-    """Ctrl-C was pressed; raised between steps, where the state is consistent."""
+    """A stop signal (its number: args[0]) came; raised between steps, where the state is
+    consistent."""
+
+
+def agreed_signal(comm, signum):
+    """The stop signal every rank acts on: 0 if no rank got one, else the one they got (with
+    different ones, the most urgent: SIGTERM over SIGUSR1 over SIGINT)."""
+    got = comm.allreduce_scalars([float(signum == s) for s in STOP_SIGNALS])
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        if got[STOP_SIGNALS.index(s)] > 0:
+            return int(s)
+    return 0
+
+
+def finished_before(out, step, total, config, state):
+    """Whether a resumed run has nothing left to do: it ended as "finished" (run.h5) with
+    `total` steps done, or it stopped at its targets with --stop-at-target."""
+    try:
+        status = runlog.read_run(out)["attrs"].get("status")
+    except (OSError, KeyError, ValueError):
+        return False
+    targets = [(config.get("target_accuracy"), state.get("target_step")),
+               (config.get("target_loss"), state.get("target_loss_step"))]
+    stopped = bool(config.get("stop_at_target")) and any(t is not None for t, _ in targets) \
+        and all(at is not None for t, at in targets if t is not None)
+    return status == "finished" and (step >= total or stopped)
 
 
 class _Diverged(FloatingPointError):
@@ -332,29 +391,65 @@ def at_chance(accuracy, train_loss, classes):
 
 
 class _DeferredInterrupt:
-    """While active, the first Ctrl-C only sets a flag (checked between steps); a second one
-    interrupts at once."""
+    """While active, the first of STOP_SIGNALS (Ctrl-C, SIGTERM, SIGUSR1) only records itself
+    (checked between steps); a second one interrupts at once."""
 
     def __init__(self):
-        self.requested = False
-        self.previous = None
+        self.signum = 0        # the first stop signal received, 0 while none
+        self.previous = {}
+
+    @property
+    def requested(self):
+        return self.signum != 0
 
     def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.previous = None
+        for signum in STOP_SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
         return False
+
+
+def check_writable(out):
+    """Check, before any training, that files can be written in `out` (UserError naming the
+    folder otherwise); folders made for the check are removed again (a usage error found
+    later must leave nothing behind)."""
+    made, path = [], os.path.abspath(out)
+    while not os.path.exists(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {out!r} is not writable: {e.strerror or e}") from None
+    finally:
+        for folder in made:   # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def write_process_file(out):
+    """OUT/process.json: this process's pid and host, for `minigrad runs` to tell a live run
+    from one that was killed (status "running" in run.h5, but no such process: "stale")."""
+    record = {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(record, fh)
+    runlog._atomic(os.path.join(out, PROCESS_FILE), write)
 
 
 # ---------------------------------------------------------------------------------- command
@@ -375,7 +470,7 @@ class _DeferredInterrupt:
               help=f"Epochs to train (default {DEFAULT_EPOCHS} unless --steps is given).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Total optimizer steps (instead of --epochs); with --resume, the new total.")
-@click.option("--lr", type=click.FloatRange(min=0), default=None,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate (sgd 0.1, kfac 0.05).")
 @click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
               help="Momentum (sgd, kfac; default 0.9).")
@@ -449,7 +544,12 @@ class _DeferredInterrupt:
               help="Replace the run.h5 and checkpoints (also the kept ones) of an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
-              help="Write the checkpoint (and run.h5) every K steps; always at the end.")
+              help="Also write the checkpoint (and run.h5) every K steps.")
+@click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
+              help=f"Write the checkpoint at every evaluation, at the end, and after any step "
+                   f"once S seconds have passed since the last one (default "
+                   f"{DEFAULT_CHECKPOINT_SECONDS}; 0: only at evaluations and the end). A killed "
+                   "run loses at most that.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="TOML file of options (same names, dashes or underscores); the command line wins.")
 @click.pass_context
@@ -500,7 +600,8 @@ def train(ctx, **options):
                 raise click.UsageError(f"--resume: --{key.replace('_', '-')} {options[key]!r} differs "
                                        f"from the run's {old[key]!r}; it cannot change on resume")
         config = dict(old)
-        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "target_accuracy",
+        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "checkpoint_seconds",
+                    "target_accuracy",
                     "target_loss", "stop_at_target", "keep_checkpoints", "device",
                     "diverged_after", "layer_stats", "noise_scale_examples"):
             if given(key):
@@ -557,6 +658,8 @@ def train(ctx, **options):
     if config.get("device") == "cuda":
         check_cuda(comm)
     with parallel.abort_on_error(comm):
+        if parallel.is_root(comm):
+            check_writable(out)
         run(config, out, saved, overwrite)
 
 
@@ -594,6 +697,9 @@ def run(config, out, saved, overwrite):
         images = images.reshape(len(images), -1)
         test_images = test_images.reshape(len(test_images), -1)
     n, bs = len(labels), config["batch_size"]
+    if bs > n:   # the same on every rank (the data were checked equal): rank 0 says it
+        _fail(f"--batch-size {bs} exceeds the {n} training examples of {config['dataset']}; a "
+              "step would see fewer examples than recorded", code=2, together=True)
     per_epoch = datasets.num_batches(n, bs)
     total = config["steps"] if config["steps"] is not None else config["epochs"] * per_epoch
     if saved is None:
@@ -608,6 +714,8 @@ def run(config, out, saved, overwrite):
     comm.stats.reset()
     eval_every = config["eval_every"] or per_epoch
     ckpt_every = config["checkpoint_every"]
+    ckpt_seconds = config.get("checkpoint_seconds")
+    ckpt_seconds = DEFAULT_CHECKPOINT_SECONDS if ckpt_seconds is None else ckpt_seconds
 
     step, epoch, position, wall_before, target_step, loss_step = 0, 0, 0, 0.0, None, None
     since_eval = []
@@ -627,6 +735,10 @@ def run(config, out, saved, overwrite):
         if total < step:
             raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
                                    f"the {total} asked for")
+        if finished_before(out, step, total, config, state):
+            parallel.echo(f"{out} finished at step {step} already; nothing to do (give a larger "
+                          "--steps or --epochs to train on)")
+            return
         parallel.echo(f"resuming {out} at step {step} (epoch {epoch + 1}, batch {position + 1})")
     elif root:
         os.makedirs(out, exist_ok=True)
@@ -637,8 +749,11 @@ def run(config, out, saved, overwrite):
             if os.path.isdir(os.path.join(out, runlog.KEPT_FOLDER)):   # the old run's kept ones
                 shutil.rmtree(os.path.join(out, runlog.KEPT_FOLDER))
 
+    if root:
+        write_process_file(out)
     first_step = step
     t0 = time.perf_counter()
+    last_checkpoint_time = time.monotonic()
 
     def wall():
         return wall_before + time.perf_counter() - t0
@@ -648,7 +763,9 @@ def run(config, out, saved, overwrite):
     ACC_LABEL = "test recon err" if auto else "test acc"
 
     def snapshot(status, checkpoint=True):
-        nonlocal last_checkpoint
+        nonlocal last_checkpoint, last_checkpoint_time
+        if checkpoint:
+            last_checkpoint_time = time.monotonic()
         if not root:   # the other ranks hold the same state; rank 0 writes it
             if checkpoint:
                 last_checkpoint = step
@@ -664,6 +781,14 @@ def run(config, out, saved, overwrite):
                 keep=config.get("keep_checkpoints", False))
         runlog.write_run(out, config, history, status, step, target_step, wall(),
                          target_loss_step=loss_step)
+
+    def safe_snapshot(status, checkpoint=True):
+        """snapshot() where the run is ending for another reason: a failed write is added to
+        the message instead of hiding the reason."""
+        try:
+            snapshot(status, checkpoint)
+        except runlog.WriteError as e:
+            click.echo(f"Error: {e}", err=True)
 
     def targets_reached():
         """Every given target is reached (False when none is given)."""
@@ -761,7 +886,8 @@ def run(config, out, saved, overwrite):
                     for key, value in cost.step_cost(name, optimizer.info, global_rows).items():
                         st.setdefault(key, []).append(value)
                     since_eval.append(loss)
-                    if step % eval_every == 0 and step < total:
+                    evaluated = step % eval_every == 0 and step < total
+                    if evaluated:
                         train_loss, last_acc = do_eval()
                         if stuck >= (config.get("diverged_after") or math.inf):
                             raise agreed(_Diverged(
@@ -773,12 +899,14 @@ def run(config, out, saved, overwrite):
                             break
                     bar.update(1, f"loss {loss:.4f}" + ("" if last_acc is None
                                                         else f"  {ACC_LABEL} {last_acc:.4f}"))
-                    if world > 1:   # all ranks stop after the same step
-                        interrupt.requested = comm.allreduce_scalars(
-                            [float(interrupt.requested)])[0] > 0
+                    if world > 1:   # all ranks stop after the same step, with one status
+                        interrupt.signum = agreed_signal(comm, interrupt.signum)
                     if interrupt.requested:
-                        raise _StopRequested
-                    if ckpt_every and step % ckpt_every == 0 and step < total:
+                        raise _StopRequested(interrupt.signum)
+                    due = (evaluated or (ckpt_every and step % ckpt_every == 0)
+                           or (ckpt_seconds and time.monotonic() - last_checkpoint_time
+                               >= ckpt_seconds))
+                    if due and step < total:   # the end writes its own
                         snapshot("running")
                     if position == 0:
                         break  # the epoch is over: a new order
@@ -788,14 +916,19 @@ def run(config, out, saved, overwrite):
         else:
             train_loss, acc = do_eval()
         snapshot("finished")
-    except _StopRequested:   # agreed by all ranks
-        snapshot("interrupted")
-        parallel.echo(f"\ninterrupted at step {step}; checkpoint written to "
-                      f"{os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: minigrad train "
-                      f"--out {out} --resume", err=True)
-        parallel.exit_together(EXIT_INTERRUPTED)
+    except runlog.WriteError as e:   # rank 0 alone writes: its exit aborts the job
+        hint = "; free space, then resume with: minigrad train --out {out} --resume" \
+            if "is kept" in (e.kept or "") else ""
+        _fail(f"{e}{hint.format(out=out)}")
+    except _StopRequested as stop:   # agreed by all ranks
+        safe_snapshot("interrupted")
+        signum = stop.args[0]
+        parallel.echo(f"\n{signal.Signals(signum).name}: stopped at step {step}; checkpoint "
+                      f"written to {os.path.join(out, runlog.CHECKPOINT_FILE)}. Resume with: "
+                      f"minigrad train --out {out} --resume", err=True)
+        parallel.exit_together(128 + signum)
     except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): mid-step
-        snapshot("interrupted", checkpoint=False)
+        safe_snapshot("interrupted", checkpoint=False)
         kept = (f"the checkpoint of step {last_checkpoint} is kept; resume with: minigrad train "
                 f"--out {out} --resume" if last_checkpoint is not None
                 else "no checkpoint was written")
@@ -804,7 +937,7 @@ def run(config, out, saved, overwrite):
     except FloatingPointError as e:
         if world > 1 and not getattr(e, "agreed", False):
             raise   # this rank's own failure: abort the job (parallel.abort_on_error)
-        snapshot("failed", checkpoint=False)
+        safe_snapshot("failed", checkpoint=False)
         kept = (f"the checkpoint of step {last_checkpoint} is kept" if last_checkpoint is not None
                 else "no checkpoint was written")
         at = step if isinstance(e, _Diverged) else step + 1   # after the step, or during it

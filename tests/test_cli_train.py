@@ -53,7 +53,7 @@ def test_default_run_reaches_95_percent_and_writes_the_documented_layout(tmp_pat
     assert attrs["target_step"] in run["evals"]["step"]
     with h5py.File(out / "run.h5") as f:
         assert f["steps/loss"].maxshape == (None,) and f["evals/step"].maxshape == (None,)
-    assert set(os.listdir(out)) == {"run.h5", "checkpoint.npz"}
+    assert set(os.listdir(out)) == {"run.h5", "checkpoint.npz", "process.json"}
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "kfac", "trcg", "strcg"])
@@ -452,7 +452,9 @@ def test_keep_checkpoints_keeps_one_file_per_checkpoint(tmp_path):
     ok(invoke("--out", out, "--hidden", "16", "--steps", 25, "--checkpoint-every", 10,
               "--keep-checkpoints"))
     kept = sorted(os.listdir(out / "checkpoints"))
-    assert kept == ["step-00000010.npz", "step-00000020.npz", "step-00000025.npz"]
+    # every 10 steps, at the evaluation of step 23 (one epoch) and at the end
+    assert kept == ["step-00000010.npz", "step-00000020.npz", "step-00000023.npz",
+                    "step-00000025.npz"]
     last = read_checkpoint(str(out))
     same = read_checkpoint(str(out), step=25)
     for k in last[0]:

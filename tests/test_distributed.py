@@ -339,7 +339,7 @@ def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path)
     finally:
         process.kill()
     assert process.returncode == 130, stdout + stderr
-    assert "interrupted at step" in stderr
+    assert "SIGINT: stopped at step" in stderr
     step = read_checkpoint(str(out))[1]["step"]
     assert read_run(str(out))["attrs"]["status"] == "interrupted" and step >= 100
     ok(single("train", "--out", out, "--resume", "--steps", step + 5))
