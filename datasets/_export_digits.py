@@ -10,8 +10,11 @@ scikit-learn is needed only here, never at run time.  The file holds
 
 The split is the permutation ``numpy.random.default_rng(SPLIT_SEED).permutation(1797)``:
 its first 360 entries are the test set, the rest the training set.  The attribute
-``sha256`` is the array digest defined by ``minigrad.datasets._files.arrays_sha256``.
+``sha256`` is the array digest defined by ``minigrad.datasets._files.arrays_sha256``
+(``DIGITS_SHA256`` in ``loaders.py``); the SHA-256 of the file itself, printed second, is
+``DIGITS_FILE_SHA256`` there (the loader checks it before HDF5 reads the file).
 """
+import hashlib
 import os
 import sys
 
@@ -49,7 +52,8 @@ def main(path=None):
         "pixel_scale": "original counts 0..16 divided by 16",
     }
     write_h5_atomic(path, arrays, attrs, deterministic=True)
-    print(path, attrs["sha256"])
+    with open(path, "rb") as f:
+        print(path, attrs["sha256"], hashlib.sha256(f.read()).hexdigest())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Nothing here imports minigrad: the data-set layer stands on NumPy and h5py alone
 """
 import gzip
 import hashlib
+import io
 import os
 import tempfile
 
@@ -27,13 +28,24 @@ def arrays_sha256(arrays):
     return h.hexdigest()
 
 
-def write_h5_atomic(path, arrays, attrs=None, deterministic=False, level=9):
+# A checksummed HDF5 file (the caches) starts with a 512-byte user block, which HDF5 skips:
+# CHECKSUM_MAGIC, the hex SHA-256 of everything after the user block, "\n", zero padding.
+USERBLOCK = 512
+CHECKSUM_MAGIC = b"minigrad-h5-sha256:"
+
+
+class CorruptFileError(ValueError):
+    """A checksummed HDF5 file whose bytes do not match the SHA-256 in its user block."""
+
+
+def write_h5_atomic(path, arrays, attrs=None, deterministic=False, level=9, checksummed=False):
     """Write ``arrays`` (gzip-compressed datasets) and ``attrs`` to HDF5 at ``path`` atomically.
 
     The file is written to a temporary file in the same folder and moved into place with
     ``os.replace``, so a reader sees the old file or the complete new one, never a part.
     ``level`` is the gzip level (1 fast, 9 small); ``deterministic`` drops HDF5 timestamps
-    so the same arrays give the same bytes.
+    so the same arrays give the same bytes.  ``checksummed`` reserves a user block at the start
+    of the file and stores there the SHA-256 of the rest, for ``read_h5_verified``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -42,6 +54,8 @@ def write_h5_atomic(path, arrays, attrs=None, deterministic=False, level=9):
     os.close(fd)
     try:
         kwargs = {"track_order": True}
+        if checksummed:
+            kwargs["userblock_size"] = USERBLOCK
         with h5py.File(tmp, "w", libver="earliest", **kwargs) as f:
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
@@ -49,7 +63,14 @@ def write_h5_atomic(path, arrays, attrs=None, deterministic=False, level=9):
                 a = np.asarray(a)
                 f.create_dataset(name, data=a, compression="gzip", compression_opts=level,
                                  shuffle=a.size > 1, track_times=not deterministic)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "r+b") as fh:
+            if checksummed:
+                fh.seek(USERBLOCK)
+                digest = hashlib.sha256(fh.read()).hexdigest().encode()
+                header = CHECKSUM_MAGIC + digest + b"\n"
+                fh.seek(0)
+                fh.write(header + bytes(USERBLOCK - len(header)))
+                fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
@@ -64,8 +85,32 @@ def write_h5_atomic(path, arrays, attrs=None, deterministic=False, level=9):
 
 
 def read_h5(path, names):
-    """Read datasets ``names`` and all attributes from an HDF5 file."""
+    """Read datasets ``names`` and all attributes from an HDF5 file (a path or a file object).
+    Only for files whose bytes are trusted: see ``read_h5_verified``."""
     with h5py.File(path, "r") as f:
+        arrays = {name: np.asarray(f[name][()]) for name in names}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    return arrays, attrs
+
+
+def read_h5_verified(path, names):
+    """``read_h5`` for a file written with ``checksummed=True``: the whole file is read and its
+    bytes checked against the SHA-256 in its user block *before* HDF5 parses them (a damaged
+    HDF5 file can make the HDF5 library fail in any way, even loop forever).  Raises
+    ``CorruptFileError`` (a ValueError) saying what is wrong when they do not match."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    header = raw[:USERBLOCK]
+    if not header.startswith(CHECKSUM_MAGIC):
+        raise CorruptFileError("no checksum header (a damaged file, or one written by an "
+                               "older minigrad)")
+    end = header.find(b"\n")
+    recorded = header[len(CHECKSUM_MAGIC):end].decode("ascii", "replace")
+    actual = hashlib.sha256(raw[USERBLOCK:]).hexdigest()
+    if len(raw) <= USERBLOCK or actual != recorded:
+        raise CorruptFileError(f"SHA-256 of the file is {actual}, its header records "
+                               f"{recorded[:64]!r}: damaged or truncated")
+    with h5py.File(io.BytesIO(raw), "r") as f:
         arrays = {name: np.asarray(f[name][()]) for name in names}
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     return arrays, attrs

@@ -11,6 +11,18 @@ that tests can monkeypatch it with the checksums of tiny synthetic files; it is 
 never change it to make a mismatching real file load.  Likewise ``URLS`` (file name -> URL)
 may be monkeypatched by tests with ``file://`` URLs.
 
+Why this module still unpickles (the only place in minigrad that does; checkpoints are arrays
+and JSON, see cli/runlog.py). The official CIFAR-10 "python version" is a set of pickles (one
+dict per batch, written by Python 2's cPickle): there is no other file to read it from. Unpickling
+can run code, so two defences stand in front of it. First, the bytes are unpickled only after
+their MD5 matched the published checksum (of the tarball, or of the extracted member file), and
+only in memory. Second, ``_ArrayUnpickler`` resolves no global but NumPy's array reconstruction
+(``numpy._core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``) and ``_codecs.encode``
+(how protocol 2 writes bytes), so what comes out can only be NumPy arrays and the basic types a
+pickle builds by itself (dicts, lists, tuples, bytes, str, numbers): any other global, e.g.
+``os.system`` or ``builtins.eval``, raises ``pickle.UnpicklingError`` before anything runs. The
+parsed arrays are then cached as HDF5, so the pickles are read once per file.
+
 Imports nothing of minigrad outside ``minigrad.datasets`` (NumPy, h5py; SciPy lazily for SVHN).
 """
 import hashlib
@@ -22,12 +34,13 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 
 import numpy as np
 
 from ._files import arrays_sha256
-from .loaders import (ChecksumError, DataNotFoundError, cache_dir, cache_path, read_cache,
-                      search_dirs, write_cache)
+from .loaders import (ChecksumError, DataNotFoundError, cache_dir, cache_path, labelled_dirs,
+                      not_found_message, read_cache, write_cache)
 
 CIFAR_TARBALL = "cifar-10-python.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -74,15 +87,31 @@ def md5_bytes(data):
     return hashlib.md5(data).hexdigest()
 
 
+def _remedy(fname):
+    """What to do about a damaged file ``fname`` (a member of the extracted CIFAR folder, the
+    tarball or an SVHN .mat)."""
+    if fname in URLS:
+        return f"replace it with a good copy (from {URLS[fname]}), or delete it"
+    return (f"extract {CIFAR_FOLDER}/ again from a good {CIFAR_TARBALL} (from "
+            f"{URLS[CIFAR_TARBALL]}), or delete the folder")
+
+
 def _check(name, fname, label, data):
     """``data`` (bytes) must have the MD5 expected for ``fname``; ``label`` names the file."""
     expected = MD5[fname]
     actual = md5_bytes(data)
     if actual != expected:
         raise ChecksumError(
-            f"{name}: checksum mismatch for {label}: MD5 is {actual}, expected {expected}; "
-            f"delete or replace the file")
+            f"{name}: checksum mismatch for {label}: MD5 is {actual}, expected {expected} "
+            f"(a damaged, truncated or different file); {_remedy(fname)}")
     return data
+
+
+def _unreadable(name, label, fname, e):
+    """The error for a file whose checksum matched but which cannot be parsed (possible only
+    when ``MD5`` was overridden): a ValueError naming the file, never a raw parser error."""
+    return ValueError(f"{name}: cannot read {label} ({type(e).__name__}: {e}); "
+                      f"{_remedy(fname)}")
 
 
 # ------------------------------------------------------------------------------ unpickling
@@ -96,7 +125,10 @@ def _reconstruct():
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Only plain containers and NumPy arrays: a second line of defence behind the checksum."""
+    """Only plain containers and NumPy arrays: a second line of defence behind the checksum
+    (see the module docstring for why CIFAR-10 needs an unpickler at all). find_class is the
+    only way a pickle reaches a callable; it allows NumPy's array reconstruction and nothing
+    else, so no pickle read here can call os.system, eval, open, ..."""
 
     def find_class(self, module, name):
         if name == "_reconstruct" and module in ("numpy.core.multiarray",
@@ -126,13 +158,13 @@ def _candidates(name, dirs):
             yield folder
 
 
-def _not_found(name, split, wanted, dirs):
-    where = "\n".join(f"  {os.path.join(d, name)}" for d in dirs)
+def _not_found(name, split, wanted, labelled):
     urls = ", ".join(URLS[w] for w in wanted if w in URLS)
-    return DataNotFoundError(
-        f"{name} ({split} split): missing {' or '.join(wanted)}. Put it (from {urls}) in one "
-        f"of these folders (or directly in the folder itself):\n{where}\n"
-        f"or pass download=True.")
+    get = f"Download it from {urls}." if urls else ""
+    python_hint = (f"From Python, minigrad.datasets.load({name!r}, download=True) downloads "
+                   f"and verifies it.")
+    message = not_found_message(name, split, " or ".join(wanted), labelled, get, python_hint)
+    return DataNotFoundError(message, name, split, wanted, [d for d, _ in labelled])
 
 
 def _download(name, fname, dest_dir):
@@ -160,11 +192,20 @@ def _download(name, fname, dest_dir):
 
 # ------------------------------------------------------------------------------ parsing
 
-def _cifar_from_batches(get, members):
-    """``get(member)`` -> verified bytes.  Returns uint8 (N, 3, 32, 32), int64 (N,), classes."""
+def _cifar_from_batches(get, members, where):
+    """``get(member)`` -> verified bytes.  Returns uint8 (N, 3, 32, 32), int64 (N,), classes.
+    ``where`` (the tarball or folder) names the file in errors."""
+    def unpickle(m):
+        data = get(m)
+        try:
+            return _unpickle(data)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+                AttributeError) as e:
+            raise _unreadable("cifar10", f"{where}: {m}", m, e) from e
+
     xs, ys = [], []
     for m in members:
-        d = _unpickle(get(m))
+        d = unpickle(m)
         x = np.asarray(d[b"data"], dtype=np.uint8)
         y = np.asarray(d[b"labels"], dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
@@ -174,7 +215,7 @@ def _cifar_from_batches(get, members):
         ys.append(y)
     classes = list(CIFAR_CLASSES)
     try:
-        meta = _unpickle(get(CIFAR_META))
+        meta = unpickle(CIFAR_META)
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[b"label_names"]]
     except (KeyError, FileNotFoundError):
         pass
@@ -183,7 +224,8 @@ def _cifar_from_batches(get, members):
 
 def _build_cifar(split, data_dir, download):
     name = "cifar10"
-    dirs = search_dirs(data_dir)
+    labelled = labelled_dirs(data_dir)
+    dirs = [d for d, _ in labelled]
     members = CIFAR_MEMBERS[split]
     for folder in _candidates(name, dirs):
         tar_path = os.path.join(folder, CIFAR_TARBALL)
@@ -197,44 +239,57 @@ def _build_cifar(split, data_dir, download):
                     raise FileNotFoundError(p)
                 with open(p, "rb") as f:
                     return _check(name, m, p, f.read())
-            return (_cifar_from_batches(get, members) + (ext,),
+            return (_cifar_from_batches(get, members, ext) + (ext,),
                     {m: MD5[m] for m in members})
     if download:
         tar_path = _download(name, CIFAR_TARBALL, cache_dir(data_dir))
         return _cifar_from_tarball(tar_path, members), {CIFAR_TARBALL: MD5[CIFAR_TARBALL]}
-    raise _not_found(name, split, [CIFAR_TARBALL, CIFAR_FOLDER + "/"], dirs)
+    raise _not_found(name, split, [CIFAR_TARBALL, CIFAR_FOLDER + "/"], labelled)
 
 
 def _cifar_from_tarball(tar_path, members):
     with open(tar_path, "rb") as f:
         data = _check("cifar10", CIFAR_TARBALL, tar_path, f.read())
     # Only now, with the tarball's MD5 matching, are its members read (in memory) and unpickled.
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    # (A tarball that matches the published MD5 is intact; the errors below can only come from
+    # one whose MD5 was overridden, and still name the file.)
+    damaged = (tarfile.TarError, EOFError, zlib.error, OSError)
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except damaged as e:
+        raise _unreadable("cifar10", tar_path, CIFAR_TARBALL, e) from e
+    with tar:
         def get(m):
             try:
                 fh = tar.extractfile(f"{CIFAR_FOLDER}/{m}")
+                return fh.read()
             except KeyError:
                 raise (FileNotFoundError if m == CIFAR_META else ValueError)(
                     f"cifar10: {tar_path} has no member {CIFAR_FOLDER}/{m}") from None
-            return fh.read()
-        return _cifar_from_batches(get, members) + (tar_path,)
+            except damaged as e:
+                raise _unreadable("cifar10", tar_path, CIFAR_TARBALL, e) from e
+        return _cifar_from_batches(get, members, tar_path) + (tar_path,)
 
 
 def _build_svhn(split, data_dir, download):
     name = "svhn"
     fname = SVHN_FILES[split]
-    dirs = search_dirs(data_dir)
+    labelled = labelled_dirs(data_dir)
+    dirs = [d for d, _ in labelled]
     path = next((os.path.join(f, fname) for f in _candidates(name, dirs)
                  if os.path.isfile(os.path.join(f, fname))), None)
     if path is None:
         if not download:
-            raise _not_found(name, split, [fname], dirs)
+            raise _not_found(name, split, [fname], labelled)
         path = _download(name, fname, cache_dir(data_dir))
     with open(path, "rb") as f:
         data = _check(name, fname, path, f.read())
     import scipy.io  # lazy: only SVHN needs it
-    mat = scipy.io.loadmat(io.BytesIO(data))
-    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(data))
+        x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    except Exception as e:  # only with an overridden MD5: a file that matches is intact
+        raise _unreadable(name, path, fname, e) from e
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
         raise ValueError(f"svhn: {path}: X {x.shape} / y {y.shape}, expected "
                          f"(32, 32, 3, N) / (N, 1)")

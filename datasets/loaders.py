@@ -4,40 +4,59 @@ Every set comes back the same way: ``images`` float32 in [0, 1], NCHW; ``labels`
 ``metadata`` with ``classes``, ``shape`` (C, H, W), ``source`` and ``checksum``.
 
 Where files are looked for (IDX sets), first hit wins, each file on its own:
-``data_dir``, ``$MINIGRAD_DATA``, ``~/.cache/minigrad``, then the system folders
-(``/usr/share/datasets``, Debian's ``dataset-fashion-mnist`` puts its files in
+``data_dir``, ``$MINIGRAD_DATA``, ``$MINIGRAD_CACHE``, ``~/.cache/minigrad``, then the system
+folders (``/usr/share/datasets``, Debian's ``dataset-fashion-mnist`` puts its files in
 ``/usr/share/datasets/fashion-mnist``, and ``/usr/local/share/datasets``); in each folder both
 ``<folder>/<name>/<file>`` and ``<folder>/<file>``, gzip-compressed (``.gz``) or not.
-Every file is verified by the SHA-256 of its decompressed payload before it is used.
+Every file is verified by the SHA-256 of its decompressed payload before it is used; a file
+that does not match, or that cannot even be decompressed (corrupted or truncated ``.gz``),
+raises ``ChecksumError`` (a ``ValueError``) naming the file and what to do about it.
 
-The parsed arrays are cached in ``<cache>/<name>-<split>.h5`` (``<cache>`` is ``data_dir`` if given,
-else ``$MINIGRAD_DATA``, else ``~/.cache/minigrad``), written atomically, with the payload
-hashes it came from and a digest of its arrays, both checked on every load: a stale or
-corrupt cache is rebuilt from the files.
+The parsed arrays are cached in ``<cache>/<name>-<split>.h5`` (``<cache>``, see ``cache_dir``:
+``data_dir`` if given, else ``$MINIGRAD_CACHE``, else ``$MINIGRAD_DATA``, else
+``~/.cache/minigrad``), written atomically, with the payload hashes it came from and a digest of
+its arrays, both checked on every load: a stale or corrupt cache is reported with a warning and
+rebuilt from the files, never used.
 """
+import gzip
+import io
 import os
 import shutil
 import tempfile
 import urllib.request
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._files import arrays_sha256, parse_idx, read_h5, read_payload, sha256_bytes, write_h5_atomic
+from ._files import (CorruptFileError, arrays_sha256, parse_idx, read_h5, read_h5_verified,
+                     read_payload, sha256_bytes, write_h5_atomic)
 
 
 class ChecksumError(ValueError):
-    """A file's content does not match its published SHA-256."""
+    """A data file's content does not match its published checksum, or the file is so damaged
+    (a corrupted or truncated ``.gz``) that it cannot even be read to compute it.  The message
+    names the file and what to do (replace or delete it, or re-install the package)."""
 
 
 class DataNotFoundError(FileNotFoundError):
-    """The files of a data set are in none of the folders searched."""
+    """The files of a data set are in none of the folders searched.
+
+    Attributes: ``dataset``, ``split``, ``missing`` (file names) and ``folders`` (searched)."""
+
+    def __init__(self, message, dataset=None, split=None, missing=(), folders=()):
+        super().__init__(message)
+        self.dataset, self.split = dataset, split
+        self.missing, self.folders = list(missing), list(folders)
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
 
 
 SPLITS = ("train", "test")
 SYSTEM_DIRS = ["/usr/share/datasets", "/usr/local/share/datasets"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the file's SHA-256 in its HDF5 user block, checked before parsing
 
 # ---------------------------------------------------------------------------------------------
 # digits: embedded in the package (datasets/data/digits.h5; see datasets/README.md)
@@ -45,19 +64,33 @@ CACHE_VERSION = 1
 DIGITS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits.h5")
 # arrays_sha256 of images, labels, train_index, test_index as exported by _export_digits.py
 DIGITS_SHA256 = "9d8f67724811024f3b807bb90a1eedc80b1948fdcb5f7f30079d0caa493e7b7b"
+# SHA-256 of the file itself, checked before HDF5 reads it (a damaged HDF5 file can make the
+# HDF5 library fail in any way); _export_digits.py prints both digests
+DIGITS_FILE_SHA256 = "eb05600319223994d34285f6b401c576949d6d90ae6102dff156aedffd8ff0ad"
 DIGITS_CLASSES = [str(d) for d in range(10)]
 
 
 def _load_digits(split):
     names = ("images", "labels", "train_index", "test_index")
+    fix = "re-install minigrad (the file is part of the package)"
     try:
-        arrays, attrs = read_h5(DIGITS_PATH, names)
-    except (OSError, KeyError) as e:
-        raise OSError(f"digits: cannot read the embedded file {DIGITS_PATH}: {e}") from e
+        with open(DIGITS_PATH, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise OSError(f"digits: cannot read the embedded file {DIGITS_PATH} ({e}); {fix}") from e
+    if sha256_bytes(raw) != DIGITS_FILE_SHA256:
+        raise ChecksumError(f"digits: the embedded file {DIGITS_PATH} is damaged or was changed: "
+                            f"SHA-256 of the file is {sha256_bytes(raw)}, expected "
+                            f"{DIGITS_FILE_SHA256}; {fix}")
+    try:
+        arrays, attrs = read_h5(io.BytesIO(raw), names)
+    except Exception as e:  # a dataset missing, ... (the bytes are the expected ones)
+        raise ChecksumError(f"digits: cannot read the embedded file {DIGITS_PATH} "
+                            f"({type(e).__name__}: {e}); {fix}") from e
     actual = arrays_sha256(arrays)
     if actual != DIGITS_SHA256:
         raise ChecksumError(f"digits: {DIGITS_PATH} is corrupt: SHA-256 of its arrays is "
-                            f"{actual}, expected {DIGITS_SHA256}")
+                            f"{actual}, expected {DIGITS_SHA256}; {fix}")
     rows = arrays[f"{split}_index"]
     images = arrays["images"][rows][:, None, :, :].astype(np.float32)
     labels = arrays["labels"][rows].astype(np.int64)
@@ -136,31 +169,65 @@ def names():
     return ("digits",) + tuple(IDX_SETS) + ("cifar10", "svhn")
 
 
-def search_dirs(data_dir=None):
-    """Folders searched for data files, in order."""
+def home_cache_dir():
+    """``~/.cache/minigrad``: the cache folder when neither ``data_dir``, ``$MINIGRAD_CACHE``
+    nor ``$MINIGRAD_DATA`` says otherwise."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
+
+
+def labelled_dirs(data_dir=None):
+    """``[(folder, where it comes from)]``: the folders ``search_dirs`` returns, each with a
+    short label (``data_dir``, ``$MINIGRAD_DATA``, ...) for messages."""
     dirs = []
     if data_dir is not None:
-        dirs.append(os.fspath(data_dir))
-    if os.environ.get("MINIGRAD_DATA"):
-        dirs.append(os.environ["MINIGRAD_DATA"])
-    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "minigrad"))
-    dirs.extend(SYSTEM_DIRS)
-    return dirs
+        dirs.append((os.fspath(data_dir), "data_dir"))
+    for var in ("MINIGRAD_DATA", "MINIGRAD_CACHE"):
+        if os.environ.get(var):
+            dirs.append((os.environ[var], "$" + var))
+    dirs.append((home_cache_dir(), "default cache"))
+    dirs.extend((d, "system folder") for d in SYSTEM_DIRS)
+    seen, unique = set(), []
+    for d, label in dirs:
+        if d not in seen:
+            seen.add(d)
+            unique.append((d, label))
+    return unique
+
+
+def search_dirs(data_dir=None):
+    """Folders searched for data files, in order: ``data_dir``, ``$MINIGRAD_DATA``,
+    ``$MINIGRAD_CACHE`` (where downloads go), ``~/.cache/minigrad``, the system folders."""
+    return [d for d, _ in labelled_dirs(data_dir)]
 
 
 def cache_dir(data_dir=None):
-    """Where parsed arrays are cached: ``data_dir``, else ``$MINIGRAD_DATA``, else
-    ``~/.cache/minigrad``."""
+    """Where parsed arrays are cached (and downloads go): ``data_dir``, else
+    ``$MINIGRAD_CACHE``, else ``$MINIGRAD_DATA``, else ``~/.cache/minigrad``."""
     if data_dir is not None:
         return os.fspath(data_dir)
-    if os.environ.get("MINIGRAD_DATA"):
-        return os.environ["MINIGRAD_DATA"]
-    return os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
+    for var in ("MINIGRAD_CACHE", "MINIGRAD_DATA"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return home_cache_dir()
 
 
 def cache_path(name, split, data_dir=None):
     """The cache file of one split: ``<cache>/<name>-<split>.h5``."""
     return os.path.join(cache_dir(data_dir), f"{name}-{split}.h5")
+
+
+def _under(path, folder):
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def not_found_message(name, split, missing, dirs, get, python_hint):
+    """The text of a DataNotFoundError: what is missing, how to get it (``get``, a sentence),
+    the folders searched (``dirs`` as from ``labelled_dirs``), and a Python-only hint."""
+    where = "\n".join(f"  {os.path.join(d, name)}  ({label})" for d, label in dirs)
+    return (f"{name} ({split} split): missing {missing}. {get} Data files are looked for in "
+            f"these folders, as <folder>/{name}/<file> or <folder>/<file> (set MINIGRAD_DATA "
+            f"to add a folder):\n{where}\n{python_hint}").rstrip()
 
 
 def _find(spec, fname, dirs):
@@ -173,27 +240,47 @@ def _find(spec, fname, dirs):
     return None
 
 
+def _remedy(spec, fname, path):
+    """What to do about a damaged data file."""
+    if spec.name == "fashion-mnist" and any(_under(path, d) for d in SYSTEM_DIRS):
+        return "re-install the package: apt-get install --reinstall dataset-fashion-mnist"
+    src = f" (from {spec.urls[0]}/{fname}.gz)" if spec.urls else ""
+    deb = ("; on Debian/Ubuntu, apt-get install dataset-fashion-mnist provides good copies"
+           if spec.name == "fashion-mnist" else "")
+    return (f"replace it with a good copy{src}, or delete it (a copy in a later folder, if "
+            f"any, is then used){deb}")
+
+
 def _verified_payload(spec, fname, path):
-    data = read_payload(path)
     expected = spec.sha256[fname]
+    try:
+        data = read_payload(path)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        # A corrupted or truncated .gz: reading it fails before its hash can be compared.
+        raise ChecksumError(
+            f"{spec.name}: {path} is corrupt or truncated (it cannot be decompressed: "
+            f"{' '.join(str(e).split()) or 'unexpected end'}); "
+            f"{_remedy(spec, fname, path)}") from e
     actual = sha256_bytes(data)
     if actual != expected:
         raise ChecksumError(
             f"{spec.name}: checksum mismatch for {path}: SHA-256 of the decompressed content "
-            f"is {actual}, expected {expected}; delete or replace the file")
+            f"is {actual}, expected {expected} (a damaged or different file); "
+            f"{_remedy(spec, fname, path)}")
     return data
 
 
 def _not_found(spec, split, missing, dirs):
-    wanted = ", ".join(f"{f}.gz" for f in missing)
-    where = "\n".join(f"  {os.path.join(d, spec.name)}" for d in dirs)
-    hint = (" (on Debian/Ubuntu: apt-get install dataset-fashion-mnist)"
-            if spec.name == "fashion-mnist" else "")
+    files = [f"{f}.gz" for f in missing]
     src = f" from {spec.urls[0]}/" if spec.urls else ""
-    return DataNotFoundError(
-        f"{spec.name} ({split} split): missing {wanted}. Put these files{src} in one of these "
-        f"folders (or directly in the folder itself):\n{where}\n"
-        f"or pass download=True{hint}.")
+    get = (f"On Debian/Ubuntu, apt-get install dataset-fashion-mnist installs them (in "
+           f"/usr/share/datasets/fashion-mnist, where they are found); or download them{src}."
+           if spec.name == "fashion-mnist" else f"Download them{src}.")
+    python_hint = (f"From Python, minigrad.datasets.load({spec.name!r}, download=True) "
+                   f"downloads and verifies them." if spec.urls else "")
+    message = not_found_message(spec.name, split, ", ".join(files), dirs, get, python_hint)
+    return DataNotFoundError(message.rstrip(), spec.name, split, files,
+                             [d for d, _ in dirs])
 
 
 def _download(spec, fname, dest_dir):
@@ -227,16 +314,20 @@ def _download(spec, fname, dest_dir):
 
 def read_cache(name, path, split, sources_changed):
     """(arrays, attrs) of ``split`` from the HDF5 cache at ``path``, or None when there is none
-    or it cannot be used: unreadable, of another CACHE_VERSION, built from other source files
-    (``sources_changed(attrs)`` returns why, or None), or with arrays that no longer match the
-    digest recorded in it. An unusable cache is reported with a warning; the caller rebuilds it.
+    or it cannot be used: its bytes do not match the SHA-256 in its header (checked before
+    HDF5 parses them: damaged, truncated, or written by an older minigrad), unreadable, of
+    another CACHE_VERSION, built from other source files (``sources_changed(attrs)`` returns
+    why, or None), or with arrays that no longer match the digest recorded in it. An unusable
+    cache is reported with a warning; the caller rebuilds it (replacing the file).
     """
     if not os.path.exists(path):
         return None
     keys = (f"{split}_images", f"{split}_labels")
     try:
-        arrays, attrs = read_h5(path, keys)
-    except Exception as e:  # truncated/garbled HDF5, missing dataset, ...
+        arrays, attrs = read_h5_verified(path, keys)
+    except CorruptFileError as e:  # checked before HDF5 sees the bytes
+        reason = str(e)
+    except Exception as e:  # unreadable file, garbled HDF5, missing dataset, ...
         reason = f"unreadable ({type(e).__name__}: {e})"
     else:
         if attrs.get("version") != CACHE_VERSION:
@@ -258,14 +349,15 @@ def write_cache(name, path, split, arrays, attrs):
     attrs = {"version": CACHE_VERSION, "name": name, "split": split,
              f"sha256_{split}": arrays_sha256(arrays), **attrs}
     try:
-        write_h5_atomic(path, arrays, attrs, level=1)
+        write_h5_atomic(path, arrays, attrs, level=1, checksummed=True)
     except OSError as e:
         warnings.warn(f"{name}: could not write the cache {path} ({e}); "
                       f"the files will be parsed again next time", stacklevel=4)
 
 
 def _build(spec, split, data_dir, download):
-    dirs = search_dirs(data_dir)
+    labelled = labelled_dirs(data_dir)
+    dirs = [d for d, _ in labelled]
     paths = {f: _find(spec, f, dirs) for f in spec.files[split]}
     missing = [f for f, p in paths.items() if p is None]
     if missing and download:
@@ -273,7 +365,7 @@ def _build(spec, split, data_dir, download):
             paths[f] = _download(spec, f, cache_dir(data_dir))
         missing = []
     if missing:
-        raise _not_found(spec, split, missing, dirs)
+        raise _not_found(spec, split, missing, labelled)
     img_name, lab_name = spec.files[split]
     images = parse_idx(_verified_payload(spec, img_name, paths[img_name]), paths[img_name])
     labels = parse_idx(_verified_payload(spec, lab_name, paths[lab_name]), paths[lab_name])

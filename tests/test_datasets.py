@@ -14,9 +14,11 @@ from minigrad.datasets._files import parse_idx, write_h5_atomic, write_idx
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No test reads or writes the user's real cache folders."""
+    """No test reads or writes the user's real cache folders, nor shares the session's cache
+    (tests/conftest.py's $MINIGRAD_CACHE): each test has its own ~."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MINIGRAD_DATA", raising=False)
+    monkeypatch.delenv("MINIGRAD_CACHE", raising=False)
 
 
 # ------------------------------------------------------------------------------ digits
@@ -48,12 +50,21 @@ def test_digits_split_is_fixed_and_disjoint():
 
 
 def test_digits_checksum_detects_tampering(tmp_path, monkeypatch):
+    with open(loaders.DIGITS_PATH, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == loaders.DIGITS_FILE_SHA256
     bad = tmp_path / "digits.h5"
     with h5py.File(loaders.DIGITS_PATH, "r") as f:
         arrays = {k: f[k][()] for k in f}
     arrays["labels"][0] = (arrays["labels"][0] + 1) % 10
     write_h5_atomic(bad, arrays)
     monkeypatch.setattr(loaders, "DIGITS_PATH", str(bad))
+    # the file's own SHA-256 is checked before HDF5 reads it
+    with pytest.raises(D.ChecksumError, match="SHA-256") as e:
+        D.load("digits")
+    assert loaders.DIGITS_FILE_SHA256 in str(e.value) and str(bad) in str(e.value)
+    assert "re-install minigrad" in str(e.value)
+    # and, behind it, the digest of the arrays
+    monkeypatch.setattr(loaders, "DIGITS_FILE_SHA256", hashlib.sha256(bad.read_bytes()).hexdigest())
     with pytest.raises(D.ChecksumError, match="SHA-256") as e:
         D.load("digits")
     assert loaders.DIGITS_SHA256 in str(e.value) and str(bad) in str(e.value)
@@ -194,8 +205,8 @@ def test_search_order_data_dir_then_env_then_home(tmp_path, monkeypatch):
     env = tmp_path / "env"
     monkeypatch.setenv("MINIGRAD_DATA", str(env))
     dirs = D.search_dirs(tmp_path / "dd")
-    assert dirs[:3] == [str(tmp_path / "dd"), str(env),
-                        str(tmp_path / "home" / ".cache" / "minigrad")]
+    assert dirs == [str(tmp_path / "dd"), str(env),
+                    str(tmp_path / "home" / ".cache" / "minigrad"), str(tmp_path / "src")]
     # files directly in $MINIGRAD_DATA (no sub-folder) and uncompressed also work
     env.mkdir()
     for name, a in arrays.items():
@@ -203,6 +214,24 @@ def test_search_order_data_dir_then_env_then_home(tmp_path, monkeypatch):
     x, y, meta = D.load("fake", "test")
     assert str(env) in meta["source"] and x.shape == (6, 1, 5, 4)
     assert os.path.exists(env / "fake-test.h5")  # cached in $MINIGRAD_DATA
+
+
+def test_minigrad_cache_takes_the_cache_and_is_searched(tmp_path, monkeypatch):
+    """$MINIGRAD_CACHE: where caches (and downloads) go, before $MINIGRAD_DATA; it is searched
+    after $MINIGRAD_DATA (downloaded files are found there next time)."""
+    spec, arrays, folder = _fake_set(tmp_path, monkeypatch)
+    env, cache = tmp_path / "env", tmp_path / "cache"
+    monkeypatch.setenv("MINIGRAD_DATA", str(env))
+    monkeypatch.setenv("MINIGRAD_CACHE", str(cache))
+    assert D.search_dirs() == [str(env), str(cache),
+                               str(tmp_path / "home" / ".cache" / "minigrad"), str(tmp_path / "src")]
+    assert D.cache_dir() == str(cache) and D.cache_dir(tmp_path / "dd") == str(tmp_path / "dd")
+    assert D.cache_path("fake", "test") == str(cache / "fake-test.h5")
+    D.load("fake", "test")
+    assert os.listdir(cache) == ["fake-test.h5"] and not env.exists()
+    assert not (tmp_path / "home").exists()
+    monkeypatch.setenv("MINIGRAD_DATA", str(cache))  # the same folder twice is listed once
+    assert D.search_dirs()[:2] == [str(cache), str(tmp_path / "home" / ".cache" / "minigrad")]
 
 
 def test_checksum_mismatch_names_file_and_both_hashes(tmp_path, monkeypatch):
@@ -266,8 +295,9 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, damage):
     else:  # valid HDF5 whose arrays no longer match the digest recorded in it
         with h5py.File(path, "r+") as f:
             f["train_labels"][0] = (f["train_labels"][0] + 1) % 3
-    with pytest.warns(UserWarning, match="corrupt"):
+    with pytest.warns(UserWarning, match="corrupt") as w:
         x2, y2, meta = D.load("fake", "train", data_dir=cache)
+    assert path in str(w[0].message) and "rebuilding" in str(w[0].message)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(x2, x)
     assert str(folder) in meta["source"]
@@ -287,6 +317,14 @@ def test_not_found_error_lists_folders_and_files(tmp_path, monkeypatch):
         assert str(d / "fashion-mnist") in msg
     assert "train-images-idx3-ubyte.gz" in msg and "train-labels-idx1-ubyte.gz" in msg
     assert "t10k" not in msg
+    # what a command-line user can do (install the package, put the files, set MINIGRAD_DATA);
+    # download=True is offered as Python's option only
+    assert "apt-get install dataset-fashion-mnist" in msg and "MINIGRAD_DATA" in msg
+    assert "pass download=True" not in msg
+    assert "From Python, minigrad.datasets.load('fashion-mnist', download=True)" in msg
+    assert e.value.dataset == "fashion-mnist" and e.value.split == "train"
+    assert e.value.missing == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert e.value.folders == D.search_dirs(tmp_path / "dd")
 
 
 # ------------------------------------------------------------------------------ real data

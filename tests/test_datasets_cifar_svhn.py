@@ -23,6 +23,7 @@ scipy_io = pytest.importorskip("scipy.io")
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("MINIGRAD_CACHE", raising=False)  # caches in $MINIGRAD_DATA, per test
     monkeypatch.setattr(CS, "MD5", dict(CS.MD5))  # tests override the expected checksums
     monkeypatch.setattr(CS, "URLS", dict(CS.URLS))
 
