@@ -88,6 +88,10 @@ EXIT_INTERRUPTED = 130
 # stop; SIGUSR1 138: a scheduler's preemption warning)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 DEFAULT_CHECKPOINT_SECONDS = 300
+# an evaluation writes a checkpoint once this many seconds (or --checkpoint-seconds, if less) have
+# passed since the last one: frequent evaluations (every step, at large batches) would otherwise
+# spend more time writing K-FAC's factors than training
+EVAL_CHECKPOINT_SPACING = 10.0
 PROCESS_FILE = "process.json"   # the pid and host of the process writing the run
 # --diverged-after: "at chance" is accuracy <= 1/C + CHANCE_ACCURACY_MARGIN and a training loss
 # >= CHANCE_LOSS_SHARE ln C (the loss of predicting 1/C for every class is ln C)
@@ -546,10 +550,11 @@ def write_process_file(out):
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Also write the checkpoint (and run.h5) every K steps.")
 @click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
-              help=f"Write the checkpoint at every evaluation, at the end, and after any step "
-                   f"once S seconds have passed since the last one (default "
-                   f"{DEFAULT_CHECKPOINT_SECONDS}; 0: only at evaluations and the end). A killed "
-                   "run loses at most that.")
+              help=f"Write the checkpoint (and run.h5) after any step once S seconds have passed "
+                   f"since the last one, and at an evaluation once min(S, "
+                   f"{EVAL_CHECKPOINT_SPACING:g}) seconds have (default "
+                   f"{DEFAULT_CHECKPOINT_SECONDS}; 0: at every evaluation); always at the end. A "
+                   "killed run loses at most that. run.h5 is rewritten at every evaluation.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="TOML file of options (same names, dashes or underscores); the command line wins.")
 @click.pass_context
@@ -903,11 +908,14 @@ def run(config, out, saved, overwrite):
                         interrupt.signum = agreed_signal(comm, interrupt.signum)
                     if interrupt.requested:
                         raise _StopRequested(interrupt.signum)
-                    due = (evaluated or (ckpt_every and step % ckpt_every == 0)
-                           or (ckpt_seconds and time.monotonic() - last_checkpoint_time
-                               >= ckpt_seconds))
-                    if due and step < total:   # the end writes its own
+                    since = time.monotonic() - last_checkpoint_time
+                    due = ((ckpt_every and step % ckpt_every == 0) or since >= ckpt_seconds > 0
+                           or (evaluated and since >= min(ckpt_seconds, EVAL_CHECKPOINT_SPACING)))
+                    if step < total and due:   # the end writes its own
                         snapshot("running")
+                    elif step < total and evaluated and root:   # run.h5 stays current
+                        runlog.write_run(out, config, history, "running", step, target_step,
+                                         wall(), target_loss_step=loss_step)
                     if position == 0:
                         break  # the epoch is over: a new order
         if stopped and history["evals"]["step"] and history["evals"]["step"][-1] == step:

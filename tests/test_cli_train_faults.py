@@ -72,7 +72,8 @@ KILL_SCRIPT = textwrap.dedent(f"""
 
 def test_kill_9_keeps_the_last_evaluation_shows_stale_and_resumes_exactly(tmp_path):
     out = tmp_path / "killed"
-    args = ["train", "--steps", "30", "--eval-every", "5", "--out", str(out)]
+    args = ["train", "--steps", "30", "--eval-every", "5", "--checkpoint-seconds", "0",
+            "--out", str(out)]
     done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *args], capture_output=True)
     assert done.returncode == -signal.SIGKILL
     run = read_run(str(out))   # current at the last evaluation before the kill
@@ -97,8 +98,13 @@ def test_a_live_run_shows_as_running(tmp_path):
 
 def test_checkpoints_come_at_evaluations_and_by_wall_time(tmp_path, monkeypatch):
     ok(invoke("train", "--steps", "12", "--eval-every", "5", "--keep-checkpoints",
-              "--out", tmp_path / "evals"))
+              "--checkpoint-seconds", "0", "--out", tmp_path / "evals"))
     assert kept_steps(str(tmp_path / "evals")) == [5, 10, 12]
+    # by default an evaluation checkpoints only 10 s after the last checkpoint (a fast run:
+    # only the end), but run.h5 is current at every evaluation
+    ok(invoke("train", "--steps", "12", "--eval-every", "1", "--keep-checkpoints",
+              "--out", tmp_path / "spaced"))
+    assert kept_steps(str(tmp_path / "spaced")) == [12]
     clock = iter(range(0, 10_000, 7))   # every step "takes" 7 s of monotonic time
     monkeypatch.setattr(train_module.time, "monotonic", lambda: float(next(clock)))
     ok(invoke("train", "--steps", "12", "--eval-every", "100", "--checkpoint-seconds", "20",
