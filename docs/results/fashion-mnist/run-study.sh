@@ -14,6 +14,10 @@
 #   lr       grid values are for B0 = 128 and scale as sqrt(B / B0)
 #   trials   stop at the target; a run at chance for 3 evaluations after its first epoch
 #            ends as diverged (`minigrad train --diverged-after`)
+#   seeds    the search runs with seed 0; each batch size's best setting is then trained with
+#            seeds 1 and 2 too, and the curve shows the 3-seed mean and spread (--confirm-seeds)
+#   noise    the gradient noise scale B_simple along a reference SGD run at B = 128 (lr 0.05, the
+#            search's best there), from 1024 fresh examples at every 10th step
 set -euo pipefail
 out=${1:?usage: run-study.sh STUDIES_DIR [JOBS]}
 jobs=${2:-2}
@@ -22,13 +26,22 @@ BUDGET=128=10,256=15,512=20,1024=29,2048=40,4096=57,8192=80,16384=114
 EVAL=128=10,256=8,512=5,1024=4,2048=2,4096=1,8192=1,16384=1
 MLP=(--dataset fashion-mnist --model mlp --hidden 256,256 --batch-sizes "$SIZES"
      --target-accuracy 0.85 --budget-epochs "$BUDGET" --eval-every "$EVAL"
-     --lr-scaling sqrt --base-batch-size 128 --jobs "$jobs")
+     --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs")
 SGD=(--grid sgd.lr=0.0125,0.025,0.05,0.1,0.2,0.4)
 KFAC=(--grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1 --grid kfac.kl_clip=0,0.001,0.01)
 TR=(--grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10)
 
 # 1. SGD and K-FAC (minigrad's defaults: factors from the first batch, factored damping)
 minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" --optimizers sgd,kfac --out "$out/mlp"
+# the reference run for the noise scale (a run folder: resumed, or left alone once finished)
+noise="$out/noise-sgd-b128"
+if [ -f "$noise/checkpoint.npz" ]; then
+    minigrad train --out "$noise" --resume
+else
+    minigrad train --dataset fashion-mnist --model mlp --hidden 256,256 --optimizer sgd \
+        --batch-size 128 --lr 0.05 --momentum 0.9 --epochs 3 --eval-every 10 \
+        --noise-scale-examples 1024 --no-layer-stats --out "$noise"
+fi
 # 2. K-FAC as KFAC-PyTorch does it: factors start at the identity, eigenbasis damping
 minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
     --train-option kfac.factor_init=identity --train-option kfac.damping_form=eigen \
