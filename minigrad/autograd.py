@@ -7,7 +7,7 @@ reached it, sums a gradient back over the axes its input was broadcast along (`s
 and casts it to the input's dtype, all on every edge, so that no op has to. Unless
 `retain_graph`, each node drops what it saved once its backward has run.
 """
-from .backend import xp_of
+from .backend import writeable, xp_of
 from .broadcast import sum_to
 from .elementwise import astype
 from .function import Node, _state
@@ -90,7 +90,7 @@ def _owned(g, taken):
     (to the caller, or to another leaf), so that every `.grad` may be edited in place."""
     data = g.data
     base = data if data.base is None else data.base
-    if not data.flags.writeable or id(base) in taken:
+    if not writeable(data) or id(base) in taken:
         return Tensor._make(xp_of(data).array(data, copy=True), None, False)
     taken.add(id(base))
     return g

@@ -74,6 +74,16 @@ def to_device(array, device):
     return cp.asarray(array)
 
 
+def writeable(array):
+    """Whether `array` may be written in place: NumPy's `flags.writeable`; a CuPy array has no
+    such flag (its flags are c_contiguous, f_contiguous, owndata), so there the test is that no
+    two elements share memory (a broadcast view, stride 0 along an axis longer than 1, does)."""
+    flag = getattr(array.flags, "writeable", None)
+    if flag is not None:
+        return bool(flag)
+    return all(stride != 0 or n <= 1 for stride, n in zip(array.strides, array.shape))
+
+
 def as_array(value):
     """Make a backend array of a forward's result (NumPy reductions may return scalars)."""
     cp = sys.modules.get("cupy")

@@ -6,7 +6,7 @@ differentiated again); the gradient of a broadcast input is summed back by the t
 import numpy as np
 
 from .function import Function
-from .backend import get_default_dtype, xp_of
+from .backend import get_default_dtype, to_device, xp_of
 from .tensor import Tensor
 
 
@@ -38,18 +38,29 @@ def _scalar_like(value, like):
         raise ValueError(f"{value} does not fit in the tensor's dtype {dt}") from None
 
 
+def _constant_like(value, like):
+    """A non-Tensor operand (a list, a host array) as a constant on the device of `like`, as a
+    number is: `[[1.0, 2.0]] @ w` works for w on the GPU too. Device data is never moved to the
+    host implicitly (a device array beside a CPU tensor stays a device-mixing error)."""
+    t = Tensor.wrap(value)
+    if like.device != "cpu" and t.device == "cpu":
+        t = const(to_device(t.data, like.device))
+    return t
+
+
 def operands(a, b):
     """Both operands as Tensors of agreeing dtypes.
 
-    A number takes the tensor's dtype (see `_scalar_like`); an integer or bool tensor beside
+    A number takes the tensor's dtype (see `_scalar_like`) and a list or host array the tensor's
+    device (see `_constant_like`); an integer or bool tensor beside
     a float tensor is cast to that float dtype (it cannot require grad); arrays of two float
     dtypes promote as in NumPy (float32 with float64 gives float64).
     """
     if isinstance(a, Tensor):
         if not isinstance(b, Tensor):
-            b = _scalar_like(b, a) if isinstance(b, SCALARS) else Tensor.wrap(b)
+            b = _scalar_like(b, a) if isinstance(b, SCALARS) else _constant_like(b, a)
     elif isinstance(b, Tensor):
-        a = _scalar_like(a, b) if isinstance(a, SCALARS) else Tensor.wrap(a)
+        a = _scalar_like(a, b) if isinstance(a, SCALARS) else _constant_like(a, b)
     else:
         a, b = Tensor.wrap(a), Tensor.wrap(b)
     da, db = a.data.dtype, b.data.dtype

@@ -104,7 +104,7 @@ import numbers
 import numpy as np
 
 from minigrad import grad as _grad
-from minigrad.backend import xp_of
+from minigrad.backend import to_device, xp_of
 from minigrad.function import enable_grad, no_grad
 from minigrad.functional import cross_entropy
 from minigrad.nn import Conv2d, Linear, capture
@@ -112,16 +112,16 @@ from minigrad.random import generator
 
 from .kfac_factors import (
     damped_kronecker_quadratic,
+    decompose_factors,
     layer_matrix,
     levenberg_marquardt,
     precondition,
     reduction_ratio,
     sample_categorical,
     split_matrix,
-    symmetric_eigh,
-    trace_ratio_pi,
 )
-from .optimizer import Optimizer, agreed, check_number, check_schedule, loss_and_outputs
+from .optimizer import (Optimizer, agreed, all_finite, check_number, check_schedule,
+                        loss_and_outputs)
 
 FISHER_KINDS = ("true", "empirical")
 DAMPING_FORMS = ("factored", "eigen")
@@ -455,14 +455,15 @@ class KFAC(Optimizer):
                     "opt.zero_grad() before the forward and backward exactly once per step")
             raw.extend(self._stats.kfac_factors(m, backward=expected - 1))
         raw = self.reduce(raw)
+        finite = all_finite(raw)   # [A_0, G_0, A_1, ...]: one host synchronization for all
+        if not bool(finite.all()):
+            k = int(np.argmin(to_device(finite, "cpu")))
+            raise agreed(FloatingPointError(
+                f"{self.name} step {self.steps + 1}: non-finite factor {'AG'[k % 2]} of layer "
+                f"{self.layers[k // 2][0]!r}; the parameters were left unchanged"))
         out = {}
         for k, (label, m, w, _) in enumerate(self.layers):
             A_b, G_b = raw[2 * k], raw[2 * k + 1]
-            for what, F in (("A", A_b), ("G", G_b)):
-                if not bool(xp_of(F).isfinite(F).all()):
-                    raise agreed(FloatingPointError(
-                        f"{self.name} step {self.steps + 1}: non-finite factor {what} of layer "
-                        f"{label!r}; the parameters were left unchanged"))
             s = self.state[w]
             before = (s["A"], s["G"]) if "A" in s else None
             if before is None and self.factor_init == "identity":
@@ -488,16 +489,18 @@ class KFAC(Optimizer):
         out = []
         for label, m, w, b in self.layers:
             V = self._grad_matrix(m, w, b, grads)
+            xp = xp_of(V)
             if self.distributed and self.owners()[w] != self.comm.rank:
-                out.append((xp_of(V).zeros_like(V), 0.0))
+                out.append((xp.zeros_like(V), xp.zeros((), dtype=np.float64)))
                 continue
             P = precondition(V, new_eigen.get(w, self._eigen.get(w)), damping, self.damping_form)
-            out.append((P, float((V * P).sum())))
-        if not self.distributed:
-            return out
-        quads = xp_of(out[0][0]).asarray([q for _, q in out], dtype=np.float64)
-        reduced = self.comm.allreduce_sum([P for P, _ in out] + [quads])
-        return [(P, float(q)) for P, q in zip(reduced[:-1], reduced[-1])]
+            out.append((P, (V * P).sum().astype(np.float64)))
+        # the <V_l, P_l> stay on the device and come back together: one host synchronization
+        quads = xp_of(out[0][0]).stack([q for _, q in out])
+        if self.distributed:
+            reduced = self.comm.allreduce_sum([P for P, _ in out] + [quads])
+            out, quads = [(P, None) for P in reduced[:-1]], reduced[-1]
+        return [(P, float(q)) for (P, _), q in zip(out, to_device(quads, "cpu"))]
 
     def owners(self):
         """{weight index: rank} distributed: the rank that holds each layer's eigenbasis and
@@ -519,16 +522,18 @@ class KFAC(Optimizer):
         """{w: eigen} for jobs [(w, label, A, G)]. Distributed: only the owner of a layer
         decomposes it (about 1/P of the work on each rank); the others record None, "held by
         its owner", so that the bookkeeping of when to refresh is the same on every rank."""
-        if not self.distributed:
-            return {w: self._decompose(label, A, G) for w, label, A, G in jobs}
-        owners = self.owners()
-        return {w: self._decompose(label, A, G) if owners[w] == self.comm.rank else None
-                for w, label, A, G in jobs}
+        mine = jobs
+        if self.distributed:
+            owners = self.owners()
+            mine = [job for job in jobs if owners[job[0]] == self.comm.rank]
+        # all layers at once: one host synchronization (see decompose_factors)
+        done = decompose_factors([(label, A, G) for _, label, A, G in mine])
+        done = {job[0]: eig for job, eig in zip(mine, done)}
+        return {w: done.get(w) for w, _, _, _ in jobs}
 
     def _decompose(self, label, A, G):
-        a, QA = symmetric_eigh(A, f"A of layer {label!r}")
-        g, QG = symmetric_eigh(G, f"G of layer {label!r}")
-        return a, QA, g, QG, trace_ratio_pi(A, G), {}  # {}: precondition's cache of damped inverses
+        """(a, Q_A, g, Q_G, pi, {}) of one layer; {}: precondition's cache of damped inverses."""
+        return decompose_factors([(label, A, G)])[0]
 
     def _grad_matrix(self, m, w, b, grads, decay=True):
         """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""

@@ -51,11 +51,50 @@ def precondition(V, eig, damping, damping_form):
 
 def trace_ratio_pi(A, G):
     """pi = sqrt((tr A / dim A) / (tr G / dim G)); 1 where a trace is 0 or not finite."""
-    ta = float(A.trace()) / A.shape[0]
-    tg = float(G.trace()) / G.shape[0]
+    return _pi(float(A.trace()) / A.shape[0], float(G.trace()) / G.shape[0])
+
+
+def _pi(ta, tg):
     if not (ta > 0 and tg > 0 and math.isfinite(ta) and math.isfinite(tg)):
         return 1.0
     return math.sqrt(ta / tg)
+
+
+def decompose_factors(layers):
+    """[(a, Q_A, g, Q_G, pi, {})] for layers [(label, A, G)]: symmetric_eigh of both factors and
+    trace_ratio_pi, for all the layers with ONE host synchronization (on a GPU each check and
+    trace read back alone is a synchronization: 6 per layer): every decomposition's finiteness
+    flag and every trace come back in one transfer. A decomposition that failed or is not finite
+    is redone by symmetric_eigh (float64 retry, or its FloatingPointError naming the layer).
+    The {} is precondition's cache of damped inverses."""
+    if not layers:
+        return []
+    xp = xp_of(layers[0][1])
+    tries, flags, traces = [], [], []
+    for _, A, G in layers:
+        for M in (A, G):
+            try:
+                values, vectors = xp.linalg.eigh((M + M.T) / 2)
+                flags.append(xp.isfinite(values).all() & xp.isfinite(vectors).all())
+            except (np.linalg.LinAlgError, ValueError):
+                values = vectors = None
+                flags.append(xp.zeros((), dtype=bool))
+            tries.append((values, vectors))
+            traces.append(M.trace())
+    summary = to_device(xp.stack([v.astype(np.float64) for v in flags + traces]), "cpu")
+    n, out = len(flags), []
+    for k, (label, A, G) in enumerate(layers):
+        parts = []
+        for j, (what, M) in enumerate((("A", A), ("G", G))):
+            values, vectors = tries[2 * k + j]
+            if summary[2 * k + j] == 1:
+                parts.append((xp.maximum(values, 0).astype(M.dtype, copy=False),
+                              vectors.astype(M.dtype, copy=False)))
+            else:
+                parts.append(symmetric_eigh(M, f"{what} of layer {label!r}"))
+        pi = _pi(float(summary[n + 2 * k]) / A.shape[0], float(summary[n + 2 * k + 1]) / G.shape[0])
+        out.append(parts[0] + parts[1] + (pi, {}))
+    return out
 
 
 def sample_categorical(logits, rng, uniforms=None):

@@ -61,6 +61,13 @@ def agreed(error):
     return error
 
 
+def all_finite(arrays):
+    """A bool array (on the arrays' device), one flag per array: all its entries are finite.
+    Reading it is one host synchronization however many arrays there are."""
+    xp = xp_of(arrays[0])
+    return xp.stack([xp.isfinite(a).all() for a in arrays])
+
+
 def loss_and_outputs(result):
     """A closure's result, `loss` or `(loss, outputs)` (a tuple or a list), as (loss, outputs)."""
     if isinstance(result, (tuple, list)):
@@ -165,11 +172,18 @@ class Optimizer:
         return grads
 
     def check_finite(self, what, arrays):
-        for i, a in enumerate(arrays):
-            if not bool(xp_of(a).isfinite(a).all()):
-                raise agreed(FloatingPointError(
-                    f"{self.name} step {self.steps + 1}: non-finite {what} (parameter {i}, shape "
-                    f"{tuple(a.shape)}); the parameters were left unchanged"))
+        """FloatingPointError naming the first array that is not finite. One host
+        synchronization for all of them: a flag per array, stacked on the device, read once."""
+        arrays = list(arrays)
+        if not arrays:
+            return
+        finite = all_finite(arrays)
+        if bool(finite.all()):
+            return
+        i = int(np.argmin(to_device(finite, "cpu")))
+        raise agreed(FloatingPointError(
+            f"{self.name} step {self.steps + 1}: non-finite {what} (parameter {i}, shape "
+            f"{tuple(arrays[i].shape)}); the parameters were left unchanged"))
 
     def check_finite_loss(self, loss):
         """The loss as a float; FloatingPointError if it is not finite. Distributed, call it on

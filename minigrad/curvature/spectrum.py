@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import to_device, xp_of
+from ..tensor import Tensor
 
 WHICH = ("LA", "SA", "LM")
 
@@ -181,7 +182,8 @@ def lanczos(op, v, steps):
     steps = _int_at_least("lanczos", "steps", steps, 1)
     if steps > n:
         raise ValueError(f"lanczos: steps must be <= n = {n}, got {steps}")
-    v = to_device(getattr(v, "data", v), op.device).astype(op.dtype).reshape(-1)
+    v = v.data if isinstance(v, Tensor) else v   # (an array's .data is a memoryview/MemoryPointer)
+    v = to_device(v, op.device).astype(op.dtype).reshape(-1)
     if v.shape[0] != n:
         raise ValueError(f"lanczos: v must have {n} elements, got {v.shape[0]}")
     xp = xp_of(v)

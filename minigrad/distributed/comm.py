@@ -30,13 +30,14 @@ class Stats:
 
 
 def pack(arrays):
-    """[(dtype, flat buffer, [indices into arrays])] : one contiguous 1-D buffer per dtype, the
-    arrays raveled into it in list order (the fusing of allreduce_mean/allreduce_sum)."""
+    """[(dtype, flat buffer, [indices into arrays])] : one contiguous 1-D buffer per dtype (and
+    device: host and device arrays of one dtype cannot share a buffer), the arrays raveled into
+    it in list order (the fusing of allreduce_mean/allreduce_sum)."""
     groups = {}
     for i, a in enumerate(arrays):
-        groups.setdefault(np.dtype(a.dtype), []).append(i)
+        groups.setdefault((np.dtype(a.dtype), xp_of(a).__name__), []).append(i)
     out = []
-    for dtype, idx in groups.items():
+    for (dtype, _), idx in groups.items():
         xp = xp_of(arrays[idx[0]])
         flat = xp.concatenate([arrays[i].reshape(-1) for i in idx]) if len(idx) > 1 \
             else arrays[idx[0]].reshape(-1).copy()

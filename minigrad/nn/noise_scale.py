@@ -12,6 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..backend import to_device
+from ..tensor import Tensor
 
 
 NoiseScale = namedtuple("NoiseScale", ["b_simple", "trace_cov", "grad_sq_norm"])
@@ -67,5 +68,5 @@ def gradient_noise_scale(per_example_sq_norms, mean_grad_sq_norm):
 
 def to_host(x):
     """A Tensor, backend array or number, on the host."""
-    x = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    x = x.data if isinstance(x, Tensor) else x   # (a CuPy array's .data is a MemoryPointer)
     return to_device(x, "cpu") if hasattr(x, "shape") else x
