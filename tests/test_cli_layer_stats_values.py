@@ -22,13 +22,13 @@ and the documented metrics of capture.summary, per layer l:
     grad_norm                   sqrt(||dL/dW_l||_F^2 + ||dL/db_l||^2)
 compared in float64 (--dtype float64) to 1e-10 relative.
 """
-from importlib import resources
 
 import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
+from support import digits_train
 
 BATCH = 32
 HIDDEN = (16, 8)
@@ -36,17 +36,6 @@ EVAL_STEPS = (3, 6)
 LINEAR_NAMES = ("0", "2", "4")   # the Sequential indices of the Linear layers
 METRICS = ("input_mean", "input_std", "input_zero_fraction", "input_saturated_fraction",
            "output_grad_norm", "grad_norm")
-
-
-def digits_train():
-    """(images (N, 64) float64, labels (N,) int64) of the training split, in its stored order,
-    straight from the packaged HDF5 file."""
-    path = resources.files("minigrad.datasets") / "data" / "digits.h5"
-    with h5py.File(str(path), "r") as f:
-        rows = f["train_index"][()]
-        images = f["images"][()][rows].reshape(len(rows), -1).astype(np.float64)
-        labels = f["labels"][()][rows].astype(np.int64)
-    return images, labels
 
 
 def load_weights(path):

@@ -25,7 +25,7 @@ import minigrad.datasets as D
 from minigrad.cli import main
 from minigrad.datasets import cifar_svhn as CS
 from minigrad.datasets import loaders
-from minigrad.datasets._files import USERBLOCK, write_idx
+from minigrad.datasets._files import write_idx
 
 FASHION = loaders.IDX_SETS["fashion-mnist"]
 FILES = [f for split in ("train", "test") for f in FASHION.files[split]]

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -97,7 +96,7 @@ def fail_at(monkeypatch, where, only=None):
         return only is None or only in str(path)
 
     real_open, real_fsync, real_replace = open, os.fsync, os.replace
-    real_mkstemp, real_file = tempfile.mkstemp, h5py.File
+    real_mkstemp = tempfile.mkstemp
     if where == "write":
         monkeypatch.setattr(runlog, "open", lambda path, mode="r", *a, **k: (
             FullDisk(real_open(path, mode, *a, **k), 100) if "w" in mode and hit(path)

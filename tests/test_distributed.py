@@ -4,11 +4,9 @@ timeout, so that a failing rank aborts the job instead of hanging the suite) aga
 with the same global batch."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,26 +17,11 @@ from minigrad.cli import parallel
 from minigrad.cli.runlog import read_checkpoint, read_run
 from minigrad.distributed import SingleProcess, pack, unpack
 from minigrad.optim import SGD
+from support import mpiexec, needs_mpi
 
 TIMEOUT = 180
 
 
-def _mpiexec():
-    here = Path(sys.executable).with_name("mpiexec")
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
-def _have_mpi():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return _mpiexec() is not None
-
-
-needs_mpi = pytest.mark.skipif(
-    not _have_mpi() and os.environ.get("MINIGRAD_REQUIRE_MPI") != "1",
-    reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
 
 
 def mpirun(*args, ranks=2, rank1=None, cwd=None):
@@ -47,9 +30,9 @@ def mpirun(*args, ranks=2, rank1=None, cwd=None):
     program = [sys.executable, "-m", "mpi4py"]
     cli = ["-m", "minigrad.cli", *map(str, args)]
     if rank1 is None:
-        command = [_mpiexec(), "-n", str(ranks), *program, *cli]
+        command = [mpiexec(), "-n", str(ranks), *program, *cli]
     else:
-        command = [_mpiexec(), "-n", "1", *program, *cli, ":", "-n", "1", *program, str(rank1),
+        command = [mpiexec(), "-n", "1", *program, *cli, ":", "-n", "1", *program, str(rank1),
                    *map(str, args)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd,
@@ -325,7 +308,7 @@ def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path)
     import time
 
     out = tmp_path / "run"
-    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minigrad.cli",
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minigrad.cli",
                "train", "--hidden", "16", "--steps", 10 ** 6, "--eval-every", 100, "--out", out]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE,

@@ -19,37 +19,18 @@ mapped back to their indices: the ranks' index sets must be exactly the parts ab
 disjoint, and together the global batch.
 """
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from importlib import resources
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+from support import digits_train, mpiexec, needs_mpi
 
 TIMEOUT = 120
 BATCH, STEPS, SEED, RANKS = 512, 4, 3, 2
 
 
-def _mpiexec():
-    here = Path(sys.executable).with_name("mpiexec")
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
-def _have_mpi():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return _mpiexec() is not None
-
-
-needs_mpi = pytest.mark.skipif(
-    not _have_mpi() and os.environ.get("MINIGRAD_REQUIRE_MPI") != "1",
-    reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
 
 
 RECORD = textwrap.dedent("""
@@ -90,15 +71,6 @@ RECORD = textwrap.dedent("""
 """)
 
 
-def digits_train():
-    path = resources.files("minigrad.datasets") / "data" / "digits.h5"
-    with h5py.File(str(path), "r") as f:
-        rows = f["train_index"][()]
-        images = f["images"][()][rows].reshape(len(rows), -1).astype(np.float64)
-        labels = f["labels"][()][rows].astype(np.int64)
-    return images, labels
-
-
 def expected_shards(n):
     """[(global batch indices, [rank 0's indices, rank 1's indices])] for the STEPS steps, by
     the formulas of the module docstring."""
@@ -119,7 +91,7 @@ def expected_shards(n):
 def test_each_rank_trains_on_its_own_disjoint_half_of_every_global_batch(tmp_path, optimizer):
     script = tmp_path / "record.py"
     script.write_text(RECORD)
-    command = [_mpiexec(), "-n", str(RANKS), sys.executable, "-m", "mpi4py", str(script),
+    command = [mpiexec(), "-n", str(RANKS), sys.executable, "-m", "mpi4py", str(script),
                str(tmp_path), "train", "--optimizer", optimizer, "--hidden", "16",
                "--dtype", "float64", "--batch-size", str(BATCH), "--steps", str(STEPS),
                "--seed", str(SEED), "--eval-every", "1000", "--out", str(tmp_path / "run")]

@@ -11,6 +11,7 @@ from minigrad.optim.kfac_factors import symmetric_eigh
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import nn
+from support import dense_kfac_solve
 
 f64 = np.float64
 
@@ -65,15 +66,7 @@ def reference_factors(model, x, y):
     return out
 
 
-def dense_kfac_update(A, G, V, damping, form):
-    """Solve of the damped kron(G, A) with vec_r(V), as an (O, D+1) matrix."""
-    if form == "eigen":
-        M = np.kron(G, A) + damping * np.eye(G.shape[0] * A.shape[0])
-    else:
-        pi = math.sqrt((np.trace(A) / A.shape[0]) / (np.trace(G) / G.shape[0]))
-        r = math.sqrt(damping)
-        M = np.kron(G + r / pi * np.eye(G.shape[0]), A + pi * r * np.eye(A.shape[0]))
-    return np.linalg.solve(M, V.reshape(-1)).reshape(V.shape)
+dense_kfac_update = dense_kfac_solve
 
 
 def layer_update(before, after, layer_index):

@@ -20,6 +20,7 @@ from minigrad.optim.kfac import KFAC
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import nn
+from support import dense_kfac_solve
 
 f64 = np.float64
 
@@ -28,15 +29,7 @@ def leaf(a):
     return mg.tensor(np.array(a, dtype=f64), requires_grad=True)
 
 
-def dense_solve(A, G, V, damping, form):
-    """mat(M^-1 vec_r(V)) for the damped kron(G, A) of the module docstring."""
-    if form == "eigen":
-        M = np.kron(G, A) + damping * np.eye(G.shape[0] * A.shape[0])
-    else:
-        pi = math.sqrt((np.trace(A) / A.shape[0]) / (np.trace(G) / G.shape[0]))
-        r = math.sqrt(damping)
-        M = np.kron(G + r / pi * np.eye(G.shape[0]), A + pi * r * np.eye(A.shape[0]))
-    return np.linalg.solve(M, V.reshape(-1)).reshape(V.shape)
+dense_solve = dense_kfac_solve   # (support.py: the damped kron(G, A) of the module docstring)
 
 
 def with_ones(a):
