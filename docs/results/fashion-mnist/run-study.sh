@@ -49,3 +49,9 @@ minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
 # 3. the trust-region methods (step 1's trials are reused: the same folder)
 minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" --optimizers sgd,kfac,trcg,strcg \
     --out "$out/mlp"
+# 4. LeNet-5: can every optimizer reach 88% test accuracy at B = 128 within 20 epochs? (the
+#    target of the LeNet scaling study is chosen from this; see docs/results.md)
+minigrad compare --dataset fashion-mnist --model lenet --batch-size 128 --target-accuracy 0.88 \
+    --budget-epochs 20 --eval-every 50 --jobs "$jobs" \
+    --grid sgd.lr=0.01,0.02,0.05,0.1 --grid kfac.lr=0.05 --grid kfac.damping=0.001,0.01,0.1 \
+    --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 --out "$out/lenet-b128"
