@@ -120,8 +120,14 @@ from .kfac_factors import (
     sample_categorical,
     split_matrix,
 )
-from .optimizer import (Optimizer, agreed, all_finite, check_number, check_schedule,
-                        loss_and_outputs)
+from .optimizer import (
+    Optimizer,
+    agreed,
+    all_finite,
+    check_number,
+    check_schedule,
+    loss_and_outputs,
+)
 
 FISHER_KINDS = ("true", "empirical")
 DAMPING_FORMS = ("factored", "eigen")

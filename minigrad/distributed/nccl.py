@@ -6,7 +6,8 @@ which is synchronized before returning so that the results can be used at once f
 stream). Object collectives, barrier and abort go through MPI. Host (NumPy) buffers are copied
 to the device and back.
 
-Not exercised by the test suite without GPUs; see tests/test_gpu.py.
+Without GPUs the test suite runs it against the CuPy test double (tests/cupy_double.py: NCCL's
+calls and buffers checked, the data moved over MPI) on 2 mpiexec ranks; see tests/test_gpu.py.
 """
 import numpy as np
 
