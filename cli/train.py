@@ -33,6 +33,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 
 import click
 import numpy as np
@@ -459,7 +460,9 @@ def write_process_file(out):
 # ---------------------------------------------------------------------------------- command
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
-              help="Training data (all but digits are read from local files: see datasets/README.md).")
+              help="Training data. All but digits are read from local files: found in "
+                   "$MINIGRAD_DATA or the system folders (datasets/README.md); their parsed "
+                   "cache goes to $MINIGRAD_CACHE (default ~/.cache/minigrad).")
 @click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True,
               help="mlp gets flattened images; lenet needs 28x28 images; autoencoder "
                    "reconstructs the flattened images (binary cross-entropy; evaluations report "
@@ -688,8 +691,12 @@ def run(config, out, saved, overwrite):
     comm = parallel.communicator()
     rank, world = comm.rank, comm.world_size
     root = rank == 0
-    images, labels, meta = datasets.load(config["dataset"], "train")
-    test_images, test_labels, _ = datasets.load(config["dataset"], "test")
+    with warnings.catch_warnings(record=True) as caught:   # e.g. a stale cache rebuilt
+        warnings.simplefilter("always")
+        images, labels, meta = datasets.load(config["dataset"], "train")
+        test_images, test_labels, _ = datasets.load(config["dataset"], "test")
+    for warning in caught:
+        parallel.echo(f"Warning: {' '.join(str(warning.message).split())}", err=True)
     parallel.check_same(comm, "data", {"train": parallel.data_fingerprint(images, labels),
                                        "test": parallel.data_fingerprint(test_images, test_labels)})
     dtype = np.dtype(config["dtype"])

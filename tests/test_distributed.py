@@ -339,3 +339,17 @@ def test_a_distributed_study_survives_a_diverging_trial(tmp_path):
     bad = mpirun("scaling", "--batch-sizes", "33,64", "--target-accuracy", 0.5,
                  "--out", tmp_path / "x")
     assert bad.returncode == 2 and "not divisible by the 2 processes" in bad.stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("args, words", [
+    (["train", "--bogus"], "No such option '--bogus'"),
+    (["train", "--batch-size", "5000"], "--batch-size 5000 exceeds the 1437 training examples"),
+])
+def test_a_usage_error_is_printed_once_per_job(tmp_path, args, words):
+    """The same mistake on every rank: rank 0 says it, once, and every rank exits 2."""
+    result = mpirun(*args, "--out", tmp_path / "r")
+    assert result.returncode == 2, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    # (python -m mpi4py, which runs the ranks here, turns a non-zero exit into MPI_Abort)
+    assert output.count(words) == 1 and "Error: rank" not in output, output
