@@ -167,3 +167,31 @@ def test_compare_picks_the_best_of_several_trials(tmp_path):
         np.testing.assert_array_equal(f["trials/steps_to_target"][()],
                                       [-1 if t["steps_to_target"] is None else t["steps_to_target"]
                                        for t in outcomes])
+
+
+# ------------------------------------------------------------------- best_index's rule, cell by cell
+def outcome(reached, steps=None, cost=float("nan"), acc=float("nan"), loss=float("nan")):
+    return {"reached": reached, "steps_to_target": steps, "cost_to_target": cost,
+            "final_test_accuracy": acc, "final_train_loss": loss}
+
+
+@pytest.mark.parametrize("trials, best", [
+    # fewest steps to the target wins, whatever the order
+    ([outcome(True, 30, 30), outcome(True, 20, 40), outcome(False, acc=0.99)], 1),
+    # equal steps: the lower cost
+    ([outcome(True, 20, 50, 0.9), outcome(True, 20, 40, 0.8)], 1),
+    # equal steps and cost: the better final accuracy; a nan cost counts as the worst
+    ([outcome(True, 20, 40, 0.8), outcome(True, 20, 40, 0.9), outcome(True, 20, acc=0.99)], 1),
+    # a full tie: the first trial
+    ([outcome(True, 20, 40, 0.9), outcome(True, 20, 40, 0.9)], 0),
+    # nobody reached: the best final accuracy (not the worst), then the lower train loss
+    ([outcome(False, acc=0.5, loss=1.0), outcome(False, acc=0.7, loss=2.0),
+      outcome(False, acc=0.6, loss=0.1)], 1),
+    ([outcome(False, acc=0.7, loss=2.0), outcome(False, acc=0.7, loss=1.0)], 1),
+    # nan (a diverged trial) never wins while a number is there
+    ([outcome(False, acc=float("nan"), loss=0.1), outcome(False, acc=0.2, loss=3.0)], 1),
+    ([], None),
+])
+def test_best_index_applies_its_documented_order(trials, best):
+    from minigrad.cli.study import best_index
+    assert best_index(trials) == best
