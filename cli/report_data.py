@@ -29,7 +29,8 @@ from .common import UserError
 STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 # train options that do not change the training (what is logged, what is kept): not part of a
 # method's name
-BOOKKEEPING = ("layer_stats", "noise_scale_examples", "keep_checkpoints", "checkpoint_every")
+BOOKKEEPING = ("layer_stats", "noise_scale_examples", "keep_checkpoints", "checkpoint_every",
+               "checkpoint_seconds", "profile", "device")
 
 Point = namedtuple("Point", "reached steps epochs wall cost source")
 Point.__doc__ = """One method at one batch size of a scaling or compare study: the best trial's
