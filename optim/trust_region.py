@@ -46,7 +46,7 @@ noise: when the predicted reduction is below 100 eps max(1, |f|) and the actual 
 below minus that, the step is taken and the radius kept (info rho still reports the ratio).
 
 Defaults (radius 5, max_radius 20, hessian_fraction 0.05, cg_max_iters 250, cg_tol 1e-9,
-reject_below 1e-4, expand_above 0.8) are the ones asked for in the issue. The update has the
+reject_below 1e-4, expand_above 0.8) follow Xu, Roosta & Mahoney's experiments. The update has the
 shape of the papers' Algorithm 1 (accept when rho >= eta, shrink by a constant factor on
 rejection, enlarge on very successful steps); the exact constants of the authors' experiments
 were not checked against their code. After a rejection the papers start a new iteration at

@@ -1,5 +1,5 @@
 """The errors a user sees from the ops: a ValueError/TypeError that names the op and the shapes
-or values involved (DESIGN.md, "Errors and data")."""
+or values involved (docs/design.md, "Errors and files")."""
 import re
 
 import numpy as np
