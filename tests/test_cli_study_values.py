@@ -195,3 +195,51 @@ def outcome(reached, steps=None, cost=float("nan"), acc=float("nan"), loss=float
 def test_best_index_applies_its_documented_order(trials, best):
     from minigrad.cli.study import best_index
     assert best_index(trials) == best
+
+
+def test_aggregate_keeps_the_first_seeds_trial_and_marks_a_diverged_seed():
+    from minigrad.cli.study import aggregate
+
+    def spec(lr, seed):
+        return {"optimizer": "sgd", "batch_size": 64, "lr": lr, "seed": seed}
+
+    def result(folder, reached, steps, status="finished", acc=0.9):
+        return {"folder": folder, "status": status, "reached": reached,
+                "steps_to_target": steps if reached else None, "final_test_accuracy": acc,
+                **{k: float(steps or 0) for k in ("epochs_to_target", "wall_to_target",
+                                                   "cost_to_target", "steps", "epochs",
+                                                   "wall_time", "cost", "curvature_products",
+                                                   "cg_iterations", "final_train_loss",
+                                                   "final_train_split_loss", "final_test_loss")}}
+    specs = [spec(0.1, 0), spec(0.2, 0), spec(0.1, 1), spec(0.2, 1)]
+    results = [result("a0", True, 10), result("b0", True, 20, acc=0.8), result("a1", True, 14),
+               result("b1", False, None, status="failed", acc=float("nan"))]
+    settings, merged = aggregate(specs, results)
+    assert [s["lr"] for s in settings] == [0.1, 0.2] and [s["seed"] for s in settings] == [0, 0]
+    a, b = merged
+    assert (a["folder"], a["trial"], a["seeds"], a["status"]) == ("a0", 0, 2, "finished")
+    assert a["reached"] and a["steps_to_target"] == 12.0 and (a["steps_min"], a["steps_max"]) == (10, 14)
+    assert a["reached_fraction"] == 1.0 and a["epochs"] == 12.0
+    assert (b["folder"], b["trial"], b["status"], b["reached"]) == ("b0", 1, "failed", False)
+    assert b["reached_fraction"] == 0.5 and b["steps_to_target"] is None
+    assert (b["steps_min"], b["steps_max"]) == (20, 20)
+
+
+def test_trial_result_totals_come_from_the_run_file(tmp_path):
+    """steps, epochs (= steps / steps_per_epoch) and wall_time (the sum of steps/step_time)
+    of a finished run, recomputed from its run.h5 with h5py."""
+    from minigrad.cli import main
+    from minigrad.cli.study import trial_result
+    out = tmp_path / "run"
+    ok(CliRunner().invoke(main, ["train", "--hidden", "8", "--steps", "30", "--batch-size", "128",
+                                 "--target-accuracy", "0.5", "--out", str(out)]))
+    r = trial_result(str(out))
+    with h5py.File(out / "run.h5") as f:
+        config = json.loads(f.attrs["config"])
+        step_time = f["steps/step_time"][()]
+        target = int(f.attrs["target_step"])
+    assert r["steps"] == 30 == len(step_time)
+    assert r["epochs"] == pytest.approx(30 / config["steps_per_epoch"]) and config["steps_per_epoch"] == 12
+    assert r["wall_time"] == pytest.approx(step_time.sum())
+    assert r["reached"] and r["steps_to_target"] == target
+    assert r["wall_to_target"] == pytest.approx(step_time[:target].sum())

@@ -1,0 +1,127 @@
+"""K-FAC behaviours the mutation run found unpinned (docs/testing.md, the BEFORE survivors of the
+K-FAC update): a refresh uses the factors as they are now, an inactive KL clip leaves the step
+whole, adaptive damping runs on its own schedule, the step's loss is reported, and a non-finite
+factor is refused with the step and layer named. References: the dense damped solve of
+tests/support.py with the factors the optimizer reports, and exact counts."""
+import numpy as np
+import pytest
+from minigrad.optim.kfac import KFAC
+from support import dense_kfac_solve
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import nn
+
+f64 = np.float64
+
+
+def mlp(seed, d_in=3, hidden=5, classes=4, dtype=f64):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(nn.Linear(d_in, hidden, rng=rng, dtype=dtype), nn.Tanh(),
+                         nn.Linear(hidden, classes, rng=rng, dtype=dtype))
+
+
+def batch(seed, n=8, d_in=3, classes=4):
+    rng = np.random.default_rng(seed)
+    return mg.tensor(rng.standard_normal((n, d_in))), rng.integers(0, classes, n)
+
+
+def grads_of(model, x, y):
+    """[dL/d[W, b]] (O, D+1) per Linear, from minigrad.grad on a plain forward."""
+    loss = F.cross_entropy(model(x), y)
+    layers = (model[0], model[-1])
+    g = mg.grad(loss, [p for m in layers for p in (m.weight, m.bias)])
+    return [np.concatenate([g[2 * k].data, g[2 * k + 1].data[:, None]], axis=1) for k in range(2)]
+
+
+def layer_params(model):
+    return [np.concatenate([m.weight.data, m.bias.data[:, None]], axis=1)
+            for m in (model[0], model[-1])]
+
+
+def step(opt, model, x, y):
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("form", ["eigen", "factored"])
+def test_a_refresh_decomposes_the_factors_of_now(form):
+    """Factors updated at steps 0, 3, ... (every 3), eigenbases due at 0, 2, 4, ...: the refresh
+    at step 4 has no new factors of its own but must decompose those of step 3 (they changed
+    since the last decomposition), so its update is the dense solve with the current factors."""
+    model = mlp(1)
+    lr, damping = 0.2, 0.05
+    opt = KFAC(model, lr=lr, damping=damping, momentum=0, factor_decay=0.5, cov_update_every=3,
+               inv_update_every=2, kl_clip=None, fisher="empirical", damping_form=form)
+    refreshed = []
+    for k in range(4):
+        step(opt, model, *batch(k))
+        refreshed.append(opt.info["inverses_refreshed"])
+    assert refreshed == [True, False, False, False]   # step 2: due, but nothing new
+    x, y = batch(4)
+    V = grads_of(model, x, y)
+    before = layer_params(model)
+    step(opt, model, x, y)
+    assert opt.info["inverses_refreshed"]
+    for k, layer in enumerate((model[0], model[-1])):
+        A, G = opt.factors(layer)
+        np.testing.assert_allclose(before[k] - layer_params(model)[k],
+                                   lr * dense_kfac_solve(A, G, V[k], damping, form), rtol=1e-9)
+
+
+def test_an_inactive_kl_clip_leaves_the_step_whole():
+    """nu = min(1, sqrt(C / (lr^2 g^T v))) is exactly 1 when the bound is far: the same
+    parameters as without a clip."""
+    x, y = batch(3)
+    runs = []
+    for kl_clip in (None, 1e6):
+        model = mlp(2)
+        opt = KFAC(model, lr=0.1, damping=0.05, momentum=0, kl_clip=kl_clip, fisher="empirical")
+        step(opt, model, x, y)
+        runs.append((layer_params(model), opt.info["nu"]))
+    assert runs[1][1] == 1.0
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adaptive_damping_runs_every_adapt_every_steps():
+    """With adapt_every = 3, the Levenberg-Marquardt rule runs after steps 3 and 6 (info["rho"]
+    present) and nowhere else; the damping changes only there."""
+    model = mlp(3)
+    opt = KFAC(model, lr=0.05, damping=0.05, kl_clip=None, fisher="empirical",
+               adaptive_damping=True, adapt_every=3)
+    adapted, damping = [], []
+    for k in range(7):
+        x, y = batch(10 + k)
+        opt.step(lambda indices=None, x=x, y=y: F.cross_entropy(model(x), y))
+        adapted.append("rho" in opt.info)
+        damping.append(opt.damping)
+    assert adapted == [False, False, True, False, False, True, False]
+    assert damping[0] == damping[1] == 0.05 and damping[3] == damping[4] == damping[2]
+
+
+def test_a_closure_step_reports_the_loss_at_its_start():
+    model = mlp(4)
+    x, y = batch(4)
+    with mg.no_grad():
+        expected = float(F.cross_entropy(model(x), y).item())
+    opt = KFAC(model, lr=0.1, damping=0.05, fisher="empirical")
+    returned = opt.step(lambda indices=None: F.cross_entropy(model(x), y))
+    assert opt.info["loss"] == expected == float(returned.item())
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_non_finite_factor_is_refused_naming_the_step_and_layer():
+    """Inputs of 1e20 in float32: A of the first layer overflows (1e40) while the loss and the
+    gradients stay finite (tanh saturates, the gradient through it is 0). The second step must
+    raise before changing anything."""
+    model = mlp(5, dtype=np.float32)
+    opt = KFAC(model, lr=0.1, damping=0.05, fisher="empirical")
+    x, y = batch(5)
+    step(opt, model, mg.tensor(x.data.astype(np.float32)), y)
+    before = [p.data.copy() for p in model.parameters()]
+    huge = mg.tensor(np.full((8, 3), 1e20, np.float32))
+    with pytest.raises(FloatingPointError, match=r"KFAC step 2: non-finite factor A of layer '0'"):
+        step(opt, model, huge, y)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
