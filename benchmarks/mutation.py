@@ -82,8 +82,10 @@ HOTSPOTS = {
         "functions": {"optim/kfac.py": ["KFAC._step", "KFAC._batch_factors",
                                         "KFAC._precondition_all", "KFAC._grad_matrix"],
                       "optim/kfac_factors.py": ["precondition"]},
-        "tests": ["tests/test_kfac.py", "tests/test_kfac_dense_steps.py"],
-        "confirm": ["tests/test_kfac_dense_steps.py"] + TESTS[0][2],
+        "tests": ["tests/test_kfac.py", "tests/test_kfac_dense_steps.py",
+                  "tests/test_kfac_schedule_edges.py"],
+        "confirm": ["tests/test_kfac_dense_steps.py", "tests/test_kfac_schedule_edges.py"]
+        + TESTS[0][2],
     },
     "hot-study-best-and-maps": {
         "functions": {"cli/study.py": ["best_index", "aggregate", "trial_result"],
