@@ -125,3 +125,28 @@ def test_a_non_finite_factor_is_refused_naming_the_step_and_layer():
     with pytest.raises(FloatingPointError, match=r"KFAC step 2: non-finite factor A of layer '0'"):
         step(opt, model, huge, y)
     assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+def test_adaptive_damping_without_a_closure_fails_only_on_its_steps():
+    """adapt_every = 3: steps 1 and 2 run without a closure; step 3 needs one."""
+    model = mlp(6)
+    opt = KFAC(model, lr=0.05, damping=0.05, fisher="empirical", adaptive_damping=True,
+               adapt_every=3)
+    for k in range(2):
+        step(opt, model, *batch(20 + k))
+    with pytest.raises(ValueError, match="adaptive_damping needs a closure"):
+        step(opt, model, *batch(22))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_non_finite_factor_of_a_later_layer_is_named():
+    """No activation between the layers and weights of 10: inputs of 1e18 keep the first
+    layer's A finite (1e36 in float32) and overflow the second layer's (its inputs are 3e19):
+    the error names A of layer '1' (the third of the factors A_0, G_0, A_1, G_1)."""
+    rng = np.random.default_rng(7)
+    model = nn.Sequential(nn.Linear(3, 5, rng=rng, dtype=np.float32),
+                          nn.Linear(5, 4, rng=rng, dtype=np.float32))
+    model[0].weight.data = np.full((5, 3), 10.0, np.float32)
+    opt = KFAC(model, lr=0.1, damping=0.05, fisher="empirical")
+    with pytest.raises(FloatingPointError, match=r"KFAC step 1: non-finite factor A of layer '1'"):
+        step(opt, model, mg.tensor(np.full((8, 3), 1e18, np.float32)), batch(7)[1])
