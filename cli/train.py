@@ -609,9 +609,8 @@ def train(ctx, **options):
                                        f"from the run's {old[key]!r}; it cannot change on resume")
         config = dict(old)
         for key in ("epochs", "steps", "eval_every", "checkpoint_every", "checkpoint_seconds",
-                    "target_accuracy",
-                    "target_loss", "stop_at_target", "keep_checkpoints", "device",
-                    "diverged_after", "layer_stats", "noise_scale_examples"):
+                    "target_accuracy", "target_loss", "stop_at_target", "keep_checkpoints",
+                    "device", "diverged_after", "layer_stats", "noise_scale_examples"):
             if given(key):
                 config[key] = options[key]
         if given("epochs"):
