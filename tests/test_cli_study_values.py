@@ -243,3 +243,24 @@ def test_trial_result_totals_come_from_the_run_file(tmp_path):
     assert r["wall_time"] == pytest.approx(step_time.sum())
     assert r["reached"] and r["steps_to_target"] == target
     assert r["wall_to_target"] == pytest.approx(step_time[:target].sum())
+
+
+def test_sensitivity_maps_place_each_trial_by_its_unscaled_lr():
+    """lr 0.3 and 0.4 at B0 = 256 are 0.6 and 0.8 at B = 1024 (sqrt rule, factor 2): each trial
+    lands in its own row, at every batch size (matching the scaled values to the grid would put
+    both large-batch trials in the 0.4 row)."""
+    from minigrad.cli.sensitivity import maps
+    sizes, factors = [256, 1024], {256: 1.0, 1024: 2.0}
+    specs, results = [], []
+    for b in sizes:
+        for lr in (0.3, 0.4):
+            specs.append({"optimizer": "sgd", "batch_size": b, "lr": lr * factors[b],
+                          "momentum": 0.9})
+            results.append({"reached": True, "steps_to_target": 100 * lr * b,
+                            "epochs_to_target": 1.0, "final_test_accuracy": lr,
+                            "final_train_loss": 1.0})
+    m = maps(specs, results, "sgd", sizes, {"lr": [0.3, 0.4], "momentum": [0.9]},
+             ("lr", "momentum"), factors)
+    np.testing.assert_array_equal(m["trial"][:, :, 0], [[0, 1], [2, 3]])
+    np.testing.assert_allclose(m["final_test_accuracy"][:, :, 0], [[0.3, 0.4], [0.3, 0.4]])
+    np.testing.assert_array_equal(m["fraction_reached"], [1.0, 1.0])
