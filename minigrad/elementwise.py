@@ -381,20 +381,47 @@ class Softplus(Function):
         return (g * sigmoid(x * beta if beta != 1 else x),)
 
 
-def _unary(fn):
-    def op(x):
-        x = Tensor.wrap(x)
-        if x.data.dtype.kind != "f":  # integers and bools go to the default float dtype
-            x = const(x.data.astype(get_default_dtype()))
-        return fn.apply(x)
-
-    op.__name__ = fn.__name__.lower()
-    op.__doc__ = fn.__doc__
-    return op
+def _floating(x):
+    """x as a Tensor of a float dtype: integers and bools go to the default float dtype."""
+    x = Tensor.wrap(x)
+    if x.data.dtype.kind != "f":
+        x = const(x.data.astype(get_default_dtype()))
+    return x
 
 
-exp, log, sqrt, abs, tanh, sigmoid, relu = (  # noqa: A001 - numpy's names
-    _unary(f) for f in (Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu))
+def exp(x):
+    """e^x elementwise; d(e^x) = e^x dx."""
+    return Exp.apply(_floating(x))
+
+
+def log(x):
+    """Natural logarithm elementwise; d(log x) = dx / x."""
+    return Log.apply(_floating(x))
+
+
+def sqrt(x):
+    """Square root elementwise; d(sqrt x) = dx / (2 sqrt x)."""
+    return Sqrt.apply(_floating(x))
+
+
+def abs(x):  # noqa: A001 - numpy's name
+    """|x| elementwise; d|x| = sign(x) dx (0 at x = 0)."""
+    return Abs.apply(_floating(x))
+
+
+def tanh(x):
+    """tanh elementwise; d(tanh x) = (1 - tanh^2 x) dx."""
+    return Tanh.apply(_floating(x))
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x) elementwise; d(sigmoid x) = sigmoid(x) (1 - sigmoid(x)) dx."""
+    return Sigmoid.apply(_floating(x))
+
+
+def relu(x):
+    """max(x, 0) elementwise; d(relu x) = [x > 0] dx."""
+    return Relu.apply(_floating(x))
 
 
 def leaky_relu(x, negative_slope=0.01):
