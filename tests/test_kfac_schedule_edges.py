@@ -150,3 +150,55 @@ def test_a_non_finite_factor_of_a_later_layer_is_named():
     opt = KFAC(model, lr=0.1, damping=0.05, fisher="empirical")
     with pytest.raises(FloatingPointError, match=r"KFAC step 1: non-finite factor A of layer '1'"):
         step(opt, model, mg.tensor(np.full((8, 3), 1e18, np.float32)), batch(7)[1])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_non_finite_G_factor_is_named():
+    """Second-layer weights of 1e20 make the first layer's output gradients 1e20 (G_0 = 1e40
+    overflows in float32) while the loss, the gradients and A stay finite: G of layer '0' (the
+    second of the factors A_0, G_0, ...) is named."""
+    model = mlp(8, dtype=np.float32)
+    signs = np.random.default_rng(8).choice([-1.0, 1.0], (4, 5))   # rows not all equal: the
+    model[-1].weight.data = (1e20 * signs).astype(np.float32)      # sum over classes is not 0
+    opt = KFAC(model, lr=0.1, damping=0.05, fisher="empirical")
+    x, y = batch(8)
+    with pytest.raises(FloatingPointError, match=r"KFAC step 1: non-finite factor G of layer '0'"):
+        step(opt, model, mg.tensor(x.data.astype(np.float32)), y)
+
+
+def test_a_non_finite_kl_quadratic_form_is_refused_and_changes_nothing():
+    """lr^2 <V, V'> overflows float64 with lr = 1e160: the step raises, naming the step, and the
+    parameters are left as they were."""
+    model = mlp(9)
+    opt = KFAC(model, lr=1e160, damping=0.05, fisher="empirical")
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=r"KFAC step 1: non-finite preconditioned"):
+        step(opt, model, *batch(9))
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+def test_adaptive_damping_with_weight_decay_models_the_parameter_change():
+    """The reduction ratio's model M(delta) = g^T delta + 1/2 sum_l [<D_l, G D_l A> + lambda
+    |D_l|^2] takes D_l = the layer's parameter change itself: weight decay enters the step, not
+    the model's D. Checked against the dense formula with weight_decay = 0.3."""
+    model = mlp(10)
+    x, y = batch(10)
+    damping, decay = 0.05, 0.3
+    loss = F.cross_entropy(model(x), y)
+    layers = (model[0], model[-1])
+    grads = mg.grad(loss, [p for m in layers for p in (m.weight, m.bias)])
+    old = float(loss.item())
+    opt = KFAC(model, lr=0.05, damping=damping, momentum=0, factor_decay=0, kl_clip=None,
+               fisher="empirical", adaptive_damping=True, adapt_every=1, weight_decay=decay)
+    before = layer_params(model)
+    opt.step(lambda indices=None: F.cross_entropy(model(x), y))
+    after = layer_params(model)
+    with mg.no_grad():
+        new = float(F.cross_entropy(model(x), y).item())
+    m = 0.0
+    for k, layer in enumerate(layers):
+        A, G = opt.factors(layer)
+        D = after[k] - before[k]
+        g = np.concatenate([grads[2 * k].data, grads[2 * k + 1].data[:, None]], axis=1)
+        m += float((g * D).sum()) + 0.5 * float((D * (G @ D @ A)).sum() + damping * (D * D).sum())
+    assert m < 0 and opt.info["rho"] == pytest.approx((new - old) / m, rel=1e-9)
