@@ -157,9 +157,9 @@ def build_optimizer(config, model):
     if name == "kfac":
         # runs written before --kl-clip existed used KFAC's default, 1e-3
         kl_clip = config.get("kl_clip", DEFAULTS["kfac"]["kl_clip"])
-        # fisher "true" samples labels from the model (seeded by --seed); runs written before
-        # --fisher existed used the empirical Fisher
-        # options added later than a run: what the run was trained with (DEFAULTS)
+        # options added later than some runs: such a run was trained with what DEFAULTS say
+        # (the empirical Fisher, factors every step, eigenbases every 20, factored damping, the
+        # first batch's factors); fisher "true" samples its labels with the --seed Generator
         older = {key: config.get(key) or DEFAULTS["kfac"][key]
                  for key in ("fisher", "cov_update_every", "inv_update_every", "damping_form",
                              "factor_init")}
