@@ -94,8 +94,13 @@ def cli_run(tmp_path, optimizer, option, value, extra):
                                        "--dtype", "float64", "--no-layer-stats", "--out", str(out)])
     assert result.exit_code == 0, (result.output, result.exception)
     assert read_run(str(out))["attrs"][option] == value   # recorded as given ...
-    state = read_checkpoint(str(out))[0]
-    return [state[k] for k in sorted(state, key=lambda k: list(state).index(k))]
+    weights, state = read_checkpoint(str(out))
+    built = state["optimizer"]   # the optimizer object's own state_dict: its class and values
+    assert built["name"] == {"sgd": "SGD", "kfac": "KFAC", "trcg": "TRCG", "strcg": "STRCG"}[optimizer]
+    if optimizer in ("trcg", "strcg"):   # the CLI's cap on the radius: max(20, initial radius)
+        assert built["hyperparameters"]["max_radius"] == max(20.0, float(value if option == "radius"
+                                                                         else BASE[optimizer]["radius"]))
+    return [weights[k] for k in sorted(weights, key=lambda k: list(weights).index(k))]
 
 
 @pytest.mark.parametrize("optimizer, option, value, other, extra", CASES,
