@@ -353,3 +353,39 @@ def test_a_usage_error_is_printed_once_per_job(tmp_path, args, words):
     output = result.stdout + result.stderr
     # (python -m mpi4py, which runs the ranks here, turns a non-zero exit into MPI_Abort)
     assert output.count(words) == 1 and "Error: rank" not in output, output
+
+
+TRUE_FISHER_WITHOUT_OUTPUTS = textwrap.dedent("""
+    import numpy as np
+    import minigrad as mg
+    import minigrad.functional as F
+    from minigrad import distributed, nn
+    from minigrad.optim import KFAC
+
+    comm = distributed.get_communicator()
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(3, 4, rng=rng), nn.Tanh(), nn.Linear(4, 2, rng=rng))
+    opt = KFAC(model, lr=0.1, damping=0.1, fisher="true", rng=0).distribute(comm)
+    x = np.random.default_rng(1).standard_normal((8, 3)).astype(np.float32)
+    y = np.array([0, 1] * 4)
+    rows = slice(4 * comm.rank, 4 * comm.rank + 4)
+    opt.shard(4, 8, 4 * comm.rank)
+    opt.zero_grad()
+    F.cross_entropy(model(mg.tensor(x[rows])), y[rows]).backward()
+    try:
+        opt.step()                      # the true Fisher's labels need the logits: a mistake
+    except ValueError as e:
+        print(f"rank {comm.rank}: ValueError: {e}", flush=True)
+""")
+
+
+@needs_mpi
+def test_a_true_fisher_step_without_outputs_is_an_error_on_every_rank_with_rows(tmp_path):
+    script = tmp_path / "no_outputs.py"
+    script.write_text(TRUE_FISHER_WITHOUT_OUTPUTS)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    result = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)],
+                            capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    for rank in (0, 1):
+        assert f"rank {rank}: ValueError: KFAC.step: fisher='true' needs the model's outputs" \
+            in result.stdout, result.stdout + result.stderr
