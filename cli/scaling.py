@@ -120,10 +120,8 @@ def confirm_specs(specs, curves, seeds):
 def chosen_settings(settings, specs, curves):
     """{optimizer: [(batch size, index into settings or None)]}: the setting holding each curve
     point's trial, once the trials are grouped by setting (study.aggregate)."""
-    def key(spec):
-        return tuple(sorted((k, str(v)) for k, v in spec.items() if k != "seed"))
-    where = {key(s): i for i, s in enumerate(settings)}
-    return {opt: [(int(b), None if t < 0 else where[key(specs[t])])
+    where = {study.setting_key(s): i for i, s in enumerate(settings)}
+    return {opt: [(int(b), None if t < 0 else where[study.setting_key(specs[t])])
                   for b, t in zip(c["batch_size"], c["trial"])] for opt, c in curves.items()}
 
 

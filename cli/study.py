@@ -605,6 +605,11 @@ SEED_MEANS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_
               "final_test_accuracy")
 
 
+def setting_key(spec):
+    """What identifies a setting: a trial's options except its seed (a JSON string)."""
+    return json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True)
+
+
 def aggregate(specs, results):
     """(setting specs, setting results): the trials of one setting (the same options but the
     seed) combined. A setting reaches the target if every seed does; its figures are the means
@@ -614,7 +619,7 @@ def aggregate(specs, results):
     trial's own result, with trial, seeds=1 and the spread added."""
     groups = {}
     for i, spec in enumerate(specs):
-        key = json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True)
+        key = setting_key(spec)
         groups.setdefault(key, []).append(i)
     out_specs, out_results = [], []
     for idx in groups.values():

@@ -370,17 +370,22 @@ def agreed_signal(comm, signum):
     return 0
 
 
-def finished_before(out, step, total, config, state):
+def targets_met(config, target_step, loss_step):
+    """Every given target is reached (False when none is given): the test accuracy target at
+    target_step, the training-loss target at loss_step (None: not yet)."""
+    wanted = [(config.get("target_accuracy"), target_step), (config.get("target_loss"), loss_step)]
+    return any(t is not None for t, _ in wanted) and \
+        all(at is not None for t, at in wanted if t is not None)
+
+
+def finished_before(out, step, total, config, target_step, loss_step):
     """Whether a resumed run has nothing left to do: it ended as "finished" (run.h5) with
     `total` steps done, or it stopped at its targets with --stop-at-target."""
     try:
         status = runlog.read_run(out)["attrs"].get("status")
     except (OSError, KeyError, ValueError):
         return False
-    targets = [(config.get("target_accuracy"), state.get("target_step")),
-               (config.get("target_loss"), state.get("target_loss_step"))]
-    stopped = bool(config.get("stop_at_target")) and any(t is not None for t, _ in targets) \
-        and all(at is not None for t, at in targets if t is not None)
+    stopped = bool(config.get("stop_at_target")) and targets_met(config, target_step, loss_step)
     return status == "finished" and (step >= total or stopped)
 
 
@@ -746,7 +751,7 @@ def run(config, out, saved, overwrite):
         if total < step:
             raise click.UsageError(f"--resume: the run has done {step} steps already, more than "
                                    f"the {total} asked for")
-        if finished_before(out, step, total, config, state):
+        if finished_before(out, step, total, config, target_step, loss_step):
             parallel.echo(f"{out} finished at step {step} already; nothing to do (give a larger "
                           "--steps or --epochs to train on)")
             return
@@ -802,11 +807,7 @@ def run(config, out, saved, overwrite):
             click.echo(f"Error: {e}", err=True)
 
     def targets_reached():
-        """Every given target is reached (False when none is given)."""
-        wanted = [(config.get("target_accuracy"), target_step),
-                  (config.get("target_loss"), loss_step)]
-        return any(t is not None for t, _ in wanted) and \
-            all(at is not None for t, at in wanted if t is not None)
+        return targets_met(config, target_step, loss_step)
 
     def do_eval():
         nonlocal target_step, loss_step, since_eval, stuck
@@ -917,11 +918,8 @@ def run(config, out, saved, overwrite):
                     since = time.monotonic() - last_checkpoint_time
                     due = ((ckpt_every and step % ckpt_every == 0) or since >= ckpt_seconds > 0
                            or (evaluated and since >= min(ckpt_seconds, EVAL_CHECKPOINT_SPACING)))
-                    if step < total and due:   # the end writes its own
-                        snapshot("running")
-                    elif step < total and evaluated and root:   # run.h5 stays current
-                        runlog.write_run(out, config, history, "running", step, target_step,
-                                         wall(), target_loss_step=loss_step)
+                    if step < total and (due or evaluated):   # the end writes its own
+                        snapshot("running", checkpoint=bool(due))   # run.h5 current at evaluations
                     if position == 0:
                         break  # the epoch is over: a new order
         if stopped and history["evals"]["step"] and history["evals"]["step"][-1] == step:

@@ -32,6 +32,17 @@ needs_mpi = pytest.mark.skipif(
     reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
 
 
+def assert_same_params(a, b, rtol):
+    """The model arrays of the checkpoints of run folders a and b agree to rtol (relative to
+    each array's largest entry; rtol=0: bit for bit)."""
+    from minigrad.cli.runlog import read_checkpoint
+    pa, pb = read_checkpoint(str(a))[0], read_checkpoint(str(b))[0]
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=rtol * np.abs(pb[k]).max(),
+                                   err_msg=k)
+
+
 def dense_kfac_solve(A, G, V, damping, form):
     """mat(M^-1 vec_r(V)) as an (O, D+1) matrix, M the damped kron(G, A) (row-major vec):
     "eigen": kron(G, A) + damping I; "factored": kron(G + sqrt(damping)/pi I,

@@ -9,11 +9,11 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
 from minigrad.cli.runlog import kept_steps, read_checkpoint, read_run
+from support import assert_same_params
 
 train_module = sys.modules["minigrad.cli.train"]
 
@@ -25,11 +25,6 @@ def invoke(*args):
 def ok(result):
     assert result.exit_code == 0, (result.output, result.exception)
     return result
-
-
-def same_params(a, b):
-    pa, pb = read_checkpoint(str(a))[0], read_checkpoint(str(b))[0]
-    return pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
@@ -52,7 +47,7 @@ def test_a_stop_signal_checkpoints_after_the_step_and_resumes_exactly(tmp_path, 
     monkeypatch.setattr(train_module, "_one_step", real)
     ok(invoke("train", "--out", tmp_path / "b", "--resume"))
     ok(invoke("train", "--steps", 20, "--out", tmp_path / "a"))
-    assert same_params(tmp_path / "a", tmp_path / "b")
+    assert_same_params(tmp_path / "a", tmp_path / "b", rtol=0)
 
 
 KILLED_AT = 17
@@ -84,7 +79,7 @@ def test_kill_9_keeps_the_last_evaluation_shows_stale_and_resumes_exactly(tmp_pa
     assert "stale" in ok(invoke("show", out)).output
     ok(invoke("train", "--out", out, "--resume"))
     ok(invoke("train", "--steps", "30", "--eval-every", "5", "--out", tmp_path / "whole"))
-    assert same_params(out, tmp_path / "whole")
+    assert_same_params(out, tmp_path / "whole", rtol=0)
     assert "finished" in ok(invoke("runs", tmp_path)).output.splitlines()[1]
 
 

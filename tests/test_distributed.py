@@ -17,7 +17,7 @@ from minigrad.cli import parallel
 from minigrad.cli.runlog import read_checkpoint, read_run
 from minigrad.distributed import SingleProcess, pack, unpack
 from minigrad.optim import SGD
-from support import mpiexec, needs_mpi
+from support import assert_same_params, mpiexec, needs_mpi
 
 TIMEOUT = 180
 
@@ -48,18 +48,6 @@ def single(*args):
 def ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def params(folder):
-    return read_checkpoint(str(folder))[0]
-
-
-def assert_same_params(a, b, rtol):
-    pa, pb = params(a), params(b)
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=rtol * np.abs(pb[k]).max(),
-                                   err_msg=k)
 
 
 # --------------------------------------------------------------------------- communicators

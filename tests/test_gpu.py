@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
-from minigrad.cli.runlog import read_checkpoint, read_run
+from minigrad.cli.runlog import read_run
 from minigrad.optim import KFAC, SGD, STRCG, TRCG
 
 import minigrad as mg
@@ -26,6 +26,7 @@ from minigrad import nn
 from minigrad.backend import device_of, to_device
 from minigrad.nn import models
 from minigrad.testing import gradcheck, gradgradcheck
+from support import assert_same_params
 
 try:
     from op_table import cases, make_inputs
@@ -382,18 +383,6 @@ def train(*args):
 def ok(result):
     assert result.exit_code == 0, (result.output, result.exception)
     return result
-
-
-def checkpoint_params(folder):
-    return read_checkpoint(str(folder))[0]
-
-
-def assert_same_params(a, b, rtol):
-    pa, pb = checkpoint_params(a), checkpoint_params(b)
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=rtol * np.abs(pb[k]).max(),
-                                   err_msg=k)
 
 
 TRAIN_OPTIONS = {
