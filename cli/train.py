@@ -420,6 +420,13 @@ class _DeferredInterrupt:
                 break
         return self
 
+    def agreed(self, comm):
+        """The stop signal all ranks act on after this step (agreed_signal; with one process,
+        the one received). The agreed value is returned, never stored in self.signum: a signal
+        that arrives during the agreement sets self.signum, and is agreed on after the next
+        step (assigning the agreed 0 to it would lose it, and the run would never stop)."""
+        return agreed_signal(comm, self.signum) if comm.world_size > 1 else self.signum
+
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
@@ -911,10 +918,9 @@ def run(config, out, saved, overwrite):
                             break
                     bar.update(1, f"loss {loss:.4f}" + ("" if last_acc is None
                                                         else f"  {ACC_LABEL} {last_acc:.4f}"))
-                    if world > 1:   # all ranks stop after the same step, with one status
-                        interrupt.signum = agreed_signal(comm, interrupt.signum)
-                    if interrupt.requested:
-                        raise _StopRequested(interrupt.signum)
+                    stop = interrupt.agreed(comm)   # every rank the same, after every step
+                    if stop:
+                        raise _StopRequested(stop)
                     since = time.monotonic() - last_checkpoint_time
                     due = ((ckpt_every and step % ckpt_every == 0) or since >= ckpt_seconds > 0
                            or (evaluated and since >= min(ckpt_seconds, EVAL_CHECKPOINT_SPACING)))

@@ -50,6 +50,30 @@ def test_a_stop_signal_checkpoints_after_the_step_and_resumes_exactly(tmp_path, 
     assert_same_params(tmp_path / "a", tmp_path / "b", rtol=0)
 
 
+class _SignalDuringAgreement:
+    """A 2-rank communicator whose allreduce delivers a SIGTERM to this process while it runs
+    (the race that lost a signal under MPI): no other rank got one (the sum is this rank's)."""
+    world_size = 2
+
+    def __init__(self):
+        self.calls = 0
+
+    def allreduce_scalars(self, values):
+        self.calls += 1
+        if self.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)   # handled before the call returns
+        return list(values)
+
+
+def test_a_signal_arriving_during_the_agreement_is_agreed_on_after_the_next_step():
+    comm = _SignalDuringAgreement()
+    with train_module._DeferredInterrupt() as interrupt:
+        first = interrupt.agreed(comm)    # this rank sent 0: nobody stops after this step
+        second = interrupt.agreed(comm)   # the signal received meanwhile is agreed on now
+    assert (first, second) == (0, signal.SIGTERM)
+    assert train_module.agreed_signal(comm, signal.SIGINT) == signal.SIGINT
+
+
 KILLED_AT = 17
 KILL_SCRIPT = textwrap.dedent(f"""
     import os, signal, sys

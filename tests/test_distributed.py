@@ -290,8 +290,24 @@ def test_a_failure_every_rank_meets_ends_the_run_together_with_its_files(tmp_pat
     assert read_run(str(out))["attrs"]["status"] == "failed"   # rank 0 wrote it before the exit
 
 
+def _rank_pids(launcher_pid):
+    """The pids of the MPI ranks under an mpiexec (hydra: mpiexec -> hydra_pmi_proxy -> ranks),
+    in rank order of their start."""
+    def children(pid):
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    return sorted(rank for proxy in children(launcher_pid) for rank in children(proxy))
+
+
+# The signal is sent to the ranks, as mpiexec's forwarding does: MPICH 5.0.2's hydra occasionally
+# loses a SIGINT sent to mpiexec itself (3 of 14 runs on this machine: it never prints "Sending
+# Ctrl-C to processes" and a second SIGINT trips an assertion in its proxy), which is hydra's
+# bug and made this test hang. Sending SIGTERM to rank 1 alone shows that one rank's signal
+# stops every rank after the same step (agreed_signal).
 @needs_mpi
-def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signame, to_ranks", [("SIGINT", (0, 1)), ("SIGTERM", (1,))])
+def test_a_stop_signal_stops_every_rank_after_the_same_step_with_a_checkpoint(
+        tmp_path, signame, to_ranks):
     import signal
     import time
 
@@ -305,14 +321,19 @@ def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path)
         line = process.stdout.readline()   # the first evaluation: training is under way
         assert line.startswith("step"), line
         time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
+        ranks = _rank_pids(process.pid)
+        assert len(ranks) == 2, ranks
+        for r in to_ranks:
+            os.kill(ranks[r], getattr(signal, signame))
         stdout, stderr = process.communicate(timeout=TIMEOUT)
     finally:
         process.kill()
-    assert process.returncode == 130, stdout + stderr
-    assert "SIGINT: stopped at step" in stderr
+    number = int(getattr(signal, signame))
+    assert process.returncode == 128 + number, stdout + stderr
+    assert f"{signame}: stopped at step" in stderr
     step = read_checkpoint(str(out))[1]["step"]
     assert read_run(str(out))["attrs"]["status"] == "interrupted" and step >= 100
+    assert f"stopped at step {step};" in stderr
     ok(single("train", "--out", out, "--resume", "--steps", step + 5))
     assert read_run(str(out))["attrs"]["steps"] == step + 5
 
