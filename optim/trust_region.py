@@ -132,14 +132,14 @@ class TRCG(Optimizer):
     def step(self, closure, batch_size=None, rows=None):
         """One trust-region step from theta with radius Delta:
 
-            f, g   = loss and gradient of closure() at theta (the whole batch)
-            H      = the curvature (Hessian, or Gauss-Newton matrix) of the mean loss over a
-                     uniform sub-sample S of the batch, |S| = ceil(hessian_fraction * N)
-            s      = argmin_{|s| <= Delta} m(s),  m(s) = g^T s + s^T H s / 2   (Steihaug-Toint CG)
-            rho    = (f(theta) - f(theta + s)) / (m(0) - m(s))    actual / predicted reduction
-            rho <  reject_below:                  reject, Delta <- Delta / 2, solve again (same g, H)
-            reject_below <= rho < expand_above:   accept, Delta <- min(max_radius, 1.2 Delta)
-            rho >= expand_above:                  accept, Delta <- min(max_radius, 2 Delta)
+            f, g  = loss and gradient of closure() at theta (the whole batch)
+            H     = the curvature (Hessian, or Gauss-Newton matrix) of the mean loss over a
+                    uniform sub-sample S of the batch, |S| = ceil(hessian_fraction * N)
+            s     = argmin_{|s| <= Delta} m(s),  m(s) = g^T s + s^T H s / 2  (Steihaug-Toint CG)
+            rho   = (f(theta) - f(theta + s)) / (m(0) - m(s))   actual / predicted reduction
+            rho <  reject_below:                 reject, Delta <- Delta / 2, solve again (same g, H)
+            reject_below <= rho < expand_above:  accept, Delta <- min(max_radius, 1.2 Delta)
+            rho >= expand_above:                 accept, Delta <- min(max_radius, 2 Delta)
 
         closure(indices=None) -> loss or (loss, outputs), the MEAN loss of the current batch or
         of its rows `indices`. batch_size: the number of rows closure() covers (None: no batch,
@@ -296,6 +296,7 @@ class TRCG(Optimizer):
     def _set(self, arrays):
         for p, a in zip(self.params, arrays):
             p.data = a
+
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self):
         """Step count, hyperparameters (the current radius among them) and the Generator's state."""
