@@ -4,18 +4,9 @@ Xu, Roosta & Mahoney, "Newton-type methods for non-convex optimization under ine
 information" (arXiv:1708.07164, Math. Programming 2020), Algorithm 1 (TR with inexact Hessian),
 and "Second-order optimization for non-convex machine learning: an empirical study"
 (arXiv:1708.07827, SDM 2020), with the subproblem solved by Steihaug-Toint CG (Nocedal &
-Wright, Algorithm 7.2; see optim/steihaug.py). One step at theta_t, radius Delta_t:
-
-    f, g   = loss and gradient on the whole batch             closure()
-    H      = Hessian (or Gauss-Newton matrix) on a uniform
-             sub-sample S of the batch, |S| = ceil(hessian_fraction * N)   closure(S)
-    s      = argmin_{|s| <= Delta} m(s) = g^T s + s^T H s / 2    (Steihaug-Toint CG)
-    rho    = (f(theta) - f(theta + s)) / (m(0) - m(s))          closure() at theta + s
-    rho <  reject_below:                  reject, Delta <- Delta / 2, solve again (same g, H)
-    reject_below <= rho < expand_above:   accept, Delta <- min(max_radius, 1.2 Delta)
-    rho >= expand_above:                  accept, Delta <- min(max_radius, 2 Delta)
-
-Only the curvature is sub-sampled in TRCG (the papers' setting: exact g and f, inexact H).
+Wright, Algorithm 7.2; see optim/steihaug.py). TRCG.step states the algorithm; only the
+curvature is sub-sampled in TRCG (the papers' setting: exact g and f, inexact H). Which rows
+the curvature uses, on one process or over the ranks, is in optim/trust_region_rows.py.
 
 The closure protocol (see optim/optimizer.py):
 
@@ -30,11 +21,6 @@ int64 NumPy array drawn without replacement from the optimizer's seeded Generato
 curvature="ggn" needs the `(loss, outputs)` form (G = J^T H_L J with J = d outputs/d theta; the
 part of the loss that does not go through `outputs`, such as weight decay written into the
 loss, is NOT in G). The ratio test calls closure() again at the trial point under no_grad().
-
-The optimizer learns the batch size from `step(closure, batch_size=N)`; `batch_size=None`
-(the default) means there is no batch to sub-sample (e.g. a test function): the curvature is
-then that of closure()'s loss. `hessian_fraction=1.0` also uses the whole batch, without
-drawing indices (and without touching the Generator), re-using the graph of closure()'s loss.
 
 Retries: a rejected step is solved again with the halved radius, re-using g and H, at most
 `max_retries` times per call of step (default 10, so the radius can shrink by 2^11 inside one
@@ -63,11 +49,11 @@ import numpy as np
 from minigrad import grad, no_grad
 from minigrad.backend import xp_of
 from minigrad.curvature import GGNOperator, HessianOperator
-from minigrad.curvature.operators import CurvatureOperator
 from minigrad.function import enable_grad
 
 from .optimizer import Optimizer, agreed, check_number, loss_and_outputs
 from .steihaug import steihaug_cg
+from .trust_region_rows import CurvatureProduct, curvature_rows
 
 CURVATURES = ("hessian", "ggn")
 SHRINK, ENLARGE, ENLARGE_MORE = 0.5, 1.2, 2.0
@@ -80,12 +66,28 @@ def _check_int(owner, name, value, low):
     return int(value)
 
 
+def _value(loss):
+    """A loss (a 0-d Tensor or a number) as a float."""
+    return float(loss.item() if hasattr(loss, "item") else loss)
+
+
+def flatten(arrays, dtype):
+    """Arrays shaped like the parameters as one flat vector of `dtype`: CG's vectors."""
+    xp = xp_of(arrays[0])
+    return xp.concatenate([xp.asarray(a, dtype=dtype).reshape(-1) for a in arrays])
+
+
+def unflatten(vector, params):
+    """A flat vector cut back into arrays shaped like `params`, each of its parameter's dtype."""
+    arrays, start = [], 0
+    for p in params:
+        arrays.append(vector[start:start + p.size].reshape(p.shape).astype(p.dtype, copy=False))
+        start += p.size
+    return arrays
+
+
 class TRCG(Optimizer):
     """Trust-region Newton-CG with a sub-sampled exact curvature (Xu, Roosta & Mahoney 2017).
-
-    TRCG(params, radius=5.0, max_radius=20.0, hessian_fraction=0.05, cg_max_iters=250,
-         cg_tol=1e-9, curvature="hessian", reject_below=1e-4, expand_above=0.8,
-         max_retries=10, seed=0)
 
     step(closure, batch_size=None) returns the loss at the point the step started from and
     fills `info`: loss, rho, radius (after the update), step_radius (the radius of the last
@@ -126,7 +128,155 @@ class TRCG(Optimizer):
         else:
             self.rng = np.random.default_rng(_check_int(owner, "seed", seed, 0))
 
-    # -- the closure protocol --------------------------------------------------------------
+    # -- one step ----------------------------------------------------------------------------
+    def step(self, closure, batch_size=None, rows=None):
+        """One trust-region step from theta with radius Delta:
+
+            f, g  = loss and gradient of closure() at theta (the whole batch)
+            H     = the curvature (Hessian, or Gauss-Newton matrix) of the mean loss over a
+                    uniform sub-sample S of the batch, |S| = ceil(hessian_fraction * N)
+            s     = argmin_{|s| <= Delta} m(s),  m(s) = g^T s + s^T H s / 2  (Steihaug-Toint CG)
+            rho   = (f(theta) - f(theta + s)) / (m(0) - m(s))   actual / predicted reduction
+            rho <  reject_below:                 reject, Delta <- Delta / 2, solve again (same g, H)
+            reject_below <= rho < expand_above:  accept, Delta <- min(max_radius, 1.2 Delta)
+            rho >= expand_above:                 accept, Delta <- min(max_radius, 2 Delta)
+
+        closure(indices=None) -> loss or (loss, outputs), the MEAN loss of the current batch or
+        of its rows `indices`. batch_size: the number of rows closure() covers (None: no batch,
+        the curvature is that of closure()'s loss). Returns the loss at the starting point.
+        The parameters' .grad are not touched.
+
+        Distributed (opt.distribute(comm)): batch_size is the GLOBAL batch's size N, rows =
+        (lo, hi) the global rows this rank's closure() covers, and shard(hi - lo, N, lo) has been
+        called; see optim/trust_region_rows.py. It returns this rank's own loss (info["loss"]
+        is the global one).
+        """
+        batch_size = self._check_step(closure, batch_size, rows)
+        rows = rows if self.distributed else None
+        holds_batch = rows is None or rows[1] > rows[0]
+        loss, outputs, f, g = self._loss_and_gradient(closure, holds_batch)
+        sample = curvature_rows(self.rng, self.hessian_fraction, batch_size, rows,
+                                self.shard_weight)
+        hessian = CurvatureProduct(self._curvature(closure, sample, loss, outputs), sample.weight,
+                                   self.comm if self.distributed else None)
+        info = {"loss": f, "accepted": False, "rejections": 0, "cg_iterations": 0,
+                "rho": float("nan"), "step_norm": 0.0, "predicted_reduction": 0.0,
+                "actual_reduction": 0.0, "curvature_samples": sample.samples}
+        self._solve_and_test(closure, f, g, hessian, holds_batch, info)
+        info.update(radius=self.radius, curvature_products=hessian.products)
+        self.steps += 1
+        self.info = info
+        return loss
+
+    def _check_step(self, closure, batch_size, rows):
+        """batch_size as an int (or None); a ValueError for what step cannot do without."""
+        if closure is None:
+            raise ValueError(f"{self.name}.step needs a closure (it evaluates the loss again at "
+                             "trial points)")
+        if batch_size is not None:
+            batch_size = _check_int(f"{self.name}.step", "batch_size", batch_size, 1)
+        if self.distributed and (batch_size is None or rows is None):
+            raise ValueError(f"{self.name}.step: distributed, the step needs batch_size (the "
+                             "global batch size) and rows (this rank's rows of it)")
+        return batch_size
+
+    def _loss_and_gradient(self, closure, holds_batch):
+        """(loss, outputs) of closure() on this rank (None, None on a rank without rows), and f
+        and the flat g reduced over the ranks, checked to be finite."""
+        zeros = [xp_of(p.data).zeros_like(p.data) for p in self.params]
+        loss, outputs, local_f, grads = None, None, 0.0, zeros
+        if holds_batch:
+            with enable_grad():
+                loss, outputs = self._evaluate(closure)
+            local_f = _value(loss)
+            with enable_grad():
+                grads = grad(loss, self.params, retain_graph=True, allow_unused=True)
+            grads = [z if g is None else g.data for g, z in zip(grads, zeros)]
+        f = self.check_finite_loss(self.reduce_value(local_f))
+        grads = self.reduce(grads)
+        self.check_finite("gradient", grads)
+        return loss, outputs, f, flatten(grads, self._dtype())
+
+    def _curvature(self, closure, sample, loss, outputs):
+        """The curvature operator of this rank's rows of S (CurvatureRows `sample`), None when
+        it holds none; the whole batch re-uses the graph of closure()'s loss."""
+        if not sample.holds_rows:
+            return None
+        with enable_grad():
+            if sample.local is None:
+                return self._curvature_operator(loss, outputs)
+            sub_loss, sub_outputs = self._evaluate(closure, sample.local)
+            if not self.distributed:   # distributed, a NaN shows in the reduced products
+                self.check_finite_loss(sub_loss)
+            return self._curvature_operator(sub_loss, sub_outputs)
+
+    def _solve_and_test(self, closure, f, g, hessian, holds_batch, info):
+        """Solve for s, test it, update the radius; after a rejection solve again with the halved
+        radius and the same g and H, at most max_retries times. Fills `info`."""
+        start = [p.data for p in self.params]
+        eps = float(np.finfo(self._dtype()).eps)
+        noise = ROUNDING * eps * max(1.0, abs(f))
+        for _ in range(self.max_retries + 1):
+            radius = self.radius
+            result = self._solve(hessian, g, radius, eps)
+            info.update(step_radius=radius, cg_iterations=info["cg_iterations"] + result.iterations,
+                        cg_stop=result.reason)
+            predicted = result.predicted_reduction
+            if predicted <= 0:
+                # s = 0 (a stationary point of the model, e.g. g = 0): nothing to test or take.
+                break
+            actual = f - self._trial_loss(closure, start, result.step, holds_batch)
+            rho = actual / predicted if math.isfinite(actual) else -math.inf
+            info.update(rho=rho, predicted_reduction=predicted, actual_reduction=actual,
+                        step_norm=float(math.sqrt(float((result.step * result.step).sum()))))
+            accepted, self.radius = self._radius_update(radius, rho, predicted, actual, noise)
+            if accepted:
+                info["accepted"] = True
+                break
+            self._set(start)
+            info["rejections"] += 1
+
+    def _solve(self, hessian, g, radius, eps):
+        """Steihaug-Toint CG for argmin_{|s| <= radius} g^T s + s^T H s / 2."""
+        # A relative residual below ~eps is out of reach; chasing it lets rounding walk CG into
+        # the null space of a singular H (float32 softmax models), so the tolerance is floored.
+        tol = max(self.cg_tol, 10 * eps)
+        try:
+            return steihaug_cg(hessian, g, radius, tol=tol, max_iters=self.cg_max_iters)
+        except FloatingPointError as exc:
+            # the products are reduced over the ranks: every rank meets the same value
+            raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the "
+                                            "parameters were left unchanged")) from None
+
+    def _radius_update(self, radius, rho, predicted, actual, noise):
+        """(accepted, the next radius): the rule of step's docstring, except that when both
+        reductions are below the rounding level `noise` of f the step is accepted as it is."""
+        if predicted <= noise and math.isfinite(actual) and actual >= -noise:
+            # rho is noise, not a verdict on the model: a converged run stays put instead of
+            # shrinking the radius on every step.
+            return True, radius
+        if rho < self.reject_below:
+            return False, radius * SHRINK
+        factor = ENLARGE_MORE if rho >= self.expand_above else ENLARGE
+        return True, min(self.max_radius, factor * radius)
+
+    def _trial_loss(self, closure, start, step, holds_batch):
+        """f(theta + s), s the flat `step` (the weighted sum over ranks when distributed; +inf
+        if not finite), the parameters left at theta + s (restored if it raises)."""
+        self._set([a + s for a, s in zip(start, unflatten(step, self.params))])
+        try:
+            value = 0.0
+            if holds_batch:
+                with no_grad():
+                    loss, _ = self._evaluate(closure)
+                value = _value(loss)
+            value = self.reduce_value(value)
+        except BaseException:
+            self._set(start)
+            raise
+        return value if math.isfinite(value) else math.inf
+
+    # -- the closure protocol and the parameters -----------------------------------------------
     def _evaluate(self, closure, indices=None):
         """(loss, outputs) from closure(indices); outputs is None for a bare loss."""
         return loss_and_outputs(closure() if indices is None else closure(indices))
@@ -139,172 +289,13 @@ class TRCG(Optimizer):
             return GGNOperator(loss, outputs, self.params)
         return HessianOperator(loss, self.params)
 
-    def _sample(self, batch_size):
-        """Sorted rows of the curvature sub-sample, or None for the whole batch."""
-        if batch_size is None or self.hessian_fraction == 1.0:
-            return None
-        size = max(1, math.ceil(self.hessian_fraction * batch_size))
-        if size >= batch_size:
-            return None
-        return np.sort(self.rng.choice(batch_size, size=size, replace=False)).astype(np.int64)
-
-    def _local_sample(self, indices, rows):
-        """(this rank's rows of the global sub-sample `indices`, relative to its first row, and
-        their share of the sample). rows = (lo, hi): the rank's rows of the global batch."""
-        lo, hi = rows
-        mine = indices[(indices >= lo) & (indices < hi)] - lo
-        return mine, len(mine) / len(indices)
-
-    def _global_matvec(self, operator, weight):
-        """v -> sum_r w_r H_r v over ranks (one allreduce per product); H_r v = 0 on a rank with
-        no rows in the sample. One process: the operator's own product."""
-        if not self.distributed:
-            return operator.matvec_flat
-
-        def matvec(v):
-            local = operator.matvec_flat(v) * weight if operator is not None else v * 0
-            self._products += 1
-            return self.comm.allreduce_sum([local])[0]
-        return matvec
-
-    # -- one step ----------------------------------------------------------------------------
-    def step(self, closure, batch_size=None, rows=None):
-        """One trust-region step (with up to max_retries re-solves after rejections).
-
-        closure(indices=None) -> loss or (loss, outputs), the MEAN loss of the current batch or
-        of its rows `indices`. batch_size: the number of rows closure() covers (None: no batch,
-        the curvature is that of closure()'s loss). Returns the loss at the starting point.
-        The parameters' .grad are not touched.
-
-        Distributed (opt.distribute(comm)): batch_size is the GLOBAL batch's size N, rows =
-        (lo, hi) the global rows this rank's closure() covers (closure(indices) takes indices
-        relative to lo), and shard(hi - lo, N) has been called. The loss, the gradient and the
-        trial losses are weighted sums over ranks; the sub-sample S is drawn from the same
-        seeded Generator on every rank, over all N rows, exactly as one process would, and each
-        rank evaluates its part of it; every curvature product is one allreduce. CG then runs
-        the same on every rank. The return value is this rank's own loss (info["loss"] is the
-        global one).
-        """
-        if closure is None:
-            raise ValueError(f"{self.name}.step needs a closure (it evaluates the loss again at "
-                             "trial points)")
-        if batch_size is not None:
-            batch_size = _check_int(f"{self.name}.step", "batch_size", batch_size, 1)
-        if self.distributed and (batch_size is None or rows is None):
-            raise ValueError(f"{self.name}.step: distributed, the step needs batch_size (the "
-                             "global batch size) and rows (this rank's rows of it)")
-        mine = True   # this rank holds rows of the batch (distributed, a short batch may not)
-        if self.distributed:
-            mine = rows[1] > rows[0]
-        if mine:
-            with enable_grad():
-                loss, outputs = self._evaluate(closure)
-            local_f = float(loss.item() if hasattr(loss, "item") else loss)
-            with enable_grad():
-                grads = grad(loss, self.params, retain_graph=True, allow_unused=True)
-            grads = [xp_of(p.data).zeros_like(p.data) if g is None else g.data
-                     for g, p in zip(grads, self.params)]
-        else:
-            loss, outputs, local_f = None, None, 0.0
-            grads = [xp_of(p.data).zeros_like(p.data) for p in self.params]
-        f0 = self.check_finite_loss(self.reduce_value(local_f))
-        grads = self.reduce(grads)
-        self.check_finite("gradient", grads)
-
-        indices = self._sample(batch_size)
-        weight = self.shard_weight
-        if self.distributed and indices is not None:
-            global_indices = indices
-            indices, weight = self._local_sample(indices, rows)
-            mine = len(indices) > 0
-        self._products = 0
-        with enable_grad():
-            if not mine:
-                operator = None
-            elif indices is not None:
-                sub_loss, sub_outputs = self._evaluate(closure, indices)
-                if not self.distributed:   # distributed, a NaN shows in the reduced products
-                    self.check_finite_loss(sub_loss)
-                operator = self._curvature_operator(sub_loss, sub_outputs)
-            else:
-                operator = self._curvature_operator(loss, outputs)
-        flat = operator if operator is not None else CurvatureOperator(self.params)
-        matvec = self._global_matvec(operator, weight)
-        if self.distributed and indices is not None:
-            indices = global_indices
-        g = flat.flatten(grads)
-
-        start = [p.data for p in self.params]
-        eps = float(np.finfo(flat.dtype).eps)
-        noise = ROUNDING * eps * max(1.0, abs(f0))
-        # A relative residual below ~eps is out of reach; chasing it lets rounding walk CG into
-        # the null space of a singular H (float32 softmax models), so the tolerance is floored.
-        tol = max(self.cg_tol, 10 * eps)
-        info = {"loss": f0, "accepted": False, "rejections": 0, "cg_iterations": 0,
-                "rho": float("nan"), "step_norm": 0.0, "predicted_reduction": 0.0,
-                "actual_reduction": 0.0,
-                "curvature_samples": None if batch_size is None else
-                (batch_size if indices is None else len(indices))}
-        for _ in range(self.max_retries + 1):
-            radius = self.radius
-            try:
-                result = steihaug_cg(matvec, g, radius, tol=tol, max_iters=self.cg_max_iters)
-            except FloatingPointError as exc:
-                # the products are reduced over the ranks: every rank meets the same value
-                raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: {exc}; the "
-                                                "parameters were left unchanged")) from None
-            info.update(step_radius=radius, cg_iterations=info["cg_iterations"] + result.iterations,
-                        cg_stop=result.reason)
-            predicted = result.predicted_reduction
-            if predicted <= 0:
-                # s = 0 (a stationary point of the model, e.g. g = 0): nothing to test or take.
-                break
-            trial = self._trial_loss(closure, start, flat.unflatten(result.step), mine_rows=(
-                not self.distributed or rows[1] > rows[0]))
-            actual = f0 - trial
-            rho = actual / predicted if math.isfinite(actual) else -math.inf
-            info.update(rho=rho, predicted_reduction=predicted, actual_reduction=actual,
-                        step_norm=float(math.sqrt(float((result.step * result.step).sum()))))
-            if predicted <= noise and math.isfinite(actual) and actual >= -noise:
-                # Both reductions are at the level of rounding in f: rho is noise, not a verdict
-                # on the model. Take the step and keep the radius (a converged run stays put
-                # instead of shrinking the radius on every step).
-                info["accepted"] = True
-                break
-            if rho < self.reject_below:
-                self._set(start)
-                self.radius = radius * SHRINK
-                info["rejections"] += 1
-                continue
-            factor = ENLARGE_MORE if rho >= self.expand_above else ENLARGE
-            self.radius = min(self.max_radius, factor * radius)
-            info["accepted"] = True
-            break
-        info.update(radius=self.radius, curvature_products=(
-            self._products if self.distributed else operator.calls))
-        self.steps += 1
-        self.info = info
-        return loss
+    def _dtype(self):
+        """The dtype of CG's flat vectors: the parameters' common one."""
+        return np.result_type(*[p.dtype for p in self.params])
 
     def _set(self, arrays):
         for p, a in zip(self.params, arrays):
             p.data = a
-
-    def _trial_loss(self, closure, start, step, mine_rows=True):
-        """The loss at theta + s (the weighted sum over ranks when distributed), the parameters
-        left at theta + s (restored if it raises)."""
-        self._set([a + s.data for a, s in zip(start, step)])
-        try:
-            value = 0.0
-            if mine_rows:
-                with no_grad():
-                    loss, _ = self._evaluate(closure)
-                value = float(loss.item() if hasattr(loss, "item") else loss)
-            value = self.reduce_value(value)
-        except BaseException:
-            self._set(start)
-            raise
-        return value if math.isfinite(value) else math.inf
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self):
