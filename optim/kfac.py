@@ -104,27 +104,12 @@ from minigrad.functional import cross_entropy
 from minigrad.nn import capture
 from minigrad.random import generator
 
-from .kfac_factors import (
-    damped_kronecker_quadratic,
-    levenberg_marquardt,
-    precondition,
-    reduction_ratio,
-    sample_categorical,
-)
+from .kfac_factors import (damped_kronecker_quadratic, levenberg_marquardt, precondition,
+                           reduction_ratio, sample_categorical)
 from .kfac_layers import find_layers, layer_matrix
 from .kfac_owners import LayerOwners
-from .optimizer import (
-    Optimizer,
-    agreed,
-    all_finite,
-    check_number,
-    check_schedule,
-    loss_and_outputs,
-)
-
-FISHER_KINDS = ("true", "empirical")
-DAMPING_FORMS = ("factored", "eigen")
-FACTOR_INITS = ("batch", "identity")
+from .optimizer import (Optimizer, agreed, all_finite, check_number, check_schedule,
+                        loss_and_outputs)
 
 
 def _check_int(owner, name, value, low):
@@ -133,10 +118,17 @@ def _check_int(owner, name, value, low):
     return int(value)
 
 
-def _check_choice(owner, name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{owner}: {name} must be {' or '.join(map(repr, choices))}, got {value!r}")
-    return value
+def _choice(name, choices):
+    """A property `name` that is one of `choices`, checked whenever it is set."""
+    def get(self):
+        return getattr(self, "_" + name)
+
+    def set(self, value):
+        if value not in choices:
+            raise ValueError(f"{self.name}: {name} must be {' or '.join(map(repr, choices))}, "
+                             f"got {value!r}")
+        setattr(self, "_" + name, value)
+    return property(get, set)
 
 
 class KFAC(Optimizer):
@@ -222,29 +214,9 @@ class KFAC(Optimizer):
         self._kl_clip = None if value is None else check_number(self.name, "kl_clip", value, low=0,
                                                                low_open=True)
 
-    @property
-    def fisher(self):
-        return self._fisher
-
-    @fisher.setter
-    def fisher(self, value):
-        self._fisher = _check_choice(self.name, "fisher", value, FISHER_KINDS)
-
-    @property
-    def damping_form(self):
-        return self._damping_form
-
-    @damping_form.setter
-    def damping_form(self, value):
-        self._damping_form = _check_choice(self.name, "damping_form", value, DAMPING_FORMS)
-
-    @property
-    def factor_init(self):
-        return self._factor_init
-
-    @factor_init.setter
-    def factor_init(self, value):
-        self._factor_init = _check_choice(self.name, "factor_init", value, FACTOR_INITS)
+    fisher = _choice("fisher", ("true", "empirical"))
+    damping_form = _choice("damping_form", ("factored", "eigen"))
+    factor_init = _choice("factor_init", ("batch", "identity"))
 
     # -- the statistics' lifetime, data parallelism --------------------------------------------
     def zero_grad(self):
@@ -302,8 +274,8 @@ class KFAC(Optimizer):
             raise ValueError(f"{self.name}: damping({self.steps}) must be > 0, got {damping}")
 
         # steps 1-5 only compute, so that an error there changes nothing; then one commit
-        factors = self._batch_factors() if update_factors else {}        # step 1
-        eigen, sources = self._refresh(factors)                           # step 2
+        factors = self._running_factors() if update_factors else {}       # step 1
+        eigen, sources = self._refresh_eigenbases(factors)                # step 2
         updates, quad = self._precondition_all(grads, eigen, damping)     # steps 3, 4
         kl = lr * lr * quad
         nu = self._kl_clip_factor(kl)                                     # step 5
@@ -375,10 +347,10 @@ class KFAC(Optimizer):
         weights = [self.params[layer.weight] for layer in self.layers]
         _grad(sampled_loss, weights, allow_unused=True)     # recorded by the capture, then dropped
 
-    def _batch_factors(self):
+    def _running_factors(self):
         """Step 1: {weight index: (A, G)}, the running averages with this batch's factors."""
         out = {}
-        for layer, batch in zip(self.layers, self._this_batch_factors()):
+        for layer, batch in zip(self.layers, self._batch_factors()):
             s = self.state[layer.weight]
             before = (s["A"], s["G"]) if "A" in s else None
             if before is None and self.factor_init == "identity":
@@ -390,7 +362,7 @@ class KFAC(Optimizer):
             out[layer.weight] = batch
         return out
 
-    def _this_batch_factors(self):
+    def _batch_factors(self):
         """[(A_batch, G_batch)] per layer, of the global batch when distributed
         (sum_r w_r A_r, sum_r w_r G_r in one allreduce), checked to be finite."""
         expected = 2 if self.fisher == "true" else 1
@@ -416,17 +388,18 @@ class KFAC(Optimizer):
         return list(zip(raw[0::2], raw[1::2]))
 
     def _refresh_due(self, layer, factors):
-        """Step 2's schedule: whether the layer's eigenbasis is (re)computed from its current
-        factors now. Yes on every inv_update_every-th step if the factors changed since its last
-        refresh (updated at this step, `factors`, or "stale": at a step that was no refresh
-        step), and whenever it has none and none to rebuild (the first step)."""
+        """Step 2's schedule for one layer: is its eigenbasis (re)computed from its current
+        factors at this step? On every inv_update_every-th step if its factors changed since its
+        last refresh (updated at this step, in `factors`, or "stale": updated at an earlier step
+        that was no refresh step); and whenever it has no eigenbasis and none saved to rebuild
+        (the first step)."""
         s = self.state[layer.weight]
         if layer.weight not in self._eigen and "A_eig" not in s:
             return True
         changed = layer.weight in factors or s.get("stale", False)
         return self.steps % self.inv_update_every == 0 and changed
 
-    def _refresh(self, factors):
+    def _refresh_eigenbases(self, factors):
         """Step 2: the layers' new eigenbases {w: Eigenbasis (None: another rank's)} and the
         factors {w: (A, G)} of those refreshed. A layer without an eigenbasis that is not due
         (a run resumed from a checkpoint) rebuilds the one it was using from A_eig, G_eig."""
@@ -451,7 +424,8 @@ class KFAC(Optimizer):
 
     def _precondition_all(self, grads, eigen, damping):
         """Steps 3 and 4: ({parameter index: the preconditioned gradient V'}, sum_l <V_l, V'_l>)
-        over the covered layers, with the new eigenbases `eigen` where there are."""
+        over the covered layers, in the eigenbases of step 2 (`eigen`, not yet committed) or the
+        ones kept from earlier steps."""
         def solve(w, V):
             return precondition(V, eigen.get(w, self._eigen.get(w)), damping, self.damping_form)
 
