@@ -29,7 +29,8 @@ from minigrad.functional import softmax
 @dataclass
 class Eigenbasis:
     """One layer's factors in their eigenbases, A = Q_A diag(a) Q_A^T and G = Q_G diag(g) Q_G^T
-    (a, g >= 0), with the factored damping's pi = sqrt((tr A / dim A) / (tr G / dim G)).
+    (a, g >= 0), with the factored damping's pi = sqrt((tr A / dim A) / (tr G / dim G)) (1 where
+    a trace is 0 or not finite).
 
     For damping_form="factored" it also keeps the damped inverses last formed from it,
     P_G = Q_G diag(1/(g + sqrt(lambda)/pi)) Q_G^T and P_A = Q_A diag(1/(a + pi sqrt(lambda))) Q_A^T,

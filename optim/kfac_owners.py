@@ -17,8 +17,8 @@ preconditioning (step 4), is split by layer instead of repeated on every rank:
     step 4   the owner preconditions the layer's gradient matrix V_l into P_l and forms
              <V_l, P_l>; the other ranks contribute zeros of the same shapes. One fused allreduce
              (gradient-sized) of all the P_l and the <V_l, P_l> gives every rank every layer's
-             result. Each sum has one nonzero term, x + 0 = x, so the result is bit for bit the
-             owner's: P ranks step exactly as one process does.
+             result. Each sum has one nonzero term, and x + 0 = x: every rank gets the owner's
+             result bit for bit.
 
 With one process (comm None) the process owns every layer and nothing is reduced.
 """
