@@ -46,7 +46,8 @@ matrix V = [dL/dW.reshape(O, -1), dL/db] (O, D+1), the step is (paper symbols in
            for its first ~1/(1 - decay) updates the step is close to SGD's; KFAC-PyTorch does this);
        factor_decay = 0 keeps only the batch either way;
     2. eigendecompositions A = Q_A diag(a) Q_A^T, G = Q_G diag(g) Q_G^T, refreshed every
-       inv_update_every steps when the factors changed since the last one [Sec. 8];
+       inv_update_every steps when the factors changed since the last one [Sec. 8]
+       (KFAC._refresh_due); distributed, each layer's by one rank (optim/kfac_owners.py);
     3. weight decay: V <- V + weight_decay [W, b];
     4. preconditioning with damping lambda [Sec. 6.3], in the Kronecker eigenbasis
            V' = Q_G ((Q_G^T V Q_A) / M) Q_A^T      (elementwise division by M, (O, D+1))
@@ -60,18 +61,11 @@ matrix V = [dL/dW.reshape(O, -1), dL/db] (O, D+1), the step is (paper symbols in
 Parameters of other modules (BatchNorm, ...) get plain SGD with the same lr, momentum and
 weight decay: g <- grad + weight_decay theta, then step 6 with U = g.
 
-Why G^-1 V A^-1 (row-major convention). theta = vec_r([W, b]) (row-major, as W.reshape(-1)).
-Example n's gradient is the matrix sum_t d_t a~_t^T, so its vec_r is sum_t d_t (x) a~_t and
-E[vec_r vec_r^T] ~= E[d d^T] (x) E[a~ a~^T] = G (x) A = np.kron(G, A) (Martens & Grosse stack
-columns, vec([W b]), and write it A (x) G). For any P, Q: (P (x) Q) vec_r(V) = vec_r(P V Q^T),
-hence (G (x) A)^-1 vec_r(V) = (G^-1 (x) A^-1) vec_r(V) = vec_r(G^-1 V A^-T) = vec_r(G^-1 V A^-1)
-(A symmetric). In the eigenbases, G (x) A = (Q_G (x) Q_A) diag(vec_r(g a^T)) (Q_G (x) Q_A)^T, and
-(Q_G (x) Q_A)^T vec_r(V) = vec_r(Q_G^T V Q_A), which gives step 4 for any diagonal M.
-
-Robust linear algebra. Factors are symmetrized before eigh; a decomposition that fails or
-is not finite is retried in float64, and failing that a FloatingPointError names the layer.
-Eigenvalues below 0 (round-off of a PSD factor) are set to 0. A non-finite loss, gradient or
-batch factor raises FloatingPointError before anything changes (parameters, factors, buffers).
+Why G^-1 V A^-1, in the Kronecker eigenbasis: optim/kfac_factors.py derives step 4 (row-major
+vec_r, G (x) A = np.kron(G, A)) and makes the eigendecompositions robust (symmetrized, retried in
+float64, a FloatingPointError naming the layer). A non-finite loss, gradient, batch factor or
+preconditioned gradient raises FloatingPointError before anything changes (parameters,
+factors, buffers): steps 1-5 only compute, and their results are committed together.
 
 `info` after a step: lr, damping, nu (the KL-clip factor, 1.0 without clipping), the
 quadratic form lr^2 sum <V, V'> ("kl"), factors_updated, inverses_refreshed, sampled_backward
@@ -107,37 +101,34 @@ from minigrad import grad as _grad
 from minigrad.backend import to_device, xp_of
 from minigrad.function import enable_grad, no_grad
 from minigrad.functional import cross_entropy
-from minigrad.nn import Conv2d, Linear, capture
+from minigrad.nn import capture
 from minigrad.random import generator
 
-from .kfac_factors import (
-    damped_kronecker_quadratic,
-    decompose_factors,
-    layer_matrix,
-    levenberg_marquardt,
-    precondition,
-    reduction_ratio,
-    sample_categorical,
-    split_matrix,
-)
-from .optimizer import (
-    Optimizer,
-    agreed,
-    all_finite,
-    check_number,
-    check_schedule,
-    loss_and_outputs,
-)
-
-FISHER_KINDS = ("true", "empirical")
-DAMPING_FORMS = ("factored", "eigen")
-FACTOR_INITS = ("batch", "identity")
+from .kfac_factors import (damped_kronecker_quadratic, levenberg_marquardt, precondition,
+                           reduction_ratio, sample_categorical)
+from .kfac_layers import find_layers, layer_matrix
+from .kfac_owners import LayerOwners
+from .optimizer import (Optimizer, agreed, all_finite, check_number, check_schedule,
+                        loss_and_outputs)
 
 
 def _check_int(owner, name, value, low):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def _choice(name, choices):
+    """A property `name` that is one of `choices`, checked whenever it is set."""
+    def get(self):
+        return getattr(self, "_" + name)
+
+    def set(self, value):
+        if value not in choices:
+            raise ValueError(f"{self.name}: {name} must be {' or '.join(map(repr, choices))}, "
+                             f"got {value!r}")
+        setattr(self, "_" + name, value)
+    return property(get, set)
 
 
 class KFAC(Optimizer):
@@ -151,6 +142,12 @@ class KFAC(Optimizer):
     lr and damping: a number or a callable of the step. layers: None for every Linear/Conv2d
     of the model, or a list of them (or their dotted names). rng: int seed or Generator for the
     sampled labels of fisher="true". See the module docstring for the algorithm.
+
+    A layer's state is self.state[layer.weight] (checkpointed): "A", "G" the running factors
+    (step 1); "A_eig", "G_eig" the factors its eigenbasis came from (a resumed run rebuilds the
+    eigenbasis from them); "stale": the factors changed since; "momentum_buffer". The
+    eigenbases themselves, self._eigen {layer.weight: Eigenbasis, or None where another rank
+    owns the layer}, are not checkpointed.
     """
 
     name = "KFAC"
@@ -193,30 +190,10 @@ class KFAC(Optimizer):
         self.rng = generator(rng) if rng is not None else \
             np.random.default_rng(int(generator(None).integers(2 ** 63)))
         self.model = model
-
-        index = {id(p): i for i, p in enumerate(self.params)}
-        names = {id(m): n for n, m in model.named_modules()}
-        if layers is None:
-            layers = [m for m in model.modules() if isinstance(m, (Linear, Conv2d))]
-        else:
-            by_name = dict(model.named_modules())
-            layers = [by_name[x] if isinstance(x, str) and x in by_name else x for x in layers]
-            for m in layers:
-                if not isinstance(m, (Linear, Conv2d)) or id(m) not in names:
-                    raise ValueError(f"{self.name}: layers must be Linear or Conv2d modules of the "
-                                     f"model (or their names), got {m!r}")
-        # (label, module, weight index, bias index or None); frozen layers are left to SGD.
-        self.layers = []
-        for m in layers:
-            if id(m.weight) in index and (m.bias is None or id(m.bias) in index):
-                bias = index[id(m.bias)] if m.bias is not None else None
-                self.layers.append((names[id(m)] or type(m).__name__, m, index[id(m.weight)], bias))
-        if not self.layers:
-            raise ValueError(f"{self.name}: the model has no trainable Linear or Conv2d layer to "
-                             "precondition; use SGD")
-        self._covered = {i for _, _, w, b in self.layers for i in (w, b) if i is not None}
-        self._eigen = {}          # weight index -> (a, Q_A, g, Q_G, pi), never checkpointed
-        self._capture = capture(model, [m for _, m, _, _ in self.layers])
+        self.layers = find_layers(self.name, model, self.params, layers)   # [kfac_layers.Layer]
+        self._owners = LayerOwners(self.layers)      # one process: all layers are its own
+        self._eigen = {}
+        self._capture = capture(model, [layer.module for layer in self.layers])
         self._stats = self._capture.__enter__()
 
     # -- hyperparameters ---------------------------------------------------------------------
@@ -237,37 +214,11 @@ class KFAC(Optimizer):
         self._kl_clip = None if value is None else check_number(self.name, "kl_clip", value, low=0,
                                                                low_open=True)
 
-    @property
-    def fisher(self):
-        return self._fisher
+    fisher = _choice("fisher", ("true", "empirical"))
+    damping_form = _choice("damping_form", ("factored", "eigen"))
+    factor_init = _choice("factor_init", ("batch", "identity"))
 
-    @fisher.setter
-    def fisher(self, value):
-        if value not in FISHER_KINDS:
-            raise ValueError(f"{self.name}: fisher must be 'true' or 'empirical', got {value!r}")
-        self._fisher = value
-
-    @property
-    def damping_form(self):
-        return self._damping_form
-
-    @damping_form.setter
-    def damping_form(self, value):
-        if value not in DAMPING_FORMS:
-            raise ValueError(f"{self.name}: damping_form must be 'factored' or 'eigen', got {value!r}")
-        self._damping_form = value
-
-    @property
-    def factor_init(self):
-        return self._factor_init
-
-    @factor_init.setter
-    def factor_init(self, value):
-        if value not in FACTOR_INITS:
-            raise ValueError(f"{self.name}: factor_init must be 'batch' or 'identity', got {value!r}")
-        self._factor_init = value
-
-    # -- the statistics' lifetime ------------------------------------------------------------
+    # -- the statistics' lifetime, data parallelism --------------------------------------------
     def zero_grad(self):
         """Clear the gradients and the recorded statistics (the next forward starts a batch)."""
         super().zero_grad()
@@ -280,11 +231,22 @@ class KFAC(Optimizer):
 
     def factors(self, layer):
         """The current (A, G) of `layer` (module or name), or None before the first update."""
-        for label, m, w, _ in self.layers:
-            if m is layer or label == layer:
-                s = self.state[w]
+        for candidate in self.layers:
+            if candidate.module is layer or candidate.label == layer:
+                s = self.state[candidate.weight]
                 return (s["A"], s["G"]) if "A" in s else None
         raise ValueError(f"{self.name}: {layer!r} is not a preconditioned layer")
+
+    def distribute(self, comm):
+        """Optimizer.distribute; each layer's eigendecompositions and preconditioning then run
+        on one rank, its owner (optim/kfac_owners.py)."""
+        super().distribute(comm)
+        self._owners = LayerOwners(self.layers, comm if self.distributed else None)
+        return self
+
+    def owners(self):
+        """{weight index: rank}: the rank that owns each layer (kfac_owners.assign_owners)."""
+        return self._owners.of
 
     # -- the step ----------------------------------------------------------------------------
     def step(self, closure=None, outputs=None):
@@ -300,99 +262,30 @@ class KFAC(Optimizer):
             self._stats.clear()
 
     def _step(self, closure, outputs):
-        if self.adaptive_damping and (self.steps + 1) % self.adapt_every == 0 and closure is None:
+        adapt = self.adaptive_damping and (self.steps + 1) % self.adapt_every == 0
+        if adapt and closure is None:
             raise ValueError(f"{self.name}.step: adaptive_damping needs a closure to evaluate the "
                              "loss after the update")
         update_factors = self.steps % self.cov_update_every == 0
         sampled = self.fisher == "true" and update_factors
-        idle = self.distributed and self.shard_weight == 0   # no rows of this batch here
-        loss = global_loss = None
-        if closure is not None:
-            if outputs is not None:
-                raise ValueError(f"{self.name}.step: give a closure or outputs, not both")
-            self._stats.clear()
-            with enable_grad():
-                result = closure()
-            loss, outputs = loss_and_outputs(result)
-            global_loss = self.check_finite_loss(self.reduce_value(float(loss.item())))
-            if sampled and outputs is None and not idle:
-                raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs: let "
-                                 "the closure return (loss, outputs)")
-            super().zero_grad()
-            loss.backward(retain_graph=sampled)
-        elif sampled and outputs is None and not idle:
-            raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs (logits) "
-                             "to sample labels from: step(closure) with closure returning (loss, "
-                             "outputs), or loss.backward(retain_graph=True); step(outputs=logits)")
-        grads = self.gradients()
-        if sampled:
-            self._sampled_backward(outputs)
-
+        loss, global_loss, grads = self._loss_and_gradients(closure, outputs, sampled)
         lr, damping = self.value("lr"), self.value("damping")
         if damping <= 0:
             raise ValueError(f"{self.name}: damping({self.steps}) must be > 0, got {damping}")
 
-        # Everything is computed first and committed last: an error changes nothing.
-        new_factors = self._batch_factors() if update_factors else {}
-        new_sources, jobs = {}, []
-        refresh = self.steps % self.inv_update_every == 0
-        for label, _, w, _ in self.layers:
-            s = self.state[w]
-            A, G = new_factors.get(w, (s.get("A"), s.get("G")))
-            # resumed from a checkpoint: rebuild the eigenbases the run was using
-            resumed = w not in self._eigen and "A_eig" in s and not (refresh and w in new_factors)
-            fresh = w in new_factors or s.get("stale", False)
-            if (refresh and fresh) or (w not in self._eigen and not resumed):
-                if A is None:
-                    raise RuntimeError(f"{self.name}: layer {label!r} has no curvature factors "
-                                       "yet; the first step must update them "
-                                       "(steps % cov_update_every == 0)")
-                jobs.append((w, label, A, G))
-                new_sources[w] = (A, G)
-            elif resumed:
-                jobs.append((w, label, s["A_eig"], s["G_eig"]))
-        new_eigen = self._decompose_all(jobs)
-
-        updates, quad = {}, 0.0
-        preconditioned = self._precondition_all(new_eigen, grads, damping)
-        for (label, m, w, b), (P, q) in zip(self.layers, preconditioned):
-            quad += q
-            updates[w], bias_update = split_matrix(P, self.params[w].shape, b is not None)
-            if b is not None:
-                updates[b] = bias_update
-        quad *= lr * lr
-        nu = 1.0
-        if self.kl_clip is not None and quad > 0:
-            nu = min(1.0, math.sqrt(self.kl_clip / quad))
-        if not math.isfinite(quad):
-            raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite "
-                                            "preconditioned gradient; the parameters were left "
-                                            "unchanged"))
-
-        # commit
-        for w, (A, G) in new_factors.items():
-            s = self.state[w]
-            s["A"], s["G"] = A, G
-            s["stale"] = True
-        for w, eig in new_eigen.items():
-            self._eigen[w] = eig
-        for w, (A, G) in new_sources.items():
-            s = self.state[w]
-            s["A_eig"], s["G_eig"], s["stale"] = A, G, False
-        adapt = self.adaptive_damping and (self.steps + 1) % self.adapt_every == 0
+        # steps 1-5 only compute, so that an error there changes nothing; then one commit
+        factors = self._running_factors() if update_factors else {}       # step 1
+        eigen, sources = self._refresh_eigenbases(factors)                # step 2
+        updates, quad = self._precondition_all(grads, eigen, damping)     # steps 3, 4
+        kl = lr * lr * quad
+        nu = self._kl_clip_factor(kl)                                     # step 5
+        self._commit(factors, eigen, sources)
         before = [p.data for p in self.params] if adapt else None
-        for i, (p, g, s) in enumerate(zip(self.params, grads, self.state)):
-            if i in self._covered:
-                u = nu * updates[i]
-            else:
-                u = g + self.weight_decay * p.data if self.weight_decay else g
-            if self.momentum:
-                u = u.copy() if "momentum_buffer" not in s else self.momentum * s["momentum_buffer"] + u
-                s["momentum_buffer"] = u
-            p.data = p.data - lr * u
+        self._apply(lr, nu, updates, grads)                               # step 6
+
         self.steps += 1
-        self.info = {"lr": lr, "damping": damping, "nu": nu, "kl": quad,
-                     "factors_updated": bool(new_factors), "inverses_refreshed": bool(new_sources),
+        self.info = {"lr": lr, "damping": damping, "nu": nu, "kl": kl,
+                     "factors_updated": bool(factors), "inverses_refreshed": bool(sources),
                      "sampled_backward": sampled}
         if loss is not None:
             self.info["loss"] = global_loss
@@ -400,27 +293,37 @@ class KFAC(Optimizer):
             self._adapt_damping(closure, global_loss, before, grads, damping)
         return loss
 
-    def _adapt_damping(self, closure, old_loss, before, grads, damping):
-        """The Levenberg-Marquardt rule on the reduction ratio (module docstring)."""
-        self._stats.clear()
-        with no_grad():
-            result = closure()
-        new_loss = self.reduce_value(float(loss_and_outputs(result)[0].item()))
-        if not math.isfinite(new_loss):  # the update overshot into inf/NaN: undo it, damp harder
-            for p, b in zip(self.params, before):
-                p.data = b
-        deltas = [p.data - b for p, b in zip(self.params, before)]
-        model_change = sum(float((g * d).sum()) for g, d in zip(grads, deltas))
-        for _, m, w, b in self.layers:
-            D = self._grad_matrix(m, w, b, deltas, decay=False)
-            model_change += damped_kronecker_quadratic(D, self.state[w]["A"], self.state[w]["G"],
-                                                       damping) / 2
-        rho = reduction_ratio(new_loss - old_loss, model_change)
-        damping = levenberg_marquardt(damping, rho, self.adapt_every)
-        self.damping = min(self.max_damping, max(self.min_damping, damping))
-        self.info["rho"] = rho
+    # -- the pieces of the step, in its order ------------------------------------------------
+    def _loss_and_gradients(self, closure, outputs, sampled):
+        """(loss or None, its global value, the reduced gradients). With a closure, its loss
+        and outputs; `sampled`: the true Fisher's backward pass on labels drawn from the
+        outputs, which must be given (except on a rank without rows of the batch)."""
+        loss = global_loss = None
+        if closure is not None:
+            if outputs is not None:
+                raise ValueError(f"{self.name}.step: give a closure or outputs, not both")
+            self._stats.clear()
+            with enable_grad():
+                loss, outputs = loss_and_outputs(closure())
+            global_loss = self.check_finite_loss(self.reduce_value(float(loss.item())))
+            if self._lacks_outputs(sampled, outputs):
+                raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs: let "
+                                 "the closure return (loss, outputs)")
+            super().zero_grad()
+            loss.backward(retain_graph=sampled)
+        elif self._lacks_outputs(sampled, outputs):
+            raise ValueError(f"{self.name}.step: fisher='true' needs the model's outputs (logits) "
+                             "to sample labels from: step(closure) with closure returning (loss, "
+                             "outputs), or loss.backward(retain_graph=True); step(outputs=logits)")
+        grads = self.gradients()
+        if sampled:
+            self._sampled_backward(outputs)
+        return loss, global_loss, grads
 
-    # -- pieces of the step ------------------------------------------------------------------
+    def _lacks_outputs(self, sampled, outputs):
+        idle = self.distributed and self.shard_weight == 0   # no rows of this batch here
+        return sampled and outputs is None and not idle
+
     def _sampled_backward(self, outputs):
         """A backward pass of the cross-entropy against labels sampled from the model's own
         predictive distribution (the true Fisher's G). Distributed, the uniforms are drawn for
@@ -441,114 +344,161 @@ class KFAC(Optimizer):
         labels = sample_categorical(outputs, self.rng, uniforms)
         with enable_grad():
             sampled_loss = cross_entropy(outputs, labels)
-        weights = [self.params[w] for _, _, w, _ in self.layers]
+        weights = [self.params[layer.weight] for layer in self.layers]
         _grad(sampled_loss, weights, allow_unused=True)     # recorded by the capture, then dropped
 
+    def _running_factors(self):
+        """Step 1: {weight index: (A, G)}, the running averages with this batch's factors."""
+        out = {}
+        for layer, batch in zip(self.layers, self._batch_factors()):
+            s = self.state[layer.weight]
+            before = (s["A"], s["G"]) if "A" in s else None
+            if before is None and self.factor_init == "identity":
+                xp = xp_of(batch[0])
+                before = tuple(xp.eye(F.shape[0], dtype=F.dtype) for F in batch)
+            if before is not None and self.factor_decay > 0:
+                d = self.factor_decay
+                batch = tuple(d * old + (1 - d) * new for old, new in zip(before, batch))
+            out[layer.weight] = batch
+        return out
+
     def _batch_factors(self):
-        """{weight index: (A, G)} after the moving average with this batch's factors (the
-        global batch's when distributed: sum_r w_r A_r, sum_r w_r G_r in one allreduce)."""
+        """[(A_batch, G_batch)] per layer, of the global batch when distributed
+        (sum_r w_r A_r, sum_r w_r G_r in one allreduce), checked to be finite."""
         expected = 2 if self.fisher == "true" else 1
         raw = []
-        for label, m, w, _ in self.layers:
+        for layer in self.layers:
             if self.shard_weight == 0:   # this rank has no rows of the batch: it adds nothing
-                raw.extend(self._zero_factors(m))
+                raw.extend(layer.zero_factors())
                 continue
-            passes = self._stats.num_backward(m)
+            passes = self._stats.num_backward(layer.module)
             if passes != expected:
                 raise RuntimeError(
-                    f"{self.name}: layer {label!r} recorded {passes} backward passes since "
+                    f"{self.name}: layer {layer.label!r} recorded {passes} backward passes since "
                     f"zero_grad(), expected {expected} (fisher={self.fisher!r}): call "
                     "opt.zero_grad() before the forward and backward exactly once per step")
-            raw.extend(self._stats.kfac_factors(m, backward=expected - 1))
+            raw.extend(self._stats.kfac_factors(layer.module, backward=expected - 1))
         raw = self.reduce(raw)
         finite = all_finite(raw)   # [A_0, G_0, A_1, ...]: one host synchronization for all
         if not bool(finite.all()):
             k = int(np.argmin(to_device(finite, "cpu")))
             raise agreed(FloatingPointError(
                 f"{self.name} step {self.steps + 1}: non-finite factor {'AG'[k % 2]} of layer "
-                f"{self.layers[k // 2][0]!r}; the parameters were left unchanged"))
-        out = {}
-        for k, (label, m, w, _) in enumerate(self.layers):
-            A_b, G_b = raw[2 * k], raw[2 * k + 1]
-            s = self.state[w]
-            before = (s["A"], s["G"]) if "A" in s else None
-            if before is None and self.factor_init == "identity":
-                xp = xp_of(A_b)
-                before = (xp.eye(A_b.shape[0], dtype=A_b.dtype), xp.eye(G_b.shape[0], dtype=G_b.dtype))
-            if before is not None and self.factor_decay > 0:
-                d = self.factor_decay
-                A_b = d * before[0] + (1 - d) * A_b
-                G_b = d * before[1] + (1 - d) * G_b
-            out[w] = (A_b, G_b)
-        return out
+                f"{self.layers[k // 2].label!r}; the parameters were left unchanged"))
+        return list(zip(raw[0::2], raw[1::2]))
 
-    def _zero_factors(self, m):
-        xp = xp_of(m.weight.data)
-        d = m.weight.data[0].size + (m.bias is not None)
-        o = m.weight.shape[0]
-        return xp.zeros((d, d), m.weight.dtype), xp.zeros((o, o), m.weight.dtype)
+    def _refresh_due(self, layer, factors):
+        """Step 2's schedule for one layer: is its eigenbasis (re)computed from its current
+        factors at this step? On every inv_update_every-th step if its factors changed since its
+        last refresh (updated at this step, in `factors`, or "stale": updated at an earlier step
+        that was no refresh step); and whenever it has no eigenbasis and none saved to rebuild
+        (the first step)."""
+        s = self.state[layer.weight]
+        if layer.weight not in self._eigen and "A_eig" not in s:
+            return True
+        changed = layer.weight in factors or s.get("stale", False)
+        return self.steps % self.inv_update_every == 0 and changed
 
-    def _precondition_all(self, new_eigen, grads, damping):
-        """[(P_l, <V_l, P_l>)] per layer, P_l the preconditioned gradient matrix V_l. Distributed:
-        each layer's owner computes it, the others contribute zeros, and one fused allreduce
-        (gradient-sized) gives every rank all of them."""
-        out = []
-        for label, m, w, b in self.layers:
-            V = self._grad_matrix(m, w, b, grads)
-            xp = xp_of(V)
-            if self.distributed and self.owners()[w] != self.comm.rank:
-                out.append((xp.zeros_like(V), xp.zeros((), dtype=np.float64)))
-                continue
-            P = precondition(V, new_eigen.get(w, self._eigen.get(w)), damping, self.damping_form)
-            out.append((P, (V * P).sum().astype(np.float64)))
-        # the <V_l, P_l> stay on the device and come back together: one host synchronization
-        quads = xp_of(out[0][0]).stack([q for _, q in out])
-        if self.distributed:
-            reduced = self.comm.allreduce_sum([P for P, _ in out] + [quads])
-            out, quads = [(P, None) for P in reduced[:-1]], reduced[-1]
-        return [(P, float(q)) for (P, _), q in zip(out, to_device(quads, "cpu"))]
-
-    def owners(self):
-        """{weight index: rank} distributed: the rank that holds each layer's eigenbasis and
-        preconditions its gradient (KAISA's memory-optimal layout). Layers go, largest first, to
-        the rank with the least work so far, the work of a layer being its eigendecompositions'
-        (d+1)^3 + o^3; the same on every rank."""
-        if getattr(self, "_owners", None) is None:
-            P = self.comm.world_size
-            load, owners = [0] * P, {}
-            sizes = [(-((m.weight.data[0].size + (b is not None)) ** 3 + m.weight.shape[0] ** 3), k, w)
-                     for k, (_, m, w, b) in enumerate(self.layers)]
-            for cost, _, w in sorted(sizes):
-                r = min(range(P), key=lambda q: (load[q], q))
-                owners[w], load[r] = r, load[r] - cost
-            self._owners = owners
-        return self._owners
+    def _refresh_eigenbases(self, factors):
+        """Step 2: the layers' new eigenbases {w: Eigenbasis (None: another rank's)} and the
+        factors {w: (A, G)} of those refreshed. A layer without an eigenbasis that is not due
+        (a run resumed from a checkpoint) rebuilds the one it was using from A_eig, G_eig."""
+        jobs, sources = [], {}
+        for layer in self.layers:
+            s = self.state[layer.weight]
+            if self._refresh_due(layer, factors):
+                A, G = factors.get(layer.weight, (s.get("A"), s.get("G")))
+                if A is None:
+                    raise RuntimeError(f"{self.name}: layer {layer.label!r} has no curvature "
+                                       "factors yet; the first step must update them "
+                                       "(steps % cov_update_every == 0)")
+                jobs.append((layer.weight, layer.label, A, G))
+                sources[layer.weight] = (A, G)
+            elif layer.weight not in self._eigen:
+                jobs.append((layer.weight, layer.label, s["A_eig"], s["G_eig"]))
+        return self._decompose_all(jobs), sources
 
     def _decompose_all(self, jobs):
-        """{w: eigen} for jobs [(w, label, A, G)]. Distributed: only the owner of a layer
-        decomposes it (about 1/P of the work on each rank); the others record None, "held by
-        its owner", so that the bookkeeping of when to refresh is the same on every rank."""
-        mine = jobs
-        if self.distributed:
-            owners = self.owners()
-            mine = [job for job in jobs if owners[job[0]] == self.comm.rank]
-        # all layers at once: one host synchronization (see decompose_factors)
-        done = decompose_factors([(label, A, G) for _, label, A, G in mine])
-        done = {job[0]: eig for job, eig in zip(mine, done)}
-        return {w: done.get(w) for w, _, _, _ in jobs}
+        """{w: Eigenbasis, None where another rank owns the layer} for jobs [(w, label, A, G)]."""
+        return self._owners.decompose(jobs)
 
-    def _decompose(self, label, A, G):
-        """(a, Q_A, g, Q_G, pi, {}) of one layer; {}: precondition's cache of damped inverses."""
-        return decompose_factors([(label, A, G)])[0]
+    def _precondition_all(self, grads, eigen, damping):
+        """Steps 3 and 4: ({parameter index: the preconditioned gradient V'}, sum_l <V_l, V'_l>)
+        over the covered layers, in the eigenbases of step 2 (`eigen`, not yet committed) or the
+        ones kept from earlier steps."""
+        def solve(w, V):
+            return precondition(V, eigen.get(w, self._eigen.get(w)), damping, self.damping_form)
 
-    def _grad_matrix(self, m, w, b, grads, decay=True):
+        matrices = [(layer.weight, self._grad_matrix(layer, grads)) for layer in self.layers]
+        preconditioned, quads = self._owners.precondition(matrices, solve)
+        updates, quad = {}, 0.0
+        for layer, P, q in zip(self.layers, preconditioned, quads):
+            updates.update(layer.split(P))
+            quad += q
+        return updates, quad
+
+    def _grad_matrix(self, layer, grads, decay=True):
         """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""
-        gw, gb = grads[w], (grads[b] if b is not None else None)
+        gw = grads[layer.weight]
+        gb = grads[layer.bias] if layer.bias is not None else None
         if decay and self.weight_decay:
-            gw = gw + self.weight_decay * self.params[w].data
-            if b is not None:
-                gb = gb + self.weight_decay * self.params[b].data
+            gw = gw + self.weight_decay * self.params[layer.weight].data
+            if gb is not None:
+                gb = gb + self.weight_decay * self.params[layer.bias].data
         return layer_matrix(gw, gb)
+
+    def _kl_clip_factor(self, kl):
+        """Step 5: nu = min(1, sqrt(kl_clip / kl)), kl = lr^2 sum_l <V_l, V'_l> (1 without
+        kl_clip); a kl that is not finite is an error (from a non-finite V')."""
+        if not math.isfinite(kl):
+            raise agreed(FloatingPointError(f"{self.name} step {self.steps + 1}: non-finite "
+                                            "preconditioned gradient; the parameters were left "
+                                            "unchanged"))
+        if self.kl_clip is None or kl <= 0:
+            return 1.0
+        return min(1.0, math.sqrt(self.kl_clip / kl))
+
+    def _commit(self, factors, eigen, sources):
+        """Keep steps 1 and 2's results: the new factors (stale until their refresh), the new
+        eigenbases, and the factors they came from."""
+        for w, (A, G) in factors.items():
+            self.state[w].update(A=A, G=G, stale=True)
+        self._eigen.update(eigen)
+        for w, (A, G) in sources.items():
+            self.state[w].update(A_eig=A, G_eig=G, stale=False)
+
+    def _apply(self, lr, nu, updates, grads):
+        """Step 6: U = nu V' on the covered parameters, the (weight-decayed) gradient on the
+        others; with momentum, buf <- momentum buf + U; theta <- theta - lr buf."""
+        for i, (p, g, s) in enumerate(zip(self.params, grads, self.state)):
+            if i in updates:
+                u = nu * updates[i]
+            else:
+                u = g + self.weight_decay * p.data if self.weight_decay else g
+            if self.momentum:
+                u = u.copy() if "momentum_buffer" not in s else self.momentum * s["momentum_buffer"] + u
+                s["momentum_buffer"] = u
+            p.data = p.data - lr * u
+
+    def _adapt_damping(self, closure, old_loss, before, grads, damping):
+        """The Levenberg-Marquardt rule on the reduction ratio (module docstring)."""
+        self._stats.clear()
+        with no_grad():
+            result = closure()
+        new_loss = self.reduce_value(float(loss_and_outputs(result)[0].item()))
+        if not math.isfinite(new_loss):  # the update overshot into inf/NaN: undo it, damp harder
+            for p, b in zip(self.params, before):
+                p.data = b
+        deltas = [p.data - b for p, b in zip(self.params, before)]
+        model_change = sum(float((g * d).sum()) for g, d in zip(grads, deltas))
+        for layer in self.layers:
+            D = self._grad_matrix(layer, deltas, decay=False)
+            s = self.state[layer.weight]
+            model_change += damped_kronecker_quadratic(D, s["A"], s["G"], damping) / 2
+        rho = reduction_ratio(new_loss - old_loss, model_change)
+        damping = levenberg_marquardt(damping, rho, self.adapt_every)
+        self.damping = min(self.max_damping, max(self.min_damping, damping))
+        self.info["rho"] = rho
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self):
@@ -561,4 +511,3 @@ class KFAC(Optimizer):
         if "rng" in saved:
             self.rng.bit_generator.state = saved["rng"]
         self._eigen = {}       # rebuilt from the saved A_eig, G_eig at the next step
-

@@ -1,13 +1,58 @@
 """The linear algebra and sampling behind K-FAC (optim/kfac.py): robust eigendecompositions of
-the Kronecker factors, the damped preconditioner in the Kronecker eigenbasis, the factored-damping
-pi, and labels sampled from the model's predictive distribution for the true Fisher.
+the Kronecker factors (Eigenbasis), the damped preconditioner in the Kronecker eigenbasis, the
+factored-damping pi, labels sampled from the model's predictive distribution for the true
+Fisher, and the pieces of adaptive damping.
+
+Why G^-1 V A^-1 (row-major convention). theta = vec_r([W, b]) (row-major, as W.reshape(-1)).
+Example n's gradient is the matrix sum_t d_t a~_t^T, so its vec_r is sum_t d_t (x) a~_t and
+E[vec_r vec_r^T] ~= E[d d^T] (x) E[a~ a~^T] = G (x) A = np.kron(G, A) (Martens & Grosse stack
+columns, vec([W b]), and write it A (x) G). For any P, Q: (P (x) Q) vec_r(V) = vec_r(P V Q^T),
+hence (G (x) A)^-1 vec_r(V) = (G^-1 (x) A^-1) vec_r(V) = vec_r(G^-1 V A^-T) = vec_r(G^-1 V A^-1)
+(A symmetric). In the eigenbases, G (x) A = (Q_G (x) Q_A) diag(vec_r(g a^T)) (Q_G (x) Q_A)^T, and
+(Q_G (x) Q_A)^T vec_r(V) = vec_r(Q_G^T V Q_A), which gives the preconditioner
+V' = Q_G ((Q_G^T V Q_A) / M) Q_A^T for any diagonal M (precondition).
+
+Robust linear algebra. Factors are symmetrized before eigh; a decomposition that fails or
+is not finite is retried in float64, and failing that a FloatingPointError names the layer.
+Eigenvalues below 0 (round-off of a PSD factor) are set to 0.
 """
 import math
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
 from minigrad.backend import to_device, xp_of
 from minigrad.functional import softmax
+
+
+@dataclass
+class Eigenbasis:
+    """One layer's factors in their eigenbases, A = Q_A diag(a) Q_A^T and G = Q_G diag(g) Q_G^T
+    (a, g >= 0), with the factored damping's pi = sqrt((tr A / dim A) / (tr G / dim G)) (1 where
+    a trace is 0 or not finite).
+
+    For damping_form="factored" it also keeps the damped inverses last formed from it,
+    P_G = Q_G diag(1/(g + sqrt(lambda)/pi)) Q_G^T and P_A = Q_A diag(1/(a + pi sqrt(lambda))) Q_A^T,
+    with the `damping` lambda they are for (None: not formed yet)."""
+
+    a: Any
+    QA: Any
+    g: Any
+    QG: Any
+    pi: float
+    damping: Optional[float] = None
+    PG: Any = None
+    PA: Any = None
+
+    def damped_inverses(self, damping):
+        """(P_G, P_A) for `damping`: formed once per eigenbasis and damping value."""
+        if self.damping != damping:
+            root = math.sqrt(damping)
+            self.PG = (self.QG / (self.g + root / self.pi)) @ self.QG.T
+            self.PA = (self.QA / (self.a + self.pi * root)) @ self.QA.T
+            self.damping = damping
+        return self.PG, self.PA
 
 
 def symmetric_eigh(matrix, label):
@@ -31,22 +76,18 @@ def symmetric_eigh(matrix, label):
 
 
 def precondition(V, eig, damping, damping_form):
-    """The damped (G (x) A)^-1 vec_r(V) as an (O, D+1) matrix (see the module docstring).
+    """The damped (G (x) A)^-1 vec_r(V) as an (O, D+1) matrix, for the Eigenbasis `eig`.
 
-    "eigen": Q_G ((Q_G^T V Q_A) / M) Q_A^T, four GEMMs per step. "factored": the two damped
-    inverses P_G = Q_G diag(1/(g + sqrt(lambda)/pi)) Q_G^T and P_A likewise are formed once per
-    decomposition and damping value (kept in the decomposition's cache, `eig[5]`), so a step
-    costs two GEMMs, P_G V P_A: half the work on wide layers, where this dominates K-FAC's step.
+    "eigen": Q_G ((Q_G^T V Q_A) / M) Q_A^T with M_ij = g_i a_j + lambda, four GEMMs per step.
+    "factored": P_G V P_A with the damped inverses of eig.damped_inverses, formed once per
+    decomposition and damping value, so a step costs two GEMMs: half the work on wide layers,
+    where this dominates K-FAC's step.
     """
-    a, QA, g, QG, pi = eig[:5]
     if damping_form == "eigen":
-        M = g[:, None] * a[None, :] + damping
-        return QG @ ((QG.T @ V @ QA) / M) @ QA.T
-    cache = eig[5] if len(eig) > 5 else {}
-    if cache.get("damping") != damping:
-        root = math.sqrt(damping)
-        cache.update(damping=damping, G=(QG / (g + root / pi)) @ QG.T, A=(QA / (a + pi * root)) @ QA.T)
-    return cache["G"] @ V @ cache["A"]
+        M = eig.g[:, None] * eig.a[None, :] + damping
+        return eig.QG @ ((eig.QG.T @ V @ eig.QA) / M) @ eig.QA.T
+    PG, PA = eig.damped_inverses(damping)
+    return PG @ V @ PA
 
 
 def trace_ratio_pi(A, G):
@@ -61,12 +102,11 @@ def _pi(ta, tg):
 
 
 def decompose_factors(layers):
-    """[(a, Q_A, g, Q_G, pi, {})] for layers [(label, A, G)]: symmetric_eigh of both factors and
+    """[Eigenbasis] for layers [(label, A, G)]: symmetric_eigh of both factors and
     trace_ratio_pi, for all the layers with ONE host synchronization (on a GPU each check and
     trace read back alone is a synchronization: 6 per layer): every decomposition's finiteness
     flag and every trace come back in one transfer. A decomposition that failed or is not finite
-    is redone by symmetric_eigh (float64 retry, or its FloatingPointError naming the layer).
-    The {} is precondition's cache of damped inverses."""
+    is redone by symmetric_eigh (float64 retry, or its FloatingPointError naming the layer)."""
     if not layers:
         return []
     xp = xp_of(layers[0][1])
@@ -93,7 +133,8 @@ def decompose_factors(layers):
             else:
                 parts.append(symmetric_eigh(M, f"{what} of layer {label!r}"))
         pi = _pi(float(summary[n + 2 * k]) / A.shape[0], float(summary[n + 2 * k + 1]) / G.shape[0])
-        out.append(parts[0] + parts[1] + (pi, {}))
+        (a, QA), (g, QG) = parts
+        out.append(Eigenbasis(a, QA, g, QG, pi))
     return out
 
 
@@ -104,21 +145,6 @@ def sample_categorical(logits, rng, uniforms=None):
     u = rng.random(p.shape[0]) if uniforms is None else uniforms
     labels = (np.cumsum(p, axis=1) < u[:, None]).sum(axis=1)
     return np.minimum(labels, p.shape[1] - 1).astype(np.int64)
-
-
-def layer_matrix(weight_grad, bias_grad=None):
-    """[weight_grad.reshape(O, -1), bias_grad] as an (O, D+1) matrix (bias column last)."""
-    V = weight_grad.reshape(weight_grad.shape[0], -1)
-    if bias_grad is None:
-        return V
-    return xp_of(V).concatenate([V, bias_grad[:, None]], axis=1)
-
-
-def split_matrix(P, weight_shape, has_bias):
-    """The inverse of layer_matrix: (weight-shaped array, bias array or None)."""
-    if not has_bias:
-        return P.reshape(weight_shape), None
-    return P[:, :-1].reshape(weight_shape), P[:, -1]
 
 
 def damped_kronecker_quadratic(D, A, G, damping):
