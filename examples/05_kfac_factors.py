@@ -42,6 +42,7 @@ def factors_and_fisher(x):
         p = F.softmax(logits, axis=1).numpy()
         for c in range(C):   # dl/dz at label c is p - e_c; the mean loss brings 1/N
             u = np.sqrt(p[:, c:c + 1]) * (p - np.eye(C)[c]) / n
+            # one backward pass; what we want is the dL/ds the capture records on the way
             mg.grad(logits, [layer.weight], grad_outputs=mg.tensor(u), retain_graph=True)
         A, G = stats.kfac_factors(layer, backward="sum")
     fisher = FisherOperator(logits, [layer.weight, layer.bias], kind="true").dense()

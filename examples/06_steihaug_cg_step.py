@@ -2,7 +2,7 @@
 
 The subproblem of a trust-region Newton method:   min_s m(s) = g^T s + s^T H s / 2,  |s| <= radius.
 CG from s_0 = 0 only ever needs products H p. Its iterates grow in norm (N&W Theorem 7.3) and
-lower m, so CG stops early in two cases and otherwise runs to the Newton step:
+lower m, and it stops in one of three ways:
   - the next iterate would leave the region: stop ON the boundary along the current direction;
   - a direction with p^T H p <= 0 (H indefinite): follow it to the boundary (m keeps falling);
   - |g + H s| <= tol |g|: s is the Newton step -H^-1 g (H positive definite, inside the region).
