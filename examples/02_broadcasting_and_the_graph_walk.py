@@ -28,9 +28,10 @@ print("broadcasting: x", x.shape, "b", b.shape, "-> result", (x * b).shape)
 print("  grad x", gx.shape, " grad b", gb.shape, " (the inputs' shapes, not the result's)")
 # d/dx of sum c * (x b + b) = sum over the broadcast axis 1 of c * b, kept as a column
 assert gx.shape == (3, 1) and gb.shape == (4,)
-np.testing.assert_allclose(gx.numpy(), (c * b.numpy()).sum(axis=1, keepdims=True), rtol=1e-14)
+np.testing.assert_allclose(gx.numpy(), (c * b.numpy()).sum(axis=1, keepdims=True),
+                           rtol=1e-12, atol=1e-14)
 # d/db: b was broadcast over axis 0, so the gradient is summed over axis 0
-np.testing.assert_allclose(gb.numpy(), (c * x.numpy() + c).sum(axis=0), rtol=1e-14)
+np.testing.assert_allclose(gb.numpy(), (c * x.numpy() + c).sum(axis=0), rtol=1e-12, atol=1e-14)
 
 # -- 2. a reused tensor: the gradients of its edges are added -------------------------------
 x = mg.tensor(np.array([0.5, -2.0, 3.0]), requires_grad=True)

@@ -58,7 +58,7 @@ X = rng.standard_normal((8, D))
 # -- A is the second moment of the layer's (homogeneous) inputs ------------------------------
 A, G, fisher = factors_and_fisher(X)
 X1 = np.concatenate([X, np.ones((8, 1))], axis=1)
-np.testing.assert_allclose(A, X1.T @ X1 / 8, rtol=1e-14)
+np.testing.assert_allclose(A, X1.T @ X1 / 8, rtol=1e-13, atol=1e-15)
 print(f"A: {A.shape} = (1/N) sum a~ a~^T;  G: {G.shape};  Fisher block: {fisher.shape}")
 
 # -- one example: K-FAC is exact ---------------------------------------------------------------
@@ -76,7 +76,7 @@ mean_of_krons = sum(np.kron(Gi, Ai) for Ai, Gi, _ in per_example) / 8
 err_mean = relative_error(mean_of_krons, fisher)
 print(f"       |mean_n kron(G_n, A_n) - F| / |F| = {err_mean:.1e}   (exact again)")
 assert err_mean < 1e-12
-np.testing.assert_allclose(sum(Ai for Ai, _, _ in per_example) / 8, A, rtol=1e-13)
+np.testing.assert_allclose(sum(Ai for Ai, _, _ in per_example) / 8, A, rtol=1e-13, atol=1e-15)
 np.testing.assert_allclose(sum(Gi for _, Gi, _ in per_example) / 8, G, rtol=1e-12, atol=1e-15)
 
 # -- what K-FAC buys: (G (x) A)^-1 v from two small inverses (Kronecker identity) -----------
