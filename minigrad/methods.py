@@ -38,6 +38,7 @@ def _attach():
         setattr(T, name, getattr(sh, name))
     T.backward = autograd.backward
     T.reshape = sh.reshape
+    T.to = sh.to
     T.astype = ew.astype
     T.matmul = linalg.matmul
     T.T = property(lambda self: sh.transpose(self))
