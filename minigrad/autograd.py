@@ -18,7 +18,7 @@ hooks which derivative is being computed.
 from . import derivative_order
 from .backend import writeable, xp_of
 from .broadcast import sum_to
-from .elementwise import astype
+from .arithmetic import astype
 from .function import Node, enable_grad, is_grad_enabled, no_grad
 from .tensor import Tensor
 

@@ -121,7 +121,9 @@ def unsqueeze(x, axis):
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
-expand_dims = unsqueeze
+def expand_dims(x, axis):
+    """NumPy's name for unsqueeze."""
+    return unsqueeze(x, axis)
 
 
 class Permute(Function):

@@ -198,6 +198,11 @@ def _to_array(data, dtype, device):
     return arr
 
 
+def const(array):
+    """A constant tensor (no grad) around a backend array, as it is (no copy, no conversion)."""
+    return Tensor._make(array, None, False)
+
+
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """A new leaf tensor.
 
