@@ -52,7 +52,8 @@ class _GradSums:
 
     def leaves(self):
         """(id, leaf, gradient) for every leaf a gradient reached."""
-        return [(k, self.keys[k], g) for k, g in self.grads.items() if type(self.keys[k]) is not Node]
+        keys = self.keys
+        return [(k, keys[k], g) for k, g in self.grads.items() if type(keys[k]) is not Node]
 
 
 def _topological_order(roots):
