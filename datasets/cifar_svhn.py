@@ -1,9 +1,9 @@
 """CIFAR-10 (python tarball or its extracted folder) and SVHN (cropped digits, ``*_32x32.mat``).
 
-Same design as the IDX sets in ``loaders``: the same search folders (``<folder>/<name>/<file>``
-then ``<folder>/<file>``), files verified before use, parsed arrays cached atomically in
-``<cache>/<name>-<split>.h5`` with the checksums they came from and a SHA-256 of the arrays,
-optional downloads verified before they are moved into place.
+Same design as the IDX sets in ``loaders``, on the same ``storage``: the same search folders
+(``<folder>/<name>/<file>`` then ``<folder>/<file>``), files verified before use, parsed arrays
+cached atomically in ``<cache>/<name>-<split>.h5`` with the checksums they came from and a
+SHA-256 of the arrays, optional downloads verified before they are moved into place.
 
 Files are verified by their *published MD5* (the only checksums the authors publish).  The
 expected values live in the module-level dict ``MD5`` (file name -> hex MD5).  It exists so
@@ -39,7 +39,7 @@ import zlib
 import numpy as np
 
 from ._files import arrays_sha256
-from .loaders import (ChecksumError, DataNotFoundError, cache_dir, cache_path, labelled_dirs,
+from .storage import (ChecksumError, DataNotFoundError, cache_dir, cache_path, labelled_dirs,
                       not_found_message, read_cache, write_cache)
 
 CIFAR_TARBALL = "cifar-10-python.tar.gz"

@@ -10,10 +10,12 @@ import numpy as _np
 
 from . import methods as _methods  # noqa: F401 - attaches operators and methods to Tensor
 from .autograd import grad
-from .function import Function, backward_order, curvature_product, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .derivative_order import backward_order, curvature_product
+from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import get_default_dtype, set_default_dtype
-from .elementwise import (abs, add, astype, clip, div, exp, leaky_relu, log, maximum, minimum, mul, neg,
-                          pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
+from .arithmetic import add, astype, div, mul, neg, sub
+from .elementwise import (abs, clip, exp, leaky_relu, log, maximum, minimum, pow, relu, sigmoid,
+                          softplus, sqrt, tanh, where)
 from .factories import arange, full, ones, ones_like, zeros, zeros_like
 from .linalg import matmul
 from .reduce_ops import logsumexp, max, mean, min, sum, var

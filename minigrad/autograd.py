@@ -1,22 +1,59 @@
 """The graph walk: `grad()` and `backward()`.
 
-The tape is the graph of `Node`s hanging off the outputs (see minigrad/function.py). The
-walk sorts the reachable nodes topologically with an iterative DFS (no recursion limit),
-visits them outputs-first, calls each node's `backward` on the sum of the gradients that
-reached it, sums a gradient back over the axes its input was broadcast along (`sum_to`)
-and casts it to the input's dtype, all on every edge, so that no op has to. Unless
-`retain_graph`, each node drops what it saved once its backward has run.
+The tape is the graph of `Node`s hanging off the outputs (see minigrad/function.py). A
+backward pass has two steps:
+
+1. the walk (`_propagate`): the reachable nodes, sorted topologically by an iterative DFS (no
+   recursion limit), are visited outputs-first; each node's hooks run on the sum of the
+   gradients that reached it, then its `backward`; every input gradient is summed back over the
+   axes its input was broadcast along (`sum_to`) and cast to the input's dtype, all on every
+   edge, so that no op has to. Unless `retain_graph`, each node drops what it saved once its
+   backward has run (a second walk through it is an error that says so).
+2. the delivery (`_deliver`): each leaf's hooks run on the gradient that reached it, which then
+   goes to `.grad` (`backward()`) or back to the caller (`grad()`).
+
+Both run with grad mode set to `create_graph` and inside `derivative_order.walk`, which tells
+hooks which derivative is being computed.
 """
+from . import derivative_order
 from .backend import writeable, xp_of
 from .broadcast import sum_to
-from .elementwise import astype
-from .function import Node, _state
+from .arithmetic import astype
+from .function import Node, enable_grad, is_grad_enabled, no_grad
 from .tensor import Tensor
 
 
 def _key(t):
     """What a tensor's gradient is accumulated under: its node, or itself if it is a leaf."""
     return t._node if t._node is not None else t
+
+
+class _GradSums:
+    """The gradient summed so far for each node or leaf, by the key's id. The keys themselves
+    are kept too, so that they stay alive and their ids unique during the walk."""
+
+    def __init__(self):
+        self.grads, self.keys = {}, {}
+
+    def add(self, key, g):
+        k = id(key)
+        if k in self.grads:
+            if is_grad_enabled():  # create_graph: the sum must be on the tape too
+                self.grads[k] = self.grads[k] + g
+            else:  # plain arrays: same shape and dtype by now, and nothing to record
+                self.grads[k] = Tensor._make(self.grads[k].data + g.data, None, False)
+        else:
+            self.grads[k] = g
+            self.keys[k] = key
+
+    def pop(self, node):
+        """The summed gradient of `node` (None if none reached it), forgotten here."""
+        return self.grads.pop(id(node), None)
+
+    def leaves(self):
+        """(id, leaf, gradient) for every leaf a gradient reached."""
+        keys = self.keys
+        return [(k, keys[k], g) for k, g in self.grads.items() if type(keys[k]) is not Node]
 
 
 def _topological_order(roots):
@@ -39,27 +76,14 @@ def _topological_order(roots):
     return order
 
 
-def _useful_nodes(order, target_ids):
-    """ids of nodes through which some target is reached (the rest need no gradient)."""
-    useful = set()
-    for node in reversed(order):
-        if id(node) in target_ids or any(
-                e is not None and id(e) in (useful if type(e) is Node else target_ids)
-                for e in node.edges):
-            useful.add(id(node))
-    return useful
-
-
-def _accumulate(grads, owners, key, g):
-    k = id(key)
-    if k in grads:
-        if _state.enabled:  # create_graph: the sum must be on the tape too
-            grads[k] = grads[k] + g
-        else:  # plain arrays: same shape and dtype by now, and nothing to record
-            grads[k] = Tensor._make(grads[k].data + g.data, None, False)
-    else:
-        grads[k] = g
-        owners[k] = key  # keeps the key alive, so its id stays unique during the walk
+def _reaching(nodes, target_ids):
+    """The ids of the targets and of every node through which a target is reached: the edges
+    worth following when only the targets' gradients are wanted."""
+    reach = set(target_ids)
+    for node in reversed(nodes):  # each node after the nodes it depends on
+        if id(node) not in reach and any(e is not None and id(e) in reach for e in node.edges):
+            reach.add(id(node))
+    return reach
 
 
 def _run_hooks(hooks, g):
@@ -85,6 +109,64 @@ def _checked(node, in_grads):
     return in_grads
 
 
+def _input_grads(node, g, needs, where):
+    """node's backward on `g`: one gradient per input, of the input's shape and dtype, or None
+    where `needs` says no gradient is wanted (or backward gave none)."""
+    if node.freed:
+        raise RuntimeError(
+            f"{where}: backward through {node.fn.__name__} a second time, but its saved buffers "
+            "were freed after the first backward; pass retain_graph=True to the first call")
+    node.needs_input_grad = needs
+    in_grads = node.fn.backward(node, g)
+    if type(in_grads) is not tuple or len(in_grads) != len(node.edges):
+        in_grads = _checked(node, in_grads)
+    out = []
+    for shape, dtype, gi, need in zip(node.input_shapes, node.input_dtypes, in_grads, needs):
+        if need and gi is not None:
+            if not isinstance(gi, Tensor):
+                _checked(node, in_grads)
+            data = gi.data
+            if data.shape != shape:
+                gi = _summed_back(node, gi, shape)
+            if data.dtype is not dtype and data.dtype != dtype:
+                gi = astype(gi, dtype)
+            out.append(gi)
+        else:
+            out.append(None)
+    return out
+
+
+def _propagate(nodes, sums, reach, target_ids, retain_graph, where):
+    """Step 1, the walk: visit `nodes` outputs-first, each with the sum of the gradients that
+    reached it (after its hooks), and add what its backward gives to the sums of its inputs.
+
+    `reach`/`target_ids`: None to follow every edge, else the ids worth following and the ids
+    of the targets; the gradients of targets that are nodes are returned, by id.
+    """
+    results = {}
+    for node in nodes:
+        g = sums.pop(node)
+        if g is None:
+            continue
+        if node.hooks:
+            g = _run_hooks(node.hooks, g)
+        edges = node.edges
+        if reach is None:
+            needs = [e is not None for e in edges]  # a recorded node always has one
+        else:
+            if id(node) in target_ids:
+                results[id(node)] = g
+            needs = [e is not None and id(e) in reach for e in edges]
+            if not any(needs):
+                continue
+        for e, gi in zip(edges, _input_grads(node, g, needs, where)):
+            if gi is not None:
+                sums.add(e, gi)
+        if not retain_graph:
+            node.release()
+    return results
+
+
 def _owned(g, taken):
     """g, or a copy of it when its array is read-only (a broadcast view) or already handed out
     (to the caller, or to another leaf), so that every `.grad` may be edited in place."""
@@ -96,82 +178,48 @@ def _owned(g, taken):
     return g
 
 
+def _deliver(sums, target_ids, results, create_graph, taken):
+    """Step 2, the delivery: run each leaf's hooks on the gradient that reached it, then add it
+    to `leaf.grad` (target_ids None: `backward()`), or put the targets' in `results` (`grad()`).
+
+    A first `.grad` is the gradient itself with `create_graph` (it is part of the graph), else
+    an array the leaf owns alone (`_owned`; `taken`: the array bases handed out so far).
+    """
+    for k, leaf, g in sums.leaves():
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g)
+        if target_ids is None:
+            if leaf.grad is not None:
+                leaf.grad = leaf.grad + g
+            else:
+                leaf.grad = g if create_graph else _owned(g, taken)
+        elif k in target_ids:
+            results[k] = g
+
+
 def run_backward(roots, root_grads, retain_graph, create_graph, targets=None, where="backward"):
-    """Propagate `root_grads` from `roots` back through the tape.
+    """Propagate `root_grads` from `roots` back through the tape (the walk), then hand what
+    reached the leaves to them (the delivery); see the module docstring.
 
     With `targets=None` every leaf that requires grad gets its gradient accumulated into
     `.grad`; otherwise the gradients of `targets` are returned in a dict keyed by the id of
     their node (or of the leaf itself).
     """
-    grads, owners = {}, {}
+    sums = _GradSums()
     for i, (t, g) in enumerate(zip(roots, root_grads)):
         if not t.requires_grad:
             raise RuntimeError(f"{where}: output {i} (shape {t.shape}) does not require grad and has "
                                "no graph; make the inputs with requires_grad=True")
-        _accumulate(grads, owners, _key(t), g)
-    order = _topological_order([t._node for t in roots if t._node is not None])
+        sums.add(_key(t), g)
+    root_nodes = [t._node for t in roots if t._node is not None]
+    nodes = _topological_order(root_nodes)
     target_ids = None if targets is None else {id(_key(t)) for t in targets}
-    useful = None if targets is None else _useful_nodes(order, target_ids)
-    results = {}
-    previous = _state.enabled, _state.order, _state.walk
-    walk = max([t._node.order for t in roots if t._node is not None] + [_state.floor])
-    _state.enabled, _state.walk = bool(create_graph), walk
-    if create_graph:
-        _state.order = walk + 1
-    try:
-        for node in order:
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            if node.hooks:
-                g = _run_hooks(node.hooks, g)
-            edges = node.edges
-            if target_ids is None:
-                needs = [e is not None for e in edges]  # a recorded node always has one
-            else:
-                if id(node) in target_ids:
-                    results[id(node)] = g
-                needs = [e is not None and id(e) in (useful if type(e) is Node else target_ids)
-                         for e in edges]
-                if not any(needs):
-                    continue
-            if node.freed:
-                raise RuntimeError(
-                    f"{where}: backward through {node.fn.__name__} a second time, but its saved buffers "
-                    "were freed after the first backward; pass retain_graph=True to the first call")
-            node.needs_input_grad = needs
-            in_grads = node.fn.backward(node, g)
-            if type(in_grads) is not tuple or len(in_grads) != len(edges):
-                in_grads = _checked(node, in_grads)
-            for e, shape, dtype, gi, need in zip(edges, node.input_shapes, node.input_dtypes,
-                                                 in_grads, needs):
-                if need and gi is not None:
-                    if not isinstance(gi, Tensor):
-                        _checked(node, in_grads)
-                    data = gi.data
-                    if data.shape != shape:
-                        gi = _summed_back(node, gi, shape)
-                    if data.dtype is not dtype and data.dtype != dtype:
-                        gi = astype(gi, dtype)
-                    _accumulate(grads, owners, e, gi)
-            if not retain_graph:
-                node.release()
-        taken = {id(g.data if g.data.base is None else g.data.base) for g in root_grads}
-        for k, g in grads.items():
-            leaf = owners[k]
-            if type(leaf) is Node:
-                continue
-            if leaf._hooks:
-                g = _run_hooks(leaf._hooks, g)
-            if targets is None:
-                if leaf.grad is not None:
-                    leaf.grad = leaf.grad + g
-                else:
-                    leaf.grad = g if create_graph else _owned(g, taken)
-            elif k in target_ids:
-                results[k] = g
-    finally:
-        _state.enabled, _state.order, _state.walk = previous
+    reach = None if targets is None else _reaching(nodes, target_ids)
+    taken = {id(g.data if g.data.base is None else g.data.base) for g in root_grads}
+    with (enable_grad() if create_graph else no_grad()), \
+            derivative_order.walk(root_nodes, create_graph):
+        results = _propagate(nodes, sums, reach, target_ids, retain_graph, where)
+        _deliver(sums, target_ids, results, create_graph, taken)
     return results
 
 

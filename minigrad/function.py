@@ -6,21 +6,19 @@ Because backward is made of differentiable ops, running it with grad mode on
 (`create_graph=True`) records the backward pass itself, and any order of derivative
 follows. With `create_graph=False` the walk runs it under `no_grad()`, recording nothing.
 """
-import contextlib
 import functools
 import threading
 
 import numpy as np
 
 from .backend import as_array, device_of
+from .derivative_order import curvature_product  # noqa: F401 - minigrad.curvature imports it from here
+from .derivative_order import node_order
 from .tensor import Tensor
 
 
 class _GradState(threading.local):
-    enabled = True  # class defaults: every thread starts with grad mode on, lookups never miss
-    order = 1       # the derivative order of the ops being recorded now (2 inside a create_graph walk)
-    walk = 0        # the derivative order of the backward walk under way (0: none)
-    floor = 1       # walks started inside curvature_product() count as order 2 at least
+    enabled = True  # a class default: every thread starts with grad mode on, lookups never miss
 
 
 _state = _GradState()
@@ -32,30 +30,6 @@ def is_grad_enabled():
 
 def set_grad_enabled(mode):
     _state.enabled = bool(mode)
-
-
-def backward_order():
-    """The derivative order of the backward walk under way: 1 while a loss is differentiated
-    (loss.backward(), grad(loss, ...), with or without create_graph), 2 while a gradient that
-    was recorded with create_graph is differentiated (a Hessian-vector product), and so on;
-    0 outside any walk. Hooks use it to tell a gradient from a curvature product."""
-    return _state.walk
-
-
-@contextlib.contextmanager
-def curvature_product():
-    """Backward walks started inside count as second order in `backward_order()`.
-
-    For code that builds curvature products out of first-order walks (the vector-Jacobian
-    products through the outputs of a Gauss-Newton product, the recorded gradient of a
-    Hessian operator), so that hooks which record gradients (minigrad.nn.capture) skip them.
-    """
-    previous = _state.floor
-    _state.floor = 2
-    try:
-        yield
-    finally:
-        _state.floor = previous
 
 
 class _GradMode:
@@ -113,8 +87,7 @@ class Node:
     out_data = None
     hooks = None
     freed = False
-    order = 1               # 2 for ops recorded by a create_graph walk or applied to their
-                            # results (see backward_order)
+    order = 1               # the derivative this op is part of (minigrad/derivative_order.py)
     _save = None
 
     def __init__(self, fn, params):
@@ -191,14 +164,11 @@ class Function:
             return Tensor._make(out, None, False)
         edges, needs = [], []
         record = False
-        order = _state.order
         for t in inputs:
             rg = t._requires_grad
             node = t._node
             if node is not None:
                 edges.append(node)
-                if node.order > order:
-                    order = node.order
             else:
                 edges.append(t if rg else None)
             needs.append(rg)
@@ -206,7 +176,8 @@ class Function:
         if not record:
             return Tensor._make(out, None, False)
         ctx.edges = edges
-        if order != 1:  # an op on a recorded gradient is part of a higher derivative too
+        order = node_order(inputs)
+        if order != 1:  # most nodes keep the class default
             ctx.order = order
         ctx.needs_input_grad = needs
         ctx.input_shapes = [a.shape for a in arrays]

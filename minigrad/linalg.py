@@ -1,6 +1,6 @@
 """Matrix product with NumPy's rules: 2-D, batched (broadcast batch axes) and 1-D operands."""
 from .function import Function
-from .elementwise import operands
+from .arithmetic import operands
 from .shape_ops import reshape, swapaxes
 
 

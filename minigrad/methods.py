@@ -1,6 +1,6 @@
 """Operators and methods on Tensor, so ops are reached the way NumPy and PyTorch users reach
 for them: `x @ w + b`, `x.tanh()`, `x.sum(axis=0)`, `x.T`, `x.reshape(2, 3)`, `x[mask]`."""
-from . import autograd
+from . import arithmetic as ar, autograd
 from . import elementwise as ew
 from . import linalg, reduce_ops as red, shape_ops as sh
 from .tensor import Tensor
@@ -12,19 +12,18 @@ def _reflected(fn):
 
 def _attach():
     T = Tensor
-    T.__add__, T.__radd__ = ew.add, _reflected(ew.add)
-    T.__sub__, T.__rsub__ = ew.sub, _reflected(ew.sub)
-    T.__mul__, T.__rmul__ = ew.mul, _reflected(ew.mul)
-    T.__truediv__, T.__rtruediv__ = ew.div, _reflected(ew.div)
+    T.__add__, T.__radd__ = ar.add, _reflected(ar.add)
+    T.__sub__, T.__rsub__ = ar.sub, _reflected(ar.sub)
+    T.__mul__, T.__rmul__ = ar.mul, _reflected(ar.mul)
+    T.__truediv__, T.__rtruediv__ = ar.div, _reflected(ar.div)
     T.__pow__, T.__rpow__ = ew.pow, _reflected(ew.pow)
     T.__matmul__, T.__rmatmul__ = linalg.matmul, _reflected(linalg.matmul)
-    T.__neg__ = ew.neg
+    T.__neg__ = ar.neg
     T.__pos__ = lambda self: self
     T.__abs__ = ew.abs
     T.__getitem__ = sh.getitem
-    for op, name in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
-                     ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal")):
-        setattr(T, op, ew.compare(name))
+    T.__lt__, T.__le__, T.__gt__, T.__ge__ = ar.less, ar.less_equal, ar.greater, ar.greater_equal
+    T.__eq__, T.__ne__ = ar.equal, ar.not_equal
     # Elementwise comparison replaces ==, so hash by identity (as PyTorch does).
     T.__hash__ = object.__hash__
 
@@ -38,7 +37,8 @@ def _attach():
         setattr(T, name, getattr(sh, name))
     T.backward = autograd.backward
     T.reshape = sh.reshape
-    T.astype = ew.astype
+    T.to = sh.to
+    T.astype = ar.astype
     T.matmul = linalg.matmul
     T.T = property(lambda self: sh.transpose(self))
 

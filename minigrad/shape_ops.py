@@ -1,11 +1,13 @@
-"""Movement ops: reshape, permute, indexing (and its scatter-add adjoint), pad, concatenate.
+"""Movement ops: reshape, permute, indexing (and its scatter-add adjoint), pad, concatenate,
+and moves between devices.
 
 Each is linear, so its backward is the adjoint movement: reshape back, the inverse
-permutation, scatter-add for indexing (and indexing for scatter-add), a slice for pad.
+permutation, scatter-add for indexing (and indexing for scatter-add), a slice for pad, a move
+back to the source device.
 """
 import numpy as np
 
-from .backend import device_of, to_device, xp_of
+from .backend import device_of, normalize_device, to_device, xp_of
 from .broadcast import BroadcastTo, broadcasts_to
 from .function import Function
 from .tensor import Tensor
@@ -119,7 +121,9 @@ def unsqueeze(x, axis):
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
-expand_dims = unsqueeze
+def expand_dims(x, axis):
+    """NumPy's name for unsqueeze."""
+    return unsqueeze(x, axis)
 
 
 class Permute(Function):
@@ -299,6 +303,8 @@ def stack(tensors, axis=0):
 
 
 class ToDevice(Function):
+    """The same array on another device; the gradient is moved back to the source device."""
+
     @staticmethod
     def forward(ctx, x, device):
         ctx.params["source"] = device_of(x)
@@ -309,5 +315,14 @@ class ToDevice(Function):
         return (g.to(ctx.params["source"]),)
 
 
-def to_device_op(x, device):
+def to(x, device):
+    """x on `device` ('cpu' or 'cuda'); x itself if it is there already (Tensor.to).
+
+    The move is differentiable: the gradient is moved back.
+    """
+    if device is None:
+        raise ValueError("to: give a device, 'cpu' or 'cuda'")
+    device = normalize_device(device)
+    if device == x.device:
+        return x
     return ToDevice.apply(x, device=device)

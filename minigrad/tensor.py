@@ -132,19 +132,7 @@ class Tensor:
         """The same data, cut off from the tape (no grad)."""
         return Tensor._make(self.data, None, False)
 
-    def to(self, device):
-        """This tensor on `device` ('cpu' or 'cuda'); itself if it is there already.
-
-        The move is differentiable: the gradient is moved back.
-        """
-        if device is None:
-            raise ValueError("to: give a device, 'cpu' or 'cuda'")
-        device = normalize_device(device)
-        if device == self.device:
-            return self
-        from .shape_ops import to_device_op
-        return to_device_op(self, device)
-
+    # to(device) is an op (minigrad/shape_ops.py), attached by minigrad.methods.
     def cpu(self):
         return self.to("cpu")
 
@@ -208,6 +196,11 @@ def _to_array(data, dtype, device):
     elif xp is not np or type(arr) is not np.ndarray:
         arr = xp.asarray(arr)
     return arr
+
+
+def const(array):
+    """A constant tensor (no grad) around a backend array, as it is (no copy, no conversion)."""
+    return Tensor._make(array, None, False)
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):

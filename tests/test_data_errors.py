@@ -24,12 +24,12 @@ from click.testing import CliRunner
 import minigrad.datasets as D
 from minigrad.cli import main
 from minigrad.datasets import cifar_svhn as CS
-from minigrad.datasets import loaders
+from minigrad.datasets import loaders, storage
 from minigrad.datasets._files import write_idx
 
 FASHION = loaders.IDX_SETS["fashion-mnist"]
 FILES = [f for split in ("train", "test") for f in FASHION.files[split]]
-REAL_DIRS = loaders.search_dirs()  # as the session has them, before any test's fixture
+REAL_DIRS = storage.search_dirs()  # as the session has them, before any test's fixture
 RAW_ERRORS = ("zlib.error", "EOFError", "BadGzipFile", "Traceback", "Aborted")
 
 
@@ -40,7 +40,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("MINIGRAD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loaders, "SYSTEM_DIRS", [])
+    monkeypatch.setattr(storage, "SYSTEM_DIRS", [])
     monkeypatch.setattr(CS, "MD5", dict(CS.MD5))
     return tmp_path
 
@@ -136,7 +136,7 @@ def test_damaged_gz_raises_checksum_error_naming_the_file(tmp_path, monkeypatch,
 
 def test_damaged_gz_in_the_system_folder_says_reinstall(tmp_path, monkeypatch):
     folder = synthetic_fashion(tmp_path, monkeypatch)
-    monkeypatch.setattr(loaders, "SYSTEM_DIRS", [str(tmp_path / "data")])
+    monkeypatch.setattr(storage, "SYSTEM_DIRS", [str(tmp_path / "data")])
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "elsewhere"))
     truncate(folder / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(D.ChecksumError, match="corrupt or truncated") as e:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minigrad.datasets as D
-from minigrad.datasets import loaders
+from minigrad.datasets import loaders, storage
 from minigrad.datasets._files import parse_idx, write_h5_atomic, write_idx
 
 
@@ -177,7 +177,7 @@ def _fake_set(tmp_path, monkeypatch, n_train=20, n_test=6):
     spec = loaders.IDXSet(name="fake", classes=["a", "b", "c"], files=loaders._STANDARD_FILES,
                           sha256=sha, shape=(1, 5, 4))
     monkeypatch.setitem(loaders.IDX_SETS, "fake", spec)
-    monkeypatch.setattr(loaders, "SYSTEM_DIRS", [str(tmp_path / "src")])
+    monkeypatch.setattr(storage, "SYSTEM_DIRS", [str(tmp_path / "src")])
     return spec, arrays, folder
 
 
@@ -306,7 +306,7 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, damage):
 
 
 def test_not_found_error_lists_folders_and_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "SYSTEM_DIRS", [str(tmp_path / "sys")])
+    monkeypatch.setattr(storage, "SYSTEM_DIRS", [str(tmp_path / "sys")])
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "env"))
     with pytest.raises(D.DataNotFoundError) as e:
         D.load("fashion-mnist", "train", data_dir=tmp_path / "dd")

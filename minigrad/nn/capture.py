@@ -17,10 +17,11 @@ g = dL/ds of every backward pass run through it (`loss.backward()` or `minigrad.
 Only backend arrays are kept (`Tensor.data`, no graph, no copy: do not edit them in place).
 Only gradients count as passes: walks that compute curvature products (a Hessian-vector
 product, the vector-Jacobian products of a GGN or Fisher matvec from minigrad.curvature)
-reach the same outputs but are skipped (see `minigrad.backward_order`), so curvature
-operators may be used inside the block. Nothing is recorded outside the `with` block: on exit, even on an error, the forward hooks and
-every tensor hook still attached to a recorded output are removed, and a backward run after
-the block records nothing. The statistics stay readable after the block.
+reach the same outputs but are skipped (they are walks of derivative order 2, see
+minigrad/derivative_order.py), so curvature operators may be used inside the block. Nothing is
+recorded outside the `with` block: on exit, even on an error, the forward hooks and every tensor
+hook still attached to a recorded output are removed, and a backward run after the block
+records nothing. The statistics stay readable after the block.
 
 Calls and passes. A layer called R times in one forward (weight sharing, a recurrent step)
 keeps all R calls in order; every statistic treats them as R more groups of locations of the
@@ -61,7 +62,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..backend import xp_of
-from ..function import backward_order
+from ..derivative_order import backward_order
 from ..functional.conv import im2col
 from ..tensor import Tensor
 from .layers import Conv2d, Linear, _BatchNorm
