@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-GPU_INSTALL_HINT = 'pip install "minigrad[gpu]"'
+GPU_INSTALL_HINT = "pip install cupy-cuda12x"
 
 _default_dtype = np.dtype(np.float32)
 

@@ -12,7 +12,6 @@ import threading
 import numpy as np
 
 from .backend import as_array, device_of
-from .derivative_order import curvature_product  # noqa: F401 - minigrad.curvature imports it from here
 from .derivative_order import node_order
 from .tensor import Tensor
 

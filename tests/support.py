@@ -29,7 +29,7 @@ def have_mpi():
 # MINIGRAD_REQUIRE_MPI=1 (CI): the tests run and fail rather than skip when MPI is missing
 needs_mpi = pytest.mark.skipif(
     not have_mpi() and os.environ.get("MINIGRAD_REQUIRE_MPI") != "1",
-    reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
+    reason='needs mpi4py and mpiexec: pip install mpi4py mpich')
 
 
 def assert_same_params(a, b, rtol):

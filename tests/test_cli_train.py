@@ -345,7 +345,7 @@ def test_device_cuda_without_cupy_is_one_line_naming_the_extra(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "cupy", None)     # import cupy fails, as without CuPy
     result = invoke("--device", "cuda", "--steps", 3, "--out", tmp_path / "g")
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and 'pip install "minigrad[gpu]"' in result.output
+    assert result.output.count("\n") == 1 and 'pip install cupy-cuda12x' in result.output
     assert not (tmp_path / "g").exists()
 
 

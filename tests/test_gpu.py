@@ -486,7 +486,7 @@ def _have_mpi():
 
 needs_mpi = pytest.mark.skipif(
     not _have_mpi() and os.environ.get("MINIGRAD_REQUIRE_MPI") != "1",
-    reason='needs mpi4py and mpiexec: pip install "minigrad[mpi]"')
+    reason='needs mpi4py and mpiexec: pip install mpi4py mpich')
 
 COMMUNICATOR_PROBE = '''
 import os, sys

@@ -16,7 +16,7 @@ The graph of the loss is kept (retain_graph), so products can be taken again on 
 """
 from ..autograd import grad
 from ..backend import xp_of
-from ..function import curvature_product
+from ..derivative_order import curvature_product
 from ..elementwise import const
 from ..functional.activation import softmax
 from ..functional.loss import class_labels

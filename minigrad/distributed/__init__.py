@@ -11,7 +11,7 @@
 Backends:
 - `SingleProcess` (the default when not launched by mpiexec): rank 0 of 1; every collective is
   the identity (no copy), so code written for P processes runs unchanged on one.
-- `MPICommunicator` (mpi4py, `pip install "minigrad[mpi]"`): COMM_WORLD. NumPy arrays go to
+- `MPICommunicator` (mpi4py, `pip install mpi4py mpich`): COMM_WORLD. NumPy arrays go to
   MPI directly; CuPy arrays too when the MPI library is CUDA-aware (mpi4py passes device
   pointers through __cuda_array_interface__; set MINIGRAD_CUDA_AWARE_MPI=1 to say it is),
   otherwise they are staged through host memory.
@@ -28,10 +28,9 @@ dtypes; the results are the same on every rank.
 """
 import os
 
-from .comm import Communicator, SingleProcess, Stats, pack, unpack
+from .comm import MPI_INSTALL_HINT, Communicator, SingleProcess, Stats, pack, unpack
 
 BACKENDS = ("auto", "single", "mpi", "nccl")
-MPI_INSTALL_HINT = 'pip install "minigrad[mpi]"'
 # environment variables that MPI launchers (MPICH/Hydra, Open MPI, Intel MPI, Slurm's PMI) set
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE",
                   "MV2_COMM_WORLD_SIZE")

@@ -6,6 +6,9 @@ import numpy as np
 
 from ..backend import xp_of
 
+# what to install for the MPI backend (the wheels of the `mpi` extra)
+MPI_INSTALL_HINT = "pip install mpi4py mpich"
+
 
 @dataclass
 class Stats:

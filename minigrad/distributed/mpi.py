@@ -3,14 +3,13 @@ import os
 
 import numpy as np
 
-from .comm import Communicator
+from .comm import MPI_INSTALL_HINT, Communicator
 
 
 def _import_mpi():
     try:
         from mpi4py import MPI
     except ImportError as e:
-        from . import MPI_INSTALL_HINT
         raise ImportError(f"minigrad.distributed: this process was started by an MPI launcher "
                           f"but mpi4py is not installed ({e}); install it with "
                           f"{MPI_INSTALL_HINT}") from None
