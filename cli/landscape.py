@@ -12,7 +12,7 @@ a = 1 (RUN_B), continued at the same spacing for --span beyond each end (default
 [-0.5, 1.5], as in Goodfellow et al. 2015). Both runs need the same dataset, model and hidden.
 
 The loss (and accuracy; for the autoencoder the reconstruction error) is that of
-cli/train.py's evaluate (eval mode, no graph) on --batch-size examples of --split: the first
+cli/training/evaluation.py's evaluate (eval mode, no graph) on --batch-size examples of --split: the first
 B of numpy.random.default_rng(0).permutation(n), the same rows whatever --seed says, so that
 different seeds (and different runs) are compared on one objective.
 
@@ -59,8 +59,10 @@ from click.core import ParameterSource
 from minigrad.nn import landscape as ls
 
 from . import plotting, runlog
-from .common import UserError, load_run, one_line_errors
-from .train import evaluate
+from .atomic import atomic_write
+from .common import UserError, one_line_errors
+from .loading import load_run
+from .training.evaluation import evaluate
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 ROWS_SEED = 0
@@ -191,7 +193,7 @@ def _write(path, attrs, data, names, weight_norm, direction_norm):
             g.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
             g.create_dataset("weight_norm", data=np.asarray(weight_norm, dtype=np.float64))
             g.create_dataset("direction_norm", data=np.asarray(direction_norm, dtype=np.float64))
-    runlog._atomic(path, write)
+    atomic_write(path, write)
 
 
 def _where(x, index):

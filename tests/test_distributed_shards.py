@@ -39,8 +39,8 @@ RECORD = textwrap.dedent("""
     import minigrad.cli
     from minigrad.distributed import get_communicator
 
-    train_module = sys.modules["minigrad.cli.train"]
-    real = train_module._one_step
+    step_module = sys.modules["minigrad.cli.training.steps"]
+    real = step_module.one_step
     records = []
 
     def recording(name, model, optimizer, xb, yb, step, *rows):
@@ -54,7 +54,7 @@ RECORD = textwrap.dedent("""
             records.append((step, np.array(xb, copy=True), np.array(yb, copy=True), fed,
                             tuple(optimizer.shard_rows), float(optimizer.shard_weight)))
 
-    train_module._one_step = recording
+    step_module.one_step = recording
     try:
         minigrad.cli.main(sys.argv[2:], prog_name="minigrad")
     finally:
