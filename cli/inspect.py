@@ -103,9 +103,9 @@ def summary(run):
 
 def live_status(folder, status):
     """run.h5's status, with a "running" run checked against OUT/process.json (the pid and host
-    of the process writing it, cli/training/run_folder.py): "stale" when that process is gone (killed, e.g.
-    with -9 or out of memory: resume it with `train --resume`), "running on HOST" when it is on
-    another host (not checkable from here)."""
+    of the process writing it, cli/training/run_folder.py): "stale" when that process is gone
+    (killed, e.g. with -9 or out of memory: resume it with `train --resume`), "running on HOST"
+    when it is on another host (not checkable from here)."""
     if status != "running":
         return status
     try:

@@ -98,7 +98,6 @@ def versions():
             "h5py_version": h5py.__version__, "python_version": platform.python_version()}
 
 
-
 def write_run(folder, config, history, status, steps, target_step, wall_time,
               target_loss_step=None):
     """(Re)write folder/run.h5 atomically from the in-memory history; WriteError (naming the

@@ -94,7 +94,6 @@ def read_config_file(ctx, path):
     return out
 
 
-
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
               help="Training data. All but digits are read from local files: found in "

@@ -3,7 +3,7 @@ the global batch only (cli/train.py, datasets.batches, cli/parallel.shard_rows).
 
 "Two ranks give the parameters of one process" (tests/test_distributed.py) cannot see a rank
 that trains on the whole batch: with the shard weight n_r/N it still reduces to the global
-mean. So here every rank records, at every step, what `_one_step` gets and what the model's
+mean. So here every rank records, at every step, what `one_step` gets and what the model's
 forward is actually fed, plus the optimizer's `shard_rows`, and the test checks them against
 the documented split, computed independently:
 

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from .. import parallel, runlog
-from ..search import HYPERPARAMETERS
 from ..atomic import atomic_write
+from ..search import HYPERPARAMETERS
 from .trials import TRIALS
 
 
@@ -95,6 +95,7 @@ def write_study(path, attrs, fill):
 
 
 def study_attrs(command, options, base, n):
+    """The attributes of the study file of `command` (write_study), the options among them."""
     # JSON: a per-batch-size option's {B: value} gets string keys
     return {"command": command, "options": {k: (list(v) if isinstance(v, tuple) else v)
                                             for k, v in options.items()},

@@ -118,7 +118,6 @@ def _worker_init():
         signal.signal(signum, signal.SIG_IGN)
 
 
-
 @contextlib.contextmanager
 def _forward_stops(pool, root):
     """While the pool runs: SIGTERM/SIGUSR1 sent to the study's process (a scheduler's stop or

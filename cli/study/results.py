@@ -20,12 +20,15 @@ from .. import runlog, search
 from ..search import HYPERPARAMETERS
 from .trials import LOG_FILE
 
+
 def describe(spec):
+    """A trial in a few words: optimizer, batch size, hyperparameters."""
     params = " ".join(f"{k}={spec[k]:.4g}" for k in HYPERPARAMETERS if spec.get(k) is not None)
     return f"{spec['optimizer']:<5} B={spec['batch_size']:<5} {params}"
 
 
 def outcome(result):
+    """What came of a trial, in words."""
     if result["status"] == "crashed":
         return f"crashed, see {os.path.join(result['folder'], LOG_FILE)}"
     if result["status"] == "failed":
@@ -163,8 +166,8 @@ def best_index(results):
                               worst_if_nan(results[i]["final_train_loss"]), i))
 
 
-
 def target_text(options):
+    """The study's targets in words, e.g. "test accuracy >= 0.95"."""
     parts = []
     if options["target_accuracy"] is not None:
         parts.append(f"test accuracy >= {options['target_accuracy']:g}")
@@ -174,6 +177,7 @@ def target_text(options):
 
 
 def fmt(value, spec=".4g"):
+    """A table cell: `value` formatted, "-" for None or nan."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, spec)

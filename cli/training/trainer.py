@@ -83,7 +83,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ state and files
     def restore(self, saved):
-        """Continue from the checkpoint `saved` (runlog's (model_state, state))."""
+        """Continue from the checkpoint `saved` (read_checkpoint's (model_state, state))."""
         model_state, state = saved
         self.model.load_state_dict(model_state)
         self.model.to(self.device)   # the checkpoint holds host arrays
