@@ -8,6 +8,7 @@ from .. import search
 from ..common import parse_hidden
 from ..training.config import DATASETS, MODELS
 
+
 def int_list(ctx, param, value):
     """A comma-separated list of positive ints, sorted, each once (a click callback)."""
     if value is None:
@@ -45,7 +46,8 @@ def per_batch_option(ctx, param, value):
 
 
 def per_batch(options, name, batch_size):
-    """The value of a per_batch_option option at `batch_size`; UsageError if it gives none."""
+    """The value at `batch_size` of an option read by per_batch_option; UsageError if it gives
+    none."""
     value = options[name]
     if not isinstance(value, dict):
         return value
@@ -56,12 +58,14 @@ def per_batch(options, name, batch_size):
 
 
 def per_batch_text(options, name):
+    """An option read by per_batch_option as it was written (K, or B1=K1,B2=K2,...)."""
     value = options[name]
     return str(value) if not isinstance(value, dict) else \
         ",".join(f"{b}={k}" for b, k in sorted(value.items()))
 
 
 def _optimizer_list(ctx, param, value):
+    """--optimizers "sgd,kfac": the names, each once, in the order given (a click callback)."""
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in search.OPTIMIZERS]
     if not names or unknown:

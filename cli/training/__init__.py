@@ -14,6 +14,7 @@ its options, and what the commands that look at runs use to rebuild a model or e
     trainer.py      Trainer: the training loop, its evaluations and checkpoints
     session.py      one session of a run, from the data to the summary line, and how it ends
 
-Nothing here parses options; only build_model raises click's UsageError (a model that does not
-fit the data is a usage error wherever the model is built).
+Nothing here parses options. Two mistakes found only here are still click usage errors, as on
+the command line: a model that does not fit the images (build_model) and a resume asking for
+fewer steps than the run has done (session.py).
 """
