@@ -1,10 +1,16 @@
 """The `minigrad` command line (a click group).
 
-    train                            one training run (cli/train.py)
+    train                            one training run (cli/train.py; the training library
+                                     is cli/training/)
     evaluate, runs, show             looking at runs (cli/inspect.py)
-    scaling, sensitivity, compare    studies made of many runs (cli/study.py and one file each)
+    scaling, sensitivity, compare    studies made of many runs (one file each; what they share
+                                     is cli/study/)
     hessian, landscape               curvature and loss surface at a checkpoint
     plot                             curves of several runs
+    report                           the report of several studies (cli/report*.py)
+
+The files of a run are cli/runlog.py (run.h5) and cli/checkpoint.py (checkpoint.npz), both
+written through cli/atomic.py.
 """
 import sys
 

@@ -1,14 +1,10 @@
-"""What the commands that read run folders share: one-line errors and loading a checkpoint."""
+"""What the commands share: one-line errors, a run folder named on the command line, the
+--hidden option's parser and plain-text tables."""
 import functools
 import os
 import sys
 
 import click
-import numpy as np
-
-from minigrad import datasets
-
-from . import runlog
 
 
 class UserError(Exception):
@@ -38,65 +34,25 @@ def run_folder(run):
     return run
 
 
-def checkpoint_config(path, state):
-    """A copy of the run configuration in the state of the checkpoint `path`, checked enough to
-    rebuild the model from it (UserError naming the file otherwise). Checkpoints hold no code
-    (runlog: JSON and arrays), but their contents are still only data to check."""
-    config = state.get("config")
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds no run configuration")
-    bad = [k for k in ("dataset", "model", "dtype") if not isinstance(config.get(k), str)]
-    if bad:
-        raise UserError(f"{path}: the run configuration it holds has no valid "
-                        f"{', '.join(bad)}")
-    return dict(config)
-
-
-class Loaded:
-    """A run's model at one checkpoint with its data: model (train mode), config, step,
-    flatten (the model takes flattened images), images/labels of the split asked for, loss_of."""
-
-    def __init__(self, model, config, step, images, labels):
-        self.model, self.config, self.step = model, config, step
-        self.images, self.labels = images, labels
-        self.flatten = config["model"] in ("mlp", "autoencoder")
-        self.autoencoder = config["model"] == "autoencoder"
-
-    def batch(self, rows):
-        """(x, target) arrays of the given rows (x flattened when the model wants it)."""
-        x = self.images[rows]
-        if self.flatten:
-            x = x.reshape(len(x), -1)
-        return x, (x if self.autoencoder else self.labels[rows])
-
-
-def load_run(run, step=None, split="train", dtype=None):
-    """Loaded(...) for the checkpoint of `run` (the latest, or the kept one of `step`: train
-    --keep-checkpoints). dtype overrides the run's (e.g. float64 for curvature work)."""
-    from .parallel import communicator
-    from .train import build_model   # train imports the optimizers; only load it when needed
-
-    if communicator().world_size > 1:
-        raise UserError("this command works on one process; run it without mpiexec")
-    folder = run_folder(run)
-    path = runlog.checkpoint_path(folder, step)
-    if not os.path.isfile(path):
-        if step is None:
-            raise UserError(f"no {runlog.CHECKPOINT_FILE} in {folder!r}")
-        kept = runlog.kept_steps(folder)
-        raise UserError(f"no checkpoint of step {step} in {folder!r}; kept steps: "
-                        f"{', '.join(map(str, kept)) if kept else 'none (train with --keep-checkpoints)'}")
-    model_state, state = runlog.read_checkpoint(folder, step)   # never unpickles anything
-    config = checkpoint_config(path, state)
-    if dtype is not None:
-        config["dtype"] = str(np.dtype(dtype))
-    images, labels, meta = datasets.load(config["dataset"], split)
-    images = images.astype(np.dtype(config["dtype"]), copy=False)
-    model = build_model(config, tuple(meta["shape"]), len(meta["classes"]))
-    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+def parse_hidden(ctx, param, value):
+    """--hidden "64,64" as a list of ints (a click callback); "" is no hidden layer."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return []
     try:
-        model.load_state_dict({k: np.asarray(v, dtype=dtypes[k]) if k in dtypes else v
-                               for k, v in model_state.items()})
-    except (KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{path}: weights do not fit the run's model: {' '.join(str(e).split())}")
-    return Loaded(model, config, int(state.get("step", 0)), images, labels)
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive ints like 64,64, got {value!r}")
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter(f"layer sizes must be positive, got {value!r}")
+    return sizes
+
+
+def table(header, rows):
+    """The rows under the header, in columns as wide as their widest entry."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
+             for line in [header] + rows]
+    return "\n".join(lines)

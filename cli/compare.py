@@ -16,14 +16,14 @@ optimizer. The table answers the questions of the large-batch debate in one plac
     final        train loss (mean mini-batch loss of the last evaluation interval) and test
                  accuracy where the trial ended: at the target, or at the end of the budget
 
-Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study.py),
+Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study/),
 compare.h5, compare.png (the best trials' curves against epochs, gradient evaluations and
 wall time) and the table on stdout.
 
 compare.h5::
 
     attrs   command ("compare"), options (JSON), base_batch_size, train_examples, versions
-    trials/ the trial table (cli/study.py write_trials)
+    trials/ the trial table (cli/study/files.py write_trials)
     best/   one entry per optimizer (in --optimizers order): the trial-table columns of its best
             setting (with --seeds K the means over the K seeds: reached if every seed reached
             the target; steps_to_target then float64), plus trial (index into trials/ of the
@@ -35,9 +35,9 @@ import os
 import click
 import numpy as np
 
-from . import plotting, runlog, study
-from .common import one_line_errors
-from .scaling import grid_edges, prepare, study_attrs, target_text
+from . import plotting, runlog, search, study
+from .common import one_line_errors, table
+from .study import grid_edges, prepare, study_attrs, target_text
 
 
 def print_table(best, specs, results):
@@ -52,9 +52,9 @@ def print_table(best, specs, results):
                      study.fmt(r["cg_iterations"], ".0f"), study.fmt(r["wall_to_target"], ".2f"),
                      study.fmt(r["final_train_loss"], ".4f"),
                      study.fmt(r["final_test_accuracy"], ".4f"),
-                     " ".join(f"{k}={s[k]:.3g}" for k in study.HYPERPARAMETERS
+                     " ".join(f"{k}={s[k]:.3g}" for k in search.HYPERPARAMETERS
                               if s.get(k) is not None)))
-    click.echo(study.table(header, rows))
+    click.echo(table(header, rows))
 
 
 def curves(folder):

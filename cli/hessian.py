@@ -71,8 +71,10 @@ import minigrad as mg
 from minigrad.curvature import GGNOperator, HessianOperator, density, trace
 
 from . import plotting, runlog
-from .common import UserError, load_run, one_line_errors
-from .train import loss_of
+from .atomic import atomic_write
+from .common import UserError, one_line_errors
+from .loading import load_run
+from .training.model import loss_of
 
 CURVATURES = ("hessian", "ggn")
 # ARPACK's tolerance on the residual: machine precision in float64; float32 products carry
@@ -172,7 +174,7 @@ def write_result(path, attrs, result, steps):
             g.create_dataset("values", data=slq.density)
             g.create_dataset("nodes", data=_padded(slq.nodes, steps))
             g.create_dataset("weights", data=_padded(slq.weights, steps))
-    runlog._atomic(path, write)
+    atomic_write(path, write)
 
 
 def ratio(top, bottom):
@@ -265,15 +267,7 @@ def hessian(run, step, top_k, bottom_k, batch_size, curvature, probes, lanczos_s
     if steps > n_params:
         raise UserError(f"--lanczos-steps {steps} must be at most the number of parameters "
                         f"({n_params})")
-    png = os.path.splitext(out)[0] + ".png"
-    if png == out:
-        raise UserError(f"--out {out!r} is the name of the plot; give the HDF5 file (FILE.h5)")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise UserError(f"--out {out!r}: folder {folder!r} does not exist")
-    for path in (out, png):
-        if os.path.exists(path) and not overwrite:
-            raise UserError(f"{path} exists; pass --overwrite to replace it")
+    png = _plot_path(out, overwrite)
 
     t0 = time.perf_counter()
     rows = np.random.default_rng(seed).permutation(n_examples)[:batch_size]
@@ -290,6 +284,31 @@ def hessian(run, step, top_k, bottom_k, batch_size, curvature, probes, lanczos_s
     write_result(out, attrs, result, steps)
 
     name = "Hessian" if curvature == "hessian" else "Gauss-Newton"
+    click.echo(f"{name} of {run} at step {loaded.step}: {batch_size} training examples, {dtype}")
+    click.echo(table(_summary_rows(result, n_params, trace_samples, loss, grad_norm, op.calls,
+                                   wall)))
+    click.echo(f"written to {out}")
+    plot(png, result, f"{name} spectrum, {os.path.basename(os.path.normpath(run))} step "
+                      f"{loaded.step} ({batch_size} examples)")
+
+
+def _plot_path(out, overwrite):
+    """The .png next to --out, once --out is checked: an HDF5 file name, in a folder that
+    exists, replacing nothing unless --overwrite."""
+    png = os.path.splitext(out)[0] + ".png"
+    if png == out:
+        raise UserError(f"--out {out!r} is the name of the plot; give the HDF5 file (FILE.h5)")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UserError(f"--out {out!r}: folder {folder!r} does not exist")
+    for path in (out, png):
+        if os.path.exists(path) and not overwrite:
+            raise UserError(f"{path} exists; pass --overwrite to replace it")
+    return png
+
+
+def _summary_rows(result, n_params, trace_samples, loss, grad_norm, products, wall):
+    """The (name, value) rows printed after the computation."""
     rows_out = [(f"lambda_{i + 1}", f"{lam:.6g}") for i, lam in enumerate(result["top"])]
     rows_out += [(f"lambda_{n_params - i}" + (" (min)" if i == 0 else ""), f"{lam:.6g}")
                  for i, lam in enumerate(result["bottom"])]
@@ -299,10 +318,6 @@ def hessian(run, step, top_k, bottom_k, batch_size, curvature, probes, lanczos_s
                  ("parameters", str(n_params)),
                  ("loss", f"{loss:.6g}"),
                  ("gradient norm", f"{grad_norm:.4g}"),
-                 ("products", str(op.calls)),
+                 ("products", str(products)),
                  ("wall time", f"{wall:.1f} s")]
-    click.echo(f"{name} of {run} at step {loaded.step}: {batch_size} training examples, {dtype}")
-    click.echo(table(rows_out))
-    click.echo(f"written to {out}")
-    plot(png, result, f"{name} spectrum, {os.path.basename(os.path.normpath(run))} step "
-                      f"{loaded.step} ({batch_size} examples)")
+    return rows_out

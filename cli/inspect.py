@@ -1,6 +1,7 @@
 """Looking at finished (or running) runs: `minigrad evaluate`, `minigrad runs`, `minigrad show`.
 
-They only read the files `minigrad train` writes (see cli/runlog.py for the layout):
+They only read the files `minigrad train` writes (see cli/runlog.py and cli/checkpoint.py for
+the layout):
 
 - ``minigrad evaluate RUN [--split test|train] [--batch-size N]`` rebuilds the model from the
   configuration stored in RUN/checkpoint.npz, loads its weights and prints one line with the
@@ -27,8 +28,12 @@ import numpy as np
 from minigrad import datasets
 
 from . import runlog
-from .common import UserError as _UserError, checkpoint_config, one_line_errors, run_folder
-from .train import PROCESS_FILE, build_model, evaluate as evaluate_model
+from .checkpoint import CHECKPOINT_FILE, checkpoint_path, read_checkpoint
+from .common import UserError as _UserError, one_line_errors, run_folder, table
+from .loading import checkpoint_config
+from .training.evaluation import evaluate as evaluate_model
+from .training.model import build_model
+from .training.run_folder import PROCESS_FILE
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -98,9 +103,9 @@ def summary(run):
 
 def live_status(folder, status):
     """run.h5's status, with a "running" run checked against OUT/process.json (the pid and host
-    of the process writing it, cli/train.py): "stale" when that process is gone (killed, e.g.
-    with -9 or out of memory: resume it with `train --resume`), "running on HOST" when it is on
-    another host (not checkable from here)."""
+    of the process writing it, cli/training/run_folder.py): "stale" when that process is gone
+    (killed, e.g. with -9 or out of memory: resume it with `train --resume`), "running on HOST"
+    when it is on another host (not checkable from here)."""
     if status != "running":
         return status
     try:
@@ -131,13 +136,6 @@ def _alive(pid):
     return b"python" in command or b"minigrad" in command
 
 
-def _table(header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
-             for line in [header] + rows]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------- evaluate
 def evaluate_split(model, images, labels, flatten, batch_size):
     """(mean cross-entropy, correct count) of `model` on a whole split, eval mode, no graph."""
@@ -159,10 +157,10 @@ def evaluate(run, split, batch_size):
     error if RUN or its checkpoint is missing or unreadable.
     """
     folder = run_folder(run)
-    if not os.path.isfile(os.path.join(folder, runlog.CHECKPOINT_FILE)):
-        raise _UserError(f"no {runlog.CHECKPOINT_FILE} in {folder!r}")
-    model_state, state = runlog.read_checkpoint(folder)   # never unpickles anything
-    config = checkpoint_config(runlog.checkpoint_path(folder), state)
+    if not os.path.isfile(os.path.join(folder, CHECKPOINT_FILE)):
+        raise _UserError(f"no {CHECKPOINT_FILE} in {folder!r}")
+    model_state, state = read_checkpoint(folder)   # never unpickles anything
+    config = checkpoint_config(checkpoint_path(folder), state)
     images, labels, meta = datasets.load(config["dataset"], split)
     images = images.astype(np.dtype(config["dtype"]), copy=False)
     model = build_model(config, tuple(meta["shape"]), len(meta["classes"]))
@@ -215,7 +213,7 @@ def runs(folder):
     if not rows:
         click.echo(f"no runs in {folder}")
         return
-    click.echo(_table(RUNS_HEADER, rows))
+    click.echo(table(RUNS_HEADER, rows))
 
 
 # ----------------------------------------------------------------------------------- show
@@ -250,8 +248,8 @@ def show(run):
         rows = [(int(evals["step"][i]), _fmt(float(evals["train_loss"][i])),
                  _fmt(float(evals["test_loss"][i])), _fmt(float(evals[metric][i])))
                 for i in range(n)]
-        table = _table(("step", "train loss", "test loss", label), rows)
-        click.echo("\n".join("  " + line for line in table.splitlines()))
+        lines = table(("step", "train loss", "test loss", label), rows)
+        click.echo("\n".join("  " + line for line in lines.splitlines()))
     else:
         click.echo("  (none)")
     s = summary(data)

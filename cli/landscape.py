@@ -12,9 +12,9 @@ a = 1 (RUN_B), continued at the same spacing for --span beyond each end (default
 [-0.5, 1.5], as in Goodfellow et al. 2015). Both runs need the same dataset, model and hidden.
 
 The loss (and accuracy; for the autoencoder the reconstruction error) is that of
-cli/train.py's evaluate (eval mode, no graph) on --batch-size examples of --split: the first
-B of numpy.random.default_rng(0).permutation(n), the same rows whatever --seed says, so that
-different seeds (and different runs) are compared on one objective.
+cli/training/evaluation.py's evaluate (eval mode, no graph) on --batch-size examples of --split:
+the first B of numpy.random.default_rng(0).permutation(n), the same rows whatever --seed says, so
+that different seeds (and different runs) are compared on one objective.
 
 Files: --out (default RUN/landscape-1d.h5 or RUN/landscape-2d.h5, with --step
 RUN/landscape-1d-step-S.h5; --between RUN_A/between-<name of RUN_B>.h5) and a PNG next to it
@@ -59,8 +59,10 @@ from click.core import ParameterSource
 from minigrad.nn import landscape as ls
 
 from . import plotting, runlog
-from .common import UserError, load_run, one_line_errors
-from .train import evaluate
+from .atomic import atomic_write
+from .common import UserError, one_line_errors
+from .loading import load_run
+from .training.evaluation import evaluate
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 ROWS_SEED = 0
@@ -191,7 +193,7 @@ def _write(path, attrs, data, names, weight_norm, direction_norm):
             g.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
             g.create_dataset("weight_norm", data=np.asarray(weight_norm, dtype=np.float64))
             g.create_dataset("direction_norm", data=np.asarray(direction_norm, dtype=np.float64))
-    runlog._atomic(path, write)
+    atomic_write(path, write)
 
 
 def _where(x, index):
@@ -353,11 +355,26 @@ def _directions(run, step, dims, resolution, span, normalization, ignore, batch_
     _write(h5, attrs, data, names, ls.direction_norms(center),
            np.stack([ls.direction_norms(d) for d in directions]))
 
+    _echo_directions(run, loaded, attrs, coords, loss, acc)
+    click.echo(f"written to {h5}")
+
+    title = f"{run} step {loaded.step}: {normalization}-normalized, seed {seed}"
+    if dims == 1:
+        _draw(png, lambda plt: _plot_line(plt, coords, loss, acc, metric, title, [(0, "checkpoint")]))
+    else:
+        _draw(png, lambda plt: _plot_plane(plt, coords, coords, loss, title))
+
+def _echo_directions(run, loaded, attrs, coords, loss, acc):
+    """What `landscape` prints of a plane (or line) through the checkpoint: the settings, the
+    center, the extremes over the grid, the table or the shaded map."""
+    dims, span, resolution = attrs["dims"], attrs["span"], attrs["resolution"]
+    axes = [coords] * dims
+    mid = (resolution - 1) // 2
     label = "recon err" if loaded.autoencoder else "accuracy"
-    click.echo(f"{run} at step {loaded.step}: {split} split, {len(rows)} examples, "
-               f"{attrs['dtype']}; {dims}-D, {normalization}-normalized directions "
-               f"(ignore {ignore}), seed {seed}")
-    click.echo(f"center loss {center_loss:.6f}, {label} {center_metric:.4f}")
+    click.echo(f"{run} at step {loaded.step}: {attrs['split']} split, {attrs['batch_size']} "
+               f"examples, {attrs['dtype']}; {dims}-D, {attrs['normalization']}-normalized "
+               f"directions (ignore {attrs['ignore']}), seed {attrs['seed']}")
+    click.echo(f"center loss {attrs['center_loss']:.6f}, {label} {attrs['center_metric']:.4f}")
     lo, hi = np.nanargmin(loss), np.nanargmax(loss)
     click.echo(f"over the grid ({resolution}{'x' + str(resolution) if dims == 2 else ''} points, "
                f"coordinates in [-{span:g}, {span:g}]): loss min {np.nanmin(loss):.6f} at "
@@ -371,13 +388,6 @@ def _directions(run, step, dims, resolution, span, normalization, ignore, batch_
         click.echo(f"log10 loss, '{SHADES[1]}' low to '{SHADES[-1]}' high, O the checkpoint "
                    f"(rows b, columns a from -{span:g} to {span:g}):")
         click.echo(_shade_map(coords, coords, loss))
-    click.echo(f"written to {h5}")
-
-    title = f"{run} step {loaded.step}: {normalization}-normalized, seed {seed}"
-    if dims == 1:
-        _draw(png, lambda plt: _plot_line(plt, coords, loss, acc, metric, title, [(0, "checkpoint")]))
-    else:
-        _draw(png, lambda plt: _plot_plane(plt, coords, coords, loss, title))
 
 
 def _between(between, resolution, span, batch_size, split, dtype, h5, png, overwrite):

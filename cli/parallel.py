@@ -49,6 +49,19 @@ def communicator():
     return distributed.get_communicator()
 
 
+def fail(message, code=1, together=False):
+    """One line `Error: ...` and exit `code`. Distributed: with together=True (every rank fails
+    alike) rank 0 prints and all ranks exit after a barrier; otherwise this rank prints, naming
+    itself, and its exit aborts the job (abort_on_error)."""
+    comm = communicator()
+    if together:
+        echo(f"Error: {message}", err=True)
+        exit_together(code)
+    where = f"rank {comm.rank}: " if comm.world_size > 1 else ""
+    click.echo(f"Error: {where}{message}", err=True)
+    sys.exit(code)
+
+
 def is_root(comm=None):
     return (comm or communicator()).rank == 0
 

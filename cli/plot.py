@@ -36,8 +36,8 @@ import numpy as np
 from minigrad import datasets
 
 from . import plotting
-from .common import UserError, one_line_errors, run_folder
-from .inspect import _config, _fmt, _read_run, _table, summary
+from .common import UserError, one_line_errors, run_folder, table
+from .inspect import _config, _fmt, _read_run, summary
 
 METRICS = ("loss", "accuracy")
 AXES = ("steps", "epochs", "time", "cost")
@@ -85,7 +85,7 @@ def train_examples(dataset):
 
 
 def steps_per_epoch(config):
-    """ceil(n / B): the steps of one epoch of the run (cli/train.py's data order)."""
+    """ceil(n / B): the steps of one epoch of the run (cli/training/data.py's data order)."""
     if config.get("steps_per_epoch"):   # written by train since per-step costs were added
         return int(config["steps_per_epoch"])
     missing = [key for key in ("dataset", "batch_size") if key not in config]
@@ -288,7 +288,7 @@ def plot(runs, metric, axis, smooth, labels, log_y, title, out):
                    f"cross-entropy) have losses of different kinds", err=True)
 
     header = tuple(h.format(acc=_accuracy_header(runs_read)) for h in HEADER)
-    click.echo(_table(header, [table_row(r) for r in runs_read]))
+    click.echo(table(header, [table_row(r) for r in runs_read]))
 
     plt = plotting.pyplot()
     if plt is None:

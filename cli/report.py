@@ -20,10 +20,11 @@ import os
 
 import click
 
-from . import plotting, report_plots, runlog, study
+from . import plotting, report_plots
 from . import report_data as data
 from . import report_rules as rules
-from .common import UserError, one_line_errors
+from .atomic import atomic_write
+from .common import UserError, one_line_errors, table
 
 REPORT_FILE = "report.md"
 SCALING_PNG, ROBUSTNESS_PNG, NOISE_PNG = "scaling.png", "robustness.png", "noise-scale.png"
@@ -370,7 +371,7 @@ def report(studies, noise_runs, out):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-    runlog._atomic(os.path.join(out, REPORT_FILE), write)
-    click.echo(study.table(("optimizer", "order", "problem", "success cases", "data efficiency",
-                            "scalability", "robustness", "cost"), printed))
+    atomic_write(os.path.join(out, REPORT_FILE), write)
+    click.echo(table(("optimizer", "order", "problem", "success cases", "data efficiency",
+                      "scalability", "robustness", "cost"), printed))
     click.echo(f"report written to {os.path.join(out, REPORT_FILE)}")

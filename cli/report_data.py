@@ -25,6 +25,8 @@ import numpy as np
 
 from . import search
 from .common import UserError
+from .study.trials import TRIAL_DEFAULTS
+from .training.config import APPLIES
 
 STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 # train options that do not change the training (what is logged, what is kept): not part of a
@@ -115,9 +117,6 @@ def method_of(optimizer, train_options):
     """The Method of `optimizer` in a study with these --train-option entries ([OPT.]NAME=VALUE):
     the entries for it (prefixed with it, or unprefixed and applying to it), less bookkeeping
     options and values equal to the study's own trial defaults."""
-    from .study import TRIAL_DEFAULTS
-    from .train import APPLIES
-
     given = []
     for entry in train_options or ():
         key, _, value = str(entry).partition("=")

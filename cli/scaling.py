@@ -14,13 +14,13 @@ and per step of the batch-size list (B_prev -> B)
     efficiency = speedup / (B / B_prev)     1 on the ideal line, 0 when more data buys nothing.
 
 Outputs in the study folder (--out): trials/ (one `minigrad train` run per trial; see
-cli/study.py for resuming), scaling.h5, scaling.png (with matplotlib), and a table on stdout.
+cli/study/ for resuming), scaling.h5, scaling.png (with matplotlib), and a table on stdout.
 
 scaling.h5::
 
     attrs   command ("scaling"), options (JSON of the command's options), base_batch_size,
             train_examples, software versions
-    trials/ one entry per trial (cli/study.py write_trials): optimizer, batch_size, lr,
+    trials/ one entry per trial (cli/study/files.py write_trials): optimizer, batch_size, lr,
             momentum, damping, radius, hessian_fraction (nan where not used), status, reached,
             steps_to_target (-1 if not reached), epochs_/wall_/cost_to_target (nan if not),
             steps, wall_time, cost, curvature_products, cg_iterations, final_* metrics, folder
@@ -40,60 +40,14 @@ whichever setting was lucky on more seeds); the extra trials are in trials/ with
 """
 import math
 import os
-import textwrap
 
 import click
 import numpy as np
 
-from minigrad import datasets
-
-from . import parallel, plotting, search, study
-from .common import one_line_errors
+from . import plotting, search, study
+from .common import one_line_errors, table
 
 COLUMNS = ("steps_to_target", "epochs_to_target", "wall_to_target", "cost_to_target")
-
-
-def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
-    """(study folder, specs, train examples, base batch size) for the grid/random search of every
-    optimizer at every batch size in `sizes`; raises click.UsageError on bad options."""
-    try:
-        overrides = search.parse_grid(options["grid_entries"])
-    except ValueError as e:
-        raise click.UsageError(str(e))
-    unused = sorted(set(overrides) - set(options["optimizers"]))
-    if unused:
-        raise click.UsageError(f"--grid given for {', '.join(unused)}, which is not in --optimizers")
-    n = len(datasets.load(options["dataset"], "train")[1])
-    too_big = [b for b in sizes if b > n]
-    if too_big:
-        raise click.UsageError(f"batch size(s) {too_big} exceed the {n} training examples of "
-                               f"{options['dataset']}")
-    world = parallel.communicator().world_size
-    odd = [b for b in sizes if b % world]
-    if odd:
-        raise click.UsageError(f"batch size(s) {odd} are not divisible by the {world} processes "
-                               "(each trial splits its batch into equal shards)")
-    base = options["base_batch_size"] or min(sizes)
-    fixed = study.fixed_train_options(options["train_options"], options["optimizers"])
-    for b in sizes:   # a per-batch-size option without a value for one size: a usage error now
-        study.per_batch(options, "budget_epochs", b)
-        if options["eval_every"]:
-            study.per_batch(options, "eval_every", b)
-    specs = []
-    for optimizer in options["optimizers"]:
-        for b in sizes:
-            for point in search.points(optimizer, b, base, options["lr_scaling"],
-                                       options["search_kind"], options["trials"], options["seed"],
-                                       overrides, grids):
-                for k in range(options["seeds"]):
-                    spec = study.trial_spec(options, optimizer, b, point, math.ceil(n / b),
-                                            stop_at_target, fixed[optimizer])
-                    specs.append(dict(spec, seed=options["seed"] + k))
-    root = study.study_folder(options["out"], command, options["jobs"])
-    click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
-               f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search"
-               + (f", {options['seeds']} seeds per setting" if options["seeds"] > 1 else "") + ")")
-    return root, specs, n, base
 
 
 def best_per_batch(specs, results, optimizer, sizes):
@@ -139,7 +93,7 @@ def curve(specs, results, optimizer, sizes, best=None):
     for col in COLUMNS:
         c[col] = np.array([float(results[i][col]) if ok else np.nan
                            for (_, i), ok in zip(best, c["reached"])], np.float64)
-    for name in study.HYPERPARAMETERS:
+    for name in search.HYPERPARAMETERS:
         c[name] = np.array([np.nan if i is None or specs[i].get(name) is None else specs[i][name]
                             for _, i in best], np.float64)
     s, b = c["steps_to_target"], c["batch_size"].astype(np.float64)
@@ -154,7 +108,7 @@ def curve(specs, results, optimizer, sizes, best=None):
 
 
 def _params(c, k):
-    return " ".join(f"{name}={c[name][k]:.3g}" for name in study.HYPERPARAMETERS
+    return " ".join(f"{name}={c[name][k]:.3g}" for name in search.HYPERPARAMETERS
                     if not math.isnan(c[name][k]))
 
 
@@ -175,7 +129,7 @@ def print_table(curves):
                          study.fmt(c["cost_to_target"][k], ".0f"),
                          study.fmt(c["speedup"][k], ".2f"), study.fmt(c["efficiency"][k], ".2f"),
                          study.fmt(c["ideal_steps"][k], ".0f"), _params(c, k)))
-    click.echo(study.table(header, rows))
+    click.echo(table(header, rows))
 
 
 def plot(curves, path, title):
@@ -217,51 +171,8 @@ def plot(curves, path, title):
     plotting.save(fig, path)
 
 
-def grid_edges(options, specs, best, base):
-    """A note naming the best settings that sit on the edge of their grid axis (the optimum may
-    lie outside the grid), or "" (random search, or nothing on an edge). best: [(optimizer,
-    batch size, trial index or None)]."""
-    if options["search_kind"] != "grid":
-        return ""
-    overrides = search.parse_grid(options["grid_entries"])
-    found = {}
-    for optimizer, size, i in best:
-        if i is None:
-            continue
-        axes = search.grid(optimizer, overrides)
-        factor = search.lr_factor(options["lr_scaling"], size, base)
-        for name, values in axes.items():
-            value = specs[i][name] / factor if name == "lr" else specs[i][name]
-            if len(values) > 1 and any(math.isclose(value, v) for v in (min(values), max(values))):
-                found.setdefault((optimizer, name, min(values, key=lambda v: abs(v - value))),
-                                 []).append(size)
-    if not found:
-        return ""
-    parts = [f"{opt} {name}={value:g}{' (at B0)' if name == 'lr' else ''} at B={','.join(map(str, sizes))}"
-             for (opt, name, value), sizes in found.items()]
-    return textwrap.fill("note: best setting on the edge of its grid, the optimum may lie beyond "
-                         "it (widen it with --grid): " + "; ".join(parts), width=100,
-                         subsequent_indent="  ")
-
-
-def target_text(options):
-    parts = []
-    if options["target_accuracy"] is not None:
-        parts.append(f"test accuracy >= {options['target_accuracy']:g}")
-    if options["target_loss"] is not None:
-        parts.append(f"train loss <= {options['target_loss']:g}")
-    return " and ".join(parts)
-
-
-def study_attrs(command, options, base, n):
-    # JSON: a per-batch-size option's {B: value} gets string keys
-    return {"command": command, "options": {k: (list(v) if isinstance(v, tuple) else v)
-                                            for k, v in options.items()},
-            "base_batch_size": int(base), "train_examples": int(n)}
-
-
 @click.command("scaling", context_settings={"help_option_names": ["-h", "--help"]})
-@study.study_options(click.option("--batch-sizes", callback=study._int_list,
+@study.study_options(click.option("--batch-sizes", callback=study.int_list,
                                   default="64,128,256,512", show_default=True,
                                   help="Comma-separated batch sizes."))
 @click.option("--confirm-seeds", type=click.IntRange(min=1), default=1, show_default=True,
@@ -281,7 +192,7 @@ def scaling(**options):
     if options["confirm_seeds"] > 1 and options["seeds"] > 1:
         raise click.UsageError("--confirm-seeds retrains the best settings with more seeds; "
                                "with --seeds every setting has its seeds already: give one")
-    root, specs, n, base = prepare(options, sizes, True, "scaling")
+    root, specs, n, base = study.prepare(options, sizes, True, "scaling")
     trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
     settings, results = study.aggregate(specs, trials)
     curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
@@ -301,17 +212,17 @@ def scaling(**options):
             g = f.create_group(f"best/{opt}")
             for key, values in c.items():
                 g.create_dataset(key, data=values)
-    study.write_study(os.path.join(root, "scaling.h5"), study_attrs("scaling", options, base, n),
-                      fill)
-    click.echo(f"\nsteps to {target_text(options)} ({options['dataset']}, {options['model']}, "
-               f"best of each search; budget {study.per_batch_text(options, 'budget_epochs')} "
-               "epochs):")
+    study.write_study(os.path.join(root, "scaling.h5"),
+                      study.study_attrs("scaling", options, base, n), fill)
+    click.echo(f"\nsteps to {study.target_text(options)} ({options['dataset']}, "
+               f"{options['model']}, best of each search; budget "
+               f"{study.per_batch_text(options, 'budget_epochs')} epochs):")
     print_table(curves)
-    note = grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
-                                       for opt, c in curves.items()
-                                       for b, i in zip(c["batch_size"], c["trial"])], base)
+    note = study.grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
+                                             for opt, c in curves.items()
+                                             for b, i in zip(c["batch_size"], c["trial"])], base)
     if note:
         click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'scaling.h5')}")
     plot(curves, os.path.join(root, "scaling.png"),
-         f"{options['dataset']} {options['model']}: steps to {target_text(options)}")
+         f"{options['dataset']} {options['model']}: steps to {study.target_text(options)}")

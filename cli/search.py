@@ -32,6 +32,8 @@ import math
 import numpy as np
 
 OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
+# every hyperparameter a study may tune (the columns of its trial table)
+HYPERPARAMETERS = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 # the axes of each optimizer's search, in the order of the sensitivity heat maps (rows, columns)
 AXES = {"sgd": ("lr", "momentum"), "kfac": ("lr", "damping"),
         "trcg": ("radius", "hessian_fraction"), "strcg": ("radius", "hessian_fraction")}

@@ -12,14 +12,14 @@ robustness measure of Ma et al. (AAAI 2020) is the fraction of the grid that rea
 Trials run to the end of the budget (no stop at the target), so the final accuracy is comparable
 across the grid; they are different trials from a scaling study's (which stop at the target).
 
-Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study.py),
+Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study/),
 sensitivity.h5, sensitivity.png (steps-to-target maps) and sensitivity-accuracy.png (final
 accuracy maps), and a table on stdout.
 
 sensitivity.h5::
 
     attrs   command ("sensitivity"), options (JSON), base_batch_size, train_examples, versions
-    trials/ the trial table (cli/study.py write_trials)
+    trials/ the trial table (cli/study/files.py write_trials)
     maps/<optimizer>/  rows, columns: the names of the two axes (attrs); <rows name>,
             <columns name>: their values (lr as at the base batch size, before scaling);
             batch_size (nb,); fraction_reached (nb,); and (nb, R, C) arrays over batch size x
@@ -33,8 +33,8 @@ import click
 import numpy as np
 
 from . import plotting, search, study
-from .common import one_line_errors
-from .scaling import prepare, study_attrs, target_text
+from .common import one_line_errors, table
+from .study import prepare, study_attrs, target_text
 
 MAPS = ("steps_to_target", "epochs_to_target", "final_test_accuracy", "final_train_loss")
 
@@ -77,7 +77,7 @@ def print_table(all_maps, sizes):
                          study.fmt(np.nanmax(acc) if np.isfinite(acc).any() else None, ".4f"),
                          study.fmt(float(np.nanmedian(acc)) if np.isfinite(acc).any() else None,
                                    ".4f")))
-    click.echo(study.table(header, rows))
+    click.echo(table(header, rows))
 
 
 def _norm(values, log):
@@ -139,7 +139,7 @@ def plot(all_maps, grids, sizes, key, path, title, log, fmt, cmap):
 
 
 @click.command("sensitivity", context_settings={"help_option_names": ["-h", "--help"]})
-@study.study_options(click.option("--batch-sizes", callback=study._int_list,
+@study.study_options(click.option("--batch-sizes", callback=study.int_list,
                                   default="64,256,1024", show_default=True,
                                   help="Comma-separated batch sizes."))
 @one_line_errors

@@ -35,7 +35,7 @@ needs_mpi = pytest.mark.skipif(
 def assert_same_params(a, b, rtol):
     """The model arrays of the checkpoints of run folders a and b agree to rtol (relative to
     each array's largest entry; rtol=0: bit for bit)."""
-    from minigrad.cli.runlog import read_checkpoint
+    from minigrad.cli.checkpoint import read_checkpoint
     pa, pb = read_checkpoint(str(a))[0], read_checkpoint(str(b))[0]
     assert pa.keys() == pb.keys()
     for k in pa:

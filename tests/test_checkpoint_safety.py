@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from minigrad.cli import main, study
-from minigrad.cli.runlog import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CheckpointError,
-                                 OldCheckpointError, read_checkpoint, read_run,
-                                 write_checkpoint)
+from minigrad.cli.checkpoint import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CheckpointError,
+                                     OldCheckpointError, read_checkpoint, write_checkpoint)
+from minigrad.cli.runlog import read_run
 from minigrad.cli.scaling import scaling
 from minigrad.nn import models
 

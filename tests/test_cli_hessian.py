@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import plotting
-from minigrad.cli.common import load_run
 from minigrad.cli.hessian import hessian
-from minigrad.cli.train import loss_of, train
+from minigrad.cli.loading import load_run
+from minigrad.cli.train import train
+from minigrad.cli.training.model import loss_of
 
 import minigrad as mg
 from minigrad.curvature import GGNOperator, HessianOperator

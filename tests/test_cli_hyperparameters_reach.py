@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
-from minigrad.cli.runlog import read_checkpoint, read_run
+from minigrad.cli.checkpoint import read_checkpoint
+from minigrad.cli.runlog import read_run
 from minigrad.optim import KFAC, STRCG, TRCG
 
 import minigrad as mg

@@ -8,7 +8,8 @@ For examples n = 1..N with gradients x_n of their own losses (McCandlish et al. 
 import numpy as np
 from click.testing import CliRunner
 from minigrad.cli import main
-from minigrad.cli.runlog import read_checkpoint, read_run
+from minigrad.cli.checkpoint import read_checkpoint
+from minigrad.cli.runlog import read_run
 
 from minigrad import datasets
 

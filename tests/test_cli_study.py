@@ -360,7 +360,7 @@ def test_sensitivity_needs_one_value_of_an_extra_axis(tmp_path):
 
 
 def test_grid_edges_name_the_best_settings_on_an_edge():
-    from minigrad.cli.scaling import grid_edges
+    from minigrad.cli.study import grid_edges
     options = {"search_kind": "grid", "grid_entries": ["sgd.lr=0.1,0.2,0.4"], "lr_scaling": "sqrt"}
     specs = [{"optimizer": "sgd", "batch_size": 256, "lr": 0.4 * 2, "momentum": 0.9},
              {"optimizer": "sgd", "batch_size": 64, "lr": 0.2, "momentum": 0.9}]

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
-from minigrad.cli.runlog import read_checkpoint, read_run
-
-train_module = sys.modules["minigrad.cli.train"]
+from minigrad.cli.checkpoint import read_checkpoint
+from minigrad.cli.runlog import read_run
+from minigrad.cli.training import evaluation, progress
+from minigrad.cli.training import steps as step_module
+from minigrad.cli.training.model import build_model
 
 
 def invoke(*args):
@@ -94,19 +96,19 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
 
 
 def test_ctrl_c_checkpoints_exits_130_and_resumes_exactly(tmp_path, monkeypatch):
-    real = train_module._one_step
+    real = step_module.one_step
 
     def step_then_ctrl_c(name, model, optimizer, xb, yb, step, *rows):
         if step == 12:
             os.kill(os.getpid(), signal.SIGINT)   # deferred: the step finishes first
         return real(name, model, optimizer, xb, yb, step, *rows)
 
-    monkeypatch.setattr(train_module, "_one_step", step_then_ctrl_c)
+    monkeypatch.setattr(step_module, "one_step", step_then_ctrl_c)
     result = invoke("--steps", 30, "--out", tmp_path / "b")
     assert result.exit_code == 130, result.output
     assert "--resume" in result.output
     assert read_run(str(tmp_path / "b"))["attrs"]["steps"] == 13
-    monkeypatch.setattr(train_module, "_one_step", real)
+    monkeypatch.setattr(step_module, "one_step", real)
     ok(invoke("--out", tmp_path / "b", "--resume"))
     ok(invoke("--steps", 30, "--out", tmp_path / "a"))
     pa, pb = params(tmp_path / "a"), params(tmp_path / "b")
@@ -256,16 +258,16 @@ def test_schedule_resumes_exactly(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     args = ("--schedule", "cosine", "--warmup-steps", 3, "--steps", 24, "--checkpoint-every", 10)
     ok(invoke(*args, "--out", a))
-    real = train_module._one_step
+    real = step_module.one_step
     try:
         def stop_at_13(name, model, optimizer, xb, yb, step, *rows):
             if step == 12:
                 os.kill(os.getpid(), signal.SIGINT)
             return real(name, model, optimizer, xb, yb, step, *rows)
-        train_module._one_step = stop_at_13
+        step_module.one_step = stop_at_13
         assert invoke(*args, "--out", b).exit_code == 130
     finally:
-        train_module._one_step = real
+        step_module.one_step = real
     ok(invoke("--out", b, "--resume"))
     ra, rb = read_run(str(a)), read_run(str(b))
     np.testing.assert_array_equal(ra["steps"]["lr"], rb["steps"]["lr"])
@@ -288,7 +290,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path, monkeypatch):
     plain = ok(invoke("--steps", 20, "--eval-every", 10, "--out", tmp_path / "p")).output
     assert "\r" not in plain and "steps 0->20" not in plain
     assert sum(l.startswith("step ") for l in plain.splitlines()) == 2
-    monkeypatch.setattr(train_module, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "stdout_is_terminal", lambda: True)
     shown = ok(invoke("--steps", 20, "--eval-every", 10, "--out", tmp_path / "t")).output
     assert "steps 0->20" in shown and "20/20" in shown
     assert "loss " in shown and "test acc 0." in shown
@@ -415,9 +417,9 @@ def test_target_loss_is_measured_on_the_whole_training_split(tmp_path):
     assert len(split) == 6
     images, labels, _ = minigrad.datasets.load("digits", "train")
     model_state, state = read_checkpoint(str(out))
-    model = train_module.build_model(state["config"], (1, 8, 8), 10)
+    model = build_model(state["config"], (1, 8, 8), 10)
     model.load_state_dict(model_state)
-    loss, _ = train_module.evaluate(model, images.astype(np.float64), labels, True)
+    loss, _ = evaluation.evaluate(model, images.astype(np.float64), labels, True)
     assert split[-1] == pytest.approx(loss, rel=1e-12)
     first = int(np.flatnonzero(split <= 0.8)[0])
     assert run["attrs"]["target_loss_step"] == run["evals"]["step"][first]
@@ -522,5 +524,5 @@ def test_evaluate_leaves_each_modules_mode_as_it_was():
     object.__setattr__(children[0], "training", True)   # a mixed state, as a user may set it
     before = [m.training for m in model.modules()]
     x = np.zeros((3, 1, 8, 8), np.float32)
-    train_module.evaluate(model, x, np.zeros(3, np.int64), flatten=False)
+    evaluation.evaluate(model, x, np.zeros(3, np.int64), flatten=False)
     assert [m.training for m in model.modules()] == before and not first.training

@@ -12,10 +12,11 @@ import time
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import main
-from minigrad.cli.runlog import kept_steps, read_checkpoint, read_run
+from minigrad.cli.checkpoint import kept_steps, read_checkpoint
+from minigrad.cli.runlog import read_run
+from minigrad.cli.training import signals, trainer
+from minigrad.cli.training import steps as step_module
 from support import assert_same_params
-
-train_module = sys.modules["minigrad.cli.train"]
 
 
 def invoke(*args):
@@ -30,21 +31,21 @@ def ok(result):
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
 def test_a_stop_signal_checkpoints_after_the_step_and_resumes_exactly(tmp_path, monkeypatch,
                                                                      signum, code):
-    real = train_module._one_step
+    real = step_module.one_step
 
     def step_then_signal(name, model, optimizer, xb, yb, step, *rows):
         if step == 7:
             os.kill(os.getpid(), signum)   # deferred: the step finishes first
         return real(name, model, optimizer, xb, yb, step, *rows)
 
-    monkeypatch.setattr(train_module, "_one_step", step_then_signal)
+    monkeypatch.setattr(step_module, "one_step", step_then_signal)
     result = invoke("train", "--steps", 20, "--out", tmp_path / "b")
     assert result.exit_code == code, result.output
     line = [x for x in result.output.splitlines() if x.strip()][-1]
     assert line.startswith(f"{signal.Signals(signum).name}: stopped at step 8;") and "--resume" in line
     run = read_run(str(tmp_path / "b"))
     assert run["attrs"]["status"] == "interrupted" and run["attrs"]["steps"] == 8
-    monkeypatch.setattr(train_module, "_one_step", real)
+    monkeypatch.setattr(step_module, "one_step", real)
     ok(invoke("train", "--out", tmp_path / "b", "--resume"))
     ok(invoke("train", "--steps", 20, "--out", tmp_path / "a"))
     assert_same_params(tmp_path / "a", tmp_path / "b", rtol=0)
@@ -67,24 +68,24 @@ class _SignalDuringAgreement:
 
 def test_a_signal_arriving_during_the_agreement_is_agreed_on_after_the_next_step():
     comm = _SignalDuringAgreement()
-    with train_module._DeferredInterrupt() as interrupt:
+    with signals.DeferredInterrupt() as interrupt:
         first = interrupt.agreed(comm)    # this rank sent 0: nobody stops after this step
         second = interrupt.agreed(comm)   # the signal received meanwhile is agreed on now
     assert (first, second) == (0, signal.SIGTERM)
-    assert train_module.agreed_signal(comm, signal.SIGINT) == signal.SIGINT
+    assert signals.agreed_signal(comm, signal.SIGINT) == signal.SIGINT
 
 
 KILLED_AT = 17
 KILL_SCRIPT = textwrap.dedent(f"""
     import os, signal, sys
     from minigrad.cli import main
-    train_module = sys.modules["minigrad.cli.train"]
-    real = train_module._one_step
+    step_module = sys.modules["minigrad.cli.training.steps"]
+    real = step_module.one_step
     def step(name, model, optimizer, xb, yb, step, *rows):
         if step == {KILLED_AT}:
             os.kill(os.getpid(), signal.SIGKILL)   # no handler, no checkpoint: gone
         return real(name, model, optimizer, xb, yb, step, *rows)
-    train_module._one_step = step
+    step_module.one_step = step
     main(sys.argv[1:])
 """)
 
@@ -109,7 +110,7 @@ def test_kill_9_keeps_the_last_evaluation_shows_stale_and_resumes_exactly(tmp_pa
 
 def test_a_live_run_shows_as_running(tmp_path):
     from minigrad.cli.inspect import live_status
-    from minigrad.cli.train import write_process_file
+    from minigrad.cli.training.run_folder import write_process_file
     write_process_file(str(tmp_path))
     assert live_status(str(tmp_path), "running") == "running"   # this very process
     assert live_status(str(tmp_path), "finished") == "finished"
@@ -125,7 +126,7 @@ def test_checkpoints_come_at_evaluations_and_by_wall_time(tmp_path, monkeypatch)
               "--out", tmp_path / "spaced"))
     assert kept_steps(str(tmp_path / "spaced")) == [12]
     clock = iter(range(0, 10_000, 7))   # every step "takes" 7 s of monotonic time
-    monkeypatch.setattr(train_module.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: float(next(clock)))
     ok(invoke("train", "--steps", "12", "--eval-every", "100", "--checkpoint-seconds", "20",
               "--keep-checkpoints", "--out", tmp_path / "timed"))
     steps = kept_steps(str(tmp_path / "timed"))

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minigrad.cli import main, runlog
-from minigrad.cli.common import load_run
-from minigrad.cli.runlog import (CHECKPOINT_FILE, RUN_FILE, WriteError, checkpoint_path,
-                                 read_checkpoint, read_run, write_checkpoint, write_run)
+from minigrad.cli import atomic, main
+from minigrad.cli.atomic import WriteError
+from minigrad.cli.checkpoint import (CHECKPOINT_FILE, checkpoint_path, read_checkpoint,
+                                     write_checkpoint)
+from minigrad.cli.loading import load_run
+from minigrad.cli.runlog import RUN_FILE, read_run, write_run
 
 TRAIN = ["--hidden", "8", "--steps", 12, "--eval-every", 4, "--checkpoint-every", 4]
 
@@ -98,7 +100,7 @@ def fail_at(monkeypatch, where, only=None):
     real_open, real_fsync, real_replace = open, os.fsync, os.replace
     real_mkstemp = tempfile.mkstemp
     if where == "write":
-        monkeypatch.setattr(runlog, "open", lambda path, mode="r", *a, **k: (
+        monkeypatch.setattr(atomic, "open", lambda path, mode="r", *a, **k: (
             FullDisk(real_open(path, mode, *a, **k), 100) if "w" in mode and hit(path)
             else real_open(path, mode, *a, **k)), raising=False)
     elif where == "fsync":
@@ -123,7 +125,7 @@ def fail_at(monkeypatch, where, only=None):
     elif where == "h5py":
         def file(name, *args, **kwargs):
             raise enospc("h5py")
-        monkeypatch.setattr(runlog.h5py, "File", file)
+        monkeypatch.setattr(atomic.h5py, "File", file)
     else:  # pragma: no cover
         raise AssertionError(where)
 
@@ -221,7 +223,7 @@ def failing_nth(monkeypatch, name, n):
             if count["n"] == n:
                 return FullDisk(fh, 10)
         return fh
-    monkeypatch.setattr(runlog, "open", fake_open, raising=False)
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
 
 
 @pytest.mark.parametrize("name, kept_step", [(CHECKPOINT_FILE, 4), (RUN_FILE, 8)])

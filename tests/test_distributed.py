@@ -14,7 +14,8 @@ import pytest
 import minigrad as mg
 from minigrad import datasets, distributed
 from minigrad.cli import parallel
-from minigrad.cli.runlog import read_checkpoint, read_run
+from minigrad.cli.checkpoint import read_checkpoint
+from minigrad.cli.runlog import read_run
 from minigrad.distributed import SingleProcess, pack, unpack
 from minigrad.optim import SGD
 from support import assert_same_params, mpiexec, needs_mpi
@@ -202,15 +203,15 @@ def test_a_scaling_study_runs_distributed(tmp_path):
 CRASH = textwrap.dedent("""
     import sys
     import minigrad.cli
-    train_module = sys.modules["minigrad.cli.train"]
-    real = train_module._one_step
+    step_module = sys.modules["minigrad.cli.training.steps"]
+    real = step_module.one_step
 
     def failing(name, model, optimizer, xb, yb, step, *rows):
         if step == 7:
             raise RuntimeError("injected failure in step 8")
         return real(name, model, optimizer, xb, yb, step, *rows)
 
-    train_module._one_step = failing
+    step_module.one_step = failing
     minigrad.cli.main(sys.argv[1:], prog_name="minigrad")
 """)
 

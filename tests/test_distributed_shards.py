@@ -3,7 +3,7 @@ the global batch only (cli/train.py, datasets.batches, cli/parallel.shard_rows).
 
 "Two ranks give the parameters of one process" (tests/test_distributed.py) cannot see a rank
 that trains on the whole batch: with the shard weight n_r/N it still reduces to the global
-mean. So here every rank records, at every step, what `_one_step` gets and what the model's
+mean. So here every rank records, at every step, what `one_step` gets and what the model's
 forward is actually fed, plus the optimizer's `shard_rows`, and the test checks them against
 the documented split, computed independently:
 
@@ -39,8 +39,8 @@ RECORD = textwrap.dedent("""
     import minigrad.cli
     from minigrad.distributed import get_communicator
 
-    train_module = sys.modules["minigrad.cli.train"]
-    real = train_module._one_step
+    step_module = sys.modules["minigrad.cli.training.steps"]
+    real = step_module.one_step
     records = []
 
     def recording(name, model, optimizer, xb, yb, step, *rows):
@@ -54,7 +54,7 @@ RECORD = textwrap.dedent("""
             records.append((step, np.array(xb, copy=True), np.array(yb, copy=True), fed,
                             tuple(optimizer.shard_rows), float(optimizer.shard_weight)))
 
-    train_module._one_step = recording
+    step_module.one_step = recording
     try:
         minigrad.cli.main(sys.argv[2:], prog_name="minigrad")
     finally:

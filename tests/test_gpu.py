@@ -433,8 +433,8 @@ def test_device_cuda_errors_are_one_line(tmp_path, double):
 # ------------------------------------------------------------------ host synchronizations
 # A host synchronization (float(), .item(), .get(), bool() of a device value ...) stalls the
 # host until the GPU has finished everything queued; per step they must not grow with the
-# model. Measured on the double through the CLI's own step (cli/train.py _one_step, labels on
-# the device as the CLI puts them), for 1 and 4 hidden layers alike:
+# model. Measured on the double through the CLI's own step (cli/training/steps.py one_step,
+# labels on the device as the CLI puts them), for 1 and 4 hidden layers alike:
 #   SGD: 3 = the loss value (logged, checked finite before backward)
 #          + the labels' range check in cross_entropy (device labels go to the host for it)
 #          + the gradients' finiteness check (one flag per parameter, read back together).
@@ -450,7 +450,7 @@ SYNC_BOUNDS = {"sgd": 3, "kfac-empirical": 5, "kfac-true": 6}
 @pytest.mark.parametrize("hidden", [[16], [16, 16, 16, 16]], ids=["1-hidden", "4-hidden"])
 @pytest.mark.parametrize("kind", sorted(SYNC_BOUNDS))
 def test_host_synchronizations_per_training_step_are_bounded(kind, hidden, double):
-    step_of = importlib.import_module("minigrad.cli.train")._one_step
+    step_of = importlib.import_module("minigrad.cli.training.steps").one_step
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((32, 12)).astype(np.float32), rng.integers(0, 5, 32)
     model = models.mlp([12, *hidden, 5], activation="relu", rng=0).to("cuda")

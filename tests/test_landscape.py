@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from minigrad.cli.landscape import landscape
-from minigrad.cli.runlog import read_checkpoint
-from minigrad.cli.train import build_model, train
+from minigrad.cli.checkpoint import read_checkpoint
+from minigrad.cli.train import train
+from minigrad.cli.training.model import build_model
 
 import minigrad as mg
 import minigrad.functional as F

@@ -1,0 +1,43 @@
+"""When a run ends before its last step: its targets are reached (--target-accuracy,
+--target-loss with --stop-at-target), or it is stuck at chance (--diverged-after).
+
+"At chance" is a test accuracy <= 1/C + CHANCE_ACCURACY_MARGIN together with a mean training
+loss >= CHANCE_LOSS_SHARE ln C, C the number of classes (ln C is the loss of predicting 1/C for
+every class): no better than guessing.
+"""
+import math
+
+from .. import runlog
+
+CHANCE_ACCURACY_MARGIN = 0.02
+CHANCE_LOSS_SHARE = 0.99
+
+
+class Diverged(FloatingPointError):
+    """--diverged-after: the run has been at chance for that many evaluations (after a step)."""
+
+
+def at_chance(accuracy, train_loss, classes):
+    """Whether an evaluation is no better than guessing (--diverged-after): test accuracy at most
+    1/C + 0.02 and the mean training loss at least 0.99 ln C (or not finite)."""
+    return (accuracy <= 1.0 / classes + CHANCE_ACCURACY_MARGIN
+            and not train_loss < CHANCE_LOSS_SHARE * math.log(classes))
+
+
+def targets_met(config, target_step, loss_step):
+    """Every given target is reached (False when none is given): the test accuracy target at
+    target_step, the training-loss target at loss_step (None: not yet)."""
+    wanted = [(config.get("target_accuracy"), target_step), (config.get("target_loss"), loss_step)]
+    return any(t is not None for t, _ in wanted) and \
+        all(at is not None for t, at in wanted if t is not None)
+
+
+def finished_before(out, step, total, config, target_step, loss_step):
+    """Whether a resumed run has nothing left to do: it ended as "finished" (run.h5) with
+    `total` steps done, or it stopped at its targets with --stop-at-target."""
+    try:
+        status = runlog.read_run(out)["attrs"].get("status")
+    except (OSError, KeyError, ValueError):
+        return False
+    stopped = bool(config.get("stop_at_target")) and targets_met(config, target_step, loss_step)
+    return status == "finished" and (step >= total or stopped)
