@@ -1,6 +1,6 @@
 """Optional matplotlib figures for the study commands.
 
-matplotlib is the extra `plot` (``pip install "minigrad[plot]"``). Every command writes its HDF5
+matplotlib is the extra `plot` (``pip install matplotlib``). Every command writes its HDF5
 and prints its table first and draws last: without matplotlib `pyplot()` returns None, the
 command says how to get the picture (`hint`) and still succeeds. Figures are drawn with the
 non-interactive Agg backend (no display needed) and saved atomically (temp file + os.replace).
@@ -10,7 +10,7 @@ import tempfile
 
 import click
 
-INSTALL_HINT = 'pip install "minigrad[plot]"'
+INSTALL_HINT = 'pip install matplotlib'
 
 
 def pyplot():
