@@ -1,7 +1,7 @@
 """Every optimizer's hyperparameters, each declared once: its default, the values it may take,
 what it means and where the default comes from.
 
-    from minigrad.optim import KFAC, hyperparameters_of
+    from minigrad.optim import KFAC, defaults_of
     for h in KFAC.hyperparameters:              # the same tuple as hyperparameters_of("kfac")
         print(h.name, h.default, h.bounds(defaults_of("kfac")), h.source)
     KFAC.damping.check("my tool", 0.0)  # ValueError: my tool: damping must be in (0, inf), got 0.0
