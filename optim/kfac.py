@@ -93,7 +93,6 @@ arXiv:1602.01407; Ba, Grosse & Martens 2017 (distributed K-FAC, KL clipping); Ge
 eigen-decomposition-based preconditioner and the update schedule.
 """
 import math
-import numbers
 
 import numpy as np
 
@@ -108,40 +107,18 @@ from .kfac_factors import (damped_kronecker_quadratic, levenberg_marquardt, prec
                            reduction_ratio, sample_categorical)
 from .kfac_layers import find_layers, layer_matrix
 from .kfac_owners import LayerOwners
-from .optimizer import (Optimizer, agreed, all_finite, check_number, check_schedule,
-                        loss_and_outputs)
-
-
-def _check_int(owner, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _choice(name, choices):
-    """A property `name` that is one of `choices`, checked whenever it is set."""
-    def get(self):
-        return getattr(self, "_" + name)
-
-    def set(self, value):
-        if value not in choices:
-            raise ValueError(f"{self.name}: {name} must be {' or '.join(map(repr, choices))}, "
-                             f"got {value!r}")
-        setattr(self, "_" + name, value)
-    return property(get, set)
+from .hyperparameters import KFAC_HYPERPARAMETERS
+from .optimizer import Optimizer, agreed, all_finite, loss_and_outputs
 
 
 class KFAC(Optimizer):
     """K-FAC on the Linear and Conv2d layers of `model`, SGD on its other parameters.
 
-    KFAC(model, lr, damping, momentum=0.9, factor_decay=0.95, cov_update_every=1,
-         inv_update_every=20, kl_clip=1e-3, fisher="true", damping_form="factored",
-         factor_init="batch", weight_decay=0.0, layers=None, rng=None, adaptive_damping=False,
-         adapt_every=5, min_damping=1e-8, max_damping=1e8)
-
     lr and damping: a number or a callable of the step. layers: None for every Linear/Conv2d
     of the model, or a list of them (or their dotted names). rng: int seed or Generator for the
-    sampled labels of fisher="true". See the module docstring for the algorithm.
+    sampled labels of fisher="true". See the module docstring for the algorithm, and
+    optim/hyperparameters.py (KFAC.hyperparameters) for each hyperparameter's meaning, bounds
+    and the source of its default.
 
     A layer's state is self.state[layer.weight] (checkpointed): "A", "G" the running factors
     (step 1); "A_eig", "G_eig" the factors its eigenbasis came from (a resumed run rebuilds the
@@ -151,15 +128,7 @@ class KFAC(Optimizer):
     """
 
     name = "KFAC"
-    hyperparameters = ("damping", "momentum", "factor_decay", "cov_update_every",
-                       "inv_update_every", "kl_clip", "fisher", "damping_form", "factor_init",
-                       "weight_decay", "adaptive_damping", "adapt_every", "min_damping", "max_damping")
-    bounds = {"lr": dict(low=0), "damping": dict(low=0, low_open=True),
-              "momentum": dict(low=0, high=1, high_open=True),
-              "factor_decay": dict(low=0, high=1, high_open=True), "cov_update_every": dict(low=1),
-              "inv_update_every": dict(low=1), "kl_clip": dict(low=0, low_open=True),
-              "weight_decay": dict(low=0), "adapt_every": dict(low=1),
-              "min_damping": dict(low=0, low_open=True), "max_damping": dict(low=0, low_open=True)}
+    hyperparameters = KFAC_HYPERPARAMETERS
 
     def __init__(self, model, lr, damping, momentum=0.9, factor_decay=0.95, cov_update_every=1,
                  inv_update_every=20, kl_clip=1e-3, fisher="true", damping_form="factored",
@@ -168,23 +137,22 @@ class KFAC(Optimizer):
         super().__init__([p for p in model.parameters() if p.requires_grad])
         self.lr = lr
         self.damping = damping
-        self.adaptive_damping = bool(adaptive_damping)
-        self.adapt_every = _check_int(self.name, "adapt_every", adapt_every, 1)
-        self.min_damping = check_number(self.name, "min_damping", min_damping, low=0, low_open=True)
-        self.max_damping = check_number(self.name, "max_damping", max_damping, low=self.min_damping)
-        if self.adaptive_damping and callable(self.damping):
-            raise ValueError(f"{self.name}: adaptive_damping adapts a number; damping must not be "
-                             f"a schedule, got {damping!r}")
-        self.momentum = check_number(self.name, "momentum", momentum, low=0, high=1, high_open=True)
-        self.factor_decay = check_number(self.name, "factor_decay", factor_decay, low=0, high=1,
-                                         high_open=True)
-        self.cov_update_every = _check_int(self.name, "cov_update_every", cov_update_every, 1)
-        self.inv_update_every = _check_int(self.name, "inv_update_every", inv_update_every, 1)
+        self.momentum = momentum
+        self.factor_decay = factor_decay
+        self.cov_update_every = cov_update_every
+        self.inv_update_every = inv_update_every
         self.kl_clip = kl_clip
         self.fisher = fisher
         self.damping_form = damping_form
         self.factor_init = factor_init
-        self.weight_decay = check_number(self.name, "weight_decay", weight_decay, low=0)
+        self.weight_decay = weight_decay
+        self.adaptive_damping = adaptive_damping
+        self.adapt_every = adapt_every
+        self.min_damping = min_damping
+        self.max_damping = max_damping
+        if self.adaptive_damping and callable(self.damping):
+            raise ValueError(f"{self.name}: adaptive_damping adapts a number; damping must not be "
+                             f"a schedule, got {damping!r}")
         # rng=None: a Generator of our own seeded from minigrad's global one (manual_seed makes
         # it reproducible; loading a checkpoint then never touches the global Generator)
         self.rng = generator(rng) if rng is not None else \
@@ -195,28 +163,6 @@ class KFAC(Optimizer):
         self._eigen = {}
         self._capture = capture(model, [layer.module for layer in self.layers])
         self._stats = self._capture.__enter__()
-
-    # -- hyperparameters ---------------------------------------------------------------------
-    @property
-    def damping(self):
-        return self._damping
-
-    @damping.setter
-    def damping(self, value):
-        self._damping = check_schedule(self.name, "damping", value, low=0, low_open=True)
-
-    @property
-    def kl_clip(self):
-        return self._kl_clip
-
-    @kl_clip.setter
-    def kl_clip(self, value):
-        self._kl_clip = None if value is None else check_number(self.name, "kl_clip", value, low=0,
-                                                               low_open=True)
-
-    fisher = _choice("fisher", ("true", "empirical"))
-    damping_form = _choice("damping_form", ("factored", "eigen"))
-    factor_init = _choice("factor_init", ("batch", "identity"))
 
     # -- the statistics' lifetime, data parallelism --------------------------------------------
     def zero_grad(self):

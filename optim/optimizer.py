@@ -12,10 +12,11 @@ A closure is `closure(indices=None) -> loss`: it recomputes the MEAN loss on the
 with the graph (grad mode on), or, given row indices into the batch, on that subset only
 (sub-sampled curvature). Second-order methods call it again at trial points.
 
-Hyperparameters are validated at construction (a ValueError names the parameter and the
-value). `lr` is settable (schedules change it) and may be a number or a callable of the step
-number. A non-finite loss or gradient never reaches the parameters: the step raises
-FloatingPointError naming the step and the quantity, and the parameters stay as they were.
+Hyperparameters are declared in optim/hyperparameters.py (default, bounds, source) and checked
+whenever they are set (a ValueError names the optimizer, the hyperparameter and the value). `lr`
+is settable (schedules change it) and may be a number or a callable of the step number. A
+non-finite loss or gradient never reaches the parameters: the step raises FloatingPointError
+naming the step and the quantity, and the parameters stay as they were.
 `state_dict()` / `load_state_dict()` hold everything needed to resume bit for bit.
 
 Data parallelism (minigrad.distributed): `opt.distribute(comm)` makes every rank's optimizer
@@ -26,32 +27,11 @@ global mean's gradient (or factor, or curvature product), exactly what one proce
 on the whole batch, whatever the split (a short last batch may leave a rank with n_r = 0).
 With one process these are no-ops and nothing is reduced.
 """
-import numbers
-
 import numpy as np
 
 from minigrad.backend import to_device, xp_of
 
-
-def check_number(owner, name, value, low=None, high=None, low_open=False, high_open=False):
-    """`value` as a float inside the given bounds, or a ValueError naming `owner` and `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
-    bad = (low is not None and (value < low or (low_open and value == low))) or \
-          (high is not None and (value > high or (high_open and value == high)))
-    if bad:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise ValueError(f"{owner}: {name} must be in {span}, got {value!r}")
-    return float(value)
-
-
-def check_schedule(owner, name, value, **bounds):
-    """A number (checked) or a callable of the step (checked when it is evaluated)."""
-    if callable(value):
-        return value
-    return check_number(owner, name, value, **bounds)
+from .hyperparameters import check_number
 
 
 def agreed(error):
@@ -81,8 +61,14 @@ class Optimizer:
     """Base class: parameters, step counter, per-parameter state, `info`, checkpointing."""
 
     name = "Optimizer"
-    hyperparameters = ()   # names of the attributes state_dict saves
-    bounds = {"lr": dict(low=0)}  # check_number bounds, checked again when a checkpoint is loaded
+    hyperparameters = ()   # a subclass's declarations (optim/hyperparameters.py), in order
+
+    def __init_subclass__(cls, **kwargs):
+        """Each declared hyperparameter becomes an attribute of the class that checks every value
+        set (`SGD.momentum` is the declaration, `opt.momentum` the value)."""
+        super().__init_subclass__(**kwargs)
+        for declaration in cls.hyperparameters:
+            setattr(cls, declaration.name, declaration)
 
     def __init__(self, params):
         params = list(params)
@@ -138,19 +124,13 @@ class Optimizer:
 
     # -- hyperparameters -----------------------------------------------------------------
     def value(self, name):
-        """A hyperparameter's value at the current step (schedules are callables of the step)."""
+        """A hyperparameter's value at the current step (schedules are callables of the step,
+        their values checked against the hyperparameter's bounds)."""
         v = getattr(self, name)
         if callable(v):
-            v = check_number(self.name, f"{name}({self.steps})", v(self.steps), low=0)
+            bounds = getattr(type(self), name).bounds(self)
+            v = check_number(self.name, f"{name}({self.steps})", v(self.steps), **bounds)
         return v
-
-    @property
-    def lr(self):
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = check_schedule(self.name, "lr", value, low=0)
 
     # -- the loop ------------------------------------------------------------------------
     def zero_grad(self):
@@ -197,11 +177,8 @@ class Optimizer:
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self):
         """Host copies of the step count, hyperparameters and per-parameter state."""
-        hyper = {}
-        for name in (("lr",) if hasattr(self, "_lr") else ()) + tuple(self.hyperparameters):
-            v = getattr(self, name)
-            if not callable(v):
-                hyper[name] = v
+        hyper = {h.name: getattr(self, h.name) for h in self.hyperparameters
+                 if not callable(getattr(self, h.name))}   # a schedule is the caller's to rebuild
         state = [{k: (np.array(to_device(v, "cpu"), copy=True) if hasattr(v, "shape") else v)
                   for k, v in s.items()} for s in self.state]
         return {"name": self.name, "steps": self.steps, "hyperparameters": hyper, "state": state}
@@ -212,13 +189,27 @@ class Optimizer:
         if len(saved["state"]) != len(self.params):
             raise ValueError(f"{self.name}.load_state_dict: the state has {len(saved['state'])} "
                              f"parameters, this optimizer {len(self.params)}")
-        for name, v in saved["hyperparameters"].items():
-            if name in self.bounds and v is not None and not isinstance(v, (bool, str)):
-                check_number(f"{self.name}.load_state_dict", name, v, **self.bounds[name])
-        for name, v in saved["hyperparameters"].items():
-            setattr(self, name, v)
+        self._load_hyperparameters(saved["hyperparameters"])
         self.steps = int(saved["steps"])
         self.state = []
         for p, s in zip(self.params, saved["state"]):
             self.state.append({k: (to_device(np.array(v, copy=True), p.device) if hasattr(v, "shape") else v)
                                for k, v in s.items()})
+
+    def _load_hyperparameters(self, saved):
+        """Check every saved value against its declaration (a bound naming another hyperparameter
+        against the saved one), all before setting any, so that a refused checkpoint changes
+        nothing; then set them in the declarations' order (a bound's hyperparameter first)."""
+        owner = f"{self.name}.load_state_dict"
+        unknown = set(saved) - {h.name for h in self.hyperparameters}
+        if unknown:
+            raise ValueError(f"{owner}: the state has hyperparameters {self.name} does not have: "
+                             f"{sorted(unknown)}")
+        given = {h.name: getattr(self, h.name) for h in self.hyperparameters}
+        given.update(saved)
+        for h in self.hyperparameters:
+            if h.name in saved:
+                h.check(owner, saved[h.name], given)
+        for h in self.hyperparameters:
+            if h.name in saved:
+                setattr(self, h.name, saved[h.name])

@@ -4,7 +4,7 @@ Pass one as `lr=` to an optimizer, or set `opt.lr = schedule(step)` yourself.
 """
 import math
 
-from .optimizer import check_number
+from .hyperparameters import check_number
 
 
 def _whole(owner, name, value, low):

@@ -10,25 +10,27 @@ The usual framework semantics, so that a trajectory matches the reference step f
 """
 from minigrad import enable_grad
 
-from .optimizer import Optimizer, check_number, loss_and_outputs
+from .hyperparameters import SGD_HYPERPARAMETERS
+from .optimizer import Optimizer, loss_and_outputs
 
 
 class SGD(Optimizer):
+    """SGD on `params`; the hyperparameters' meaning, bounds and the sources of their defaults
+    are declared in optim/hyperparameters.py (SGD.hyperparameters)."""
+
     name = "SGD"
-    hyperparameters = ("momentum", "nesterov", "weight_decay", "dampening")
-    bounds = {"lr": dict(low=0), "momentum": dict(low=0, high=1, high_open=True),
-              "weight_decay": dict(low=0), "dampening": dict(low=0, high=1)}
+    hyperparameters = SGD_HYPERPARAMETERS
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         super().__init__(params)
         self.lr = lr
-        self.momentum = check_number(self.name, "momentum", momentum, low=0, high=1, high_open=True)
-        self.weight_decay = check_number(self.name, "weight_decay", weight_decay, low=0)
-        self.dampening = check_number(self.name, "dampening", dampening, low=0, high=1)
-        if nesterov and (self.momentum == 0 or self.dampening != 0):
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.dampening = dampening
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError(f"{self.name}: nesterov needs momentum > 0 and dampening = 0, got "
                              f"momentum={momentum}, dampening={dampening}")
-        self.nesterov = bool(nesterov)
 
     def step(self, closure=None):
         """One update from the parameters' .grad (or from closure(): loss, then its backward)."""

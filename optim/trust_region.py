@@ -31,18 +31,19 @@ unchanged. Near a minimum both reductions fall to the rounding level of f, where
 noise: when the predicted reduction is below 100 eps max(1, |f|) and the actual one is not
 below minus that, the step is taken and the radius kept (info rho still reports the ratio).
 
-Defaults (radius 5, max_radius 20, hessian_fraction 0.05, cg_max_iters 250, cg_tol 1e-9,
-reject_below 1e-4, expand_above 0.8) follow Xu, Roosta & Mahoney's experiments. The update has the
-shape of the papers' Algorithm 1 (accept when rho >= eta, shrink by a constant factor on
-rejection, enlarge on very successful steps); the exact constants of the authors' experiments
-were not checked against their code. After a rejection the papers start a new iteration at
-the same point with a smaller radius (drawing a new Hessian sample); here the re-solve stays
-inside the same step and re-uses g and the same sample, which saves a gradient evaluation.
-CG's relative-residual tolerance is floored at 10 eps of the dtype (no effect in float64).
+The defaults (optim/hyperparameters.py, TRCG.hyperparameters) are those of the authors' released
+MATLAB code (subsampled_tr_cg.m): radius 5, max_radius 20, hessian_fraction 0.05,
+cg_max_iters 250, cg_tol 1e-9, reject_below (eta2) 1e-4, expand_above (eta1) 0.8, and the radius
+factors 1/2, 1.2 and 2 of the update rule below. After a rejection the papers' Algorithm 1 starts
+a new iteration at the same point with a smaller radius (drawing a new Hessian sample); here,
+as in their code, the re-solve stays inside the same step and re-uses g and the same sample,
+which saves a gradient evaluation (their code retries without a limit, here max_retries). Their
+code starts CG from a random point of norm 0.99 radius; here CG starts from 0 (Steihaug's
+choice). CG's relative-residual tolerance is floored at 10 eps of the dtype (no effect in
+float64).
 """
 import copy
 import math
-import numbers
 
 import numpy as np
 
@@ -51,19 +52,13 @@ from minigrad.backend import xp_of
 from minigrad.curvature import GGNOperator, HessianOperator
 from minigrad.function import enable_grad
 
-from .optimizer import Optimizer, agreed, check_number, loss_and_outputs
+from .hyperparameters import STRCG_HYPERPARAMETERS, TRCG_HYPERPARAMETERS, check_int
+from .optimizer import Optimizer, agreed, loss_and_outputs
 from .steihaug import steihaug_cg
 from .trust_region_rows import CurvatureProduct, curvature_rows
 
-CURVATURES = ("hessian", "ggn")
-SHRINK, ENLARGE, ENLARGE_MORE = 0.5, 1.2, 2.0
+SHRINK, ENLARGE, ENLARGE_MORE = 0.5, 1.2, 2.0   # the authors' code: 1/gamma1, gamma2, gamma1
 ROUNDING = 100   # reductions below ROUNDING * eps * max(1, |f|) are rounding noise
-
-
-def _check_int(owner, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _value(loss):
@@ -97,36 +92,25 @@ class TRCG(Optimizer):
     """
 
     name = "TRCG"
-    hyperparameters = ("radius", "max_radius", "hessian_fraction", "cg_max_iters", "cg_tol",
-                       "curvature", "reject_below", "expand_above", "max_retries")
-    bounds = {"radius": dict(low=0, low_open=True), "max_radius": dict(low=0, low_open=True),
-              "hessian_fraction": dict(low=0, low_open=True, high=1), "cg_max_iters": dict(low=1),
-              "cg_tol": dict(low=0), "reject_below": dict(low=0, high=1, high_open=True),
-              "expand_above": dict(low=0, low_open=True), "max_retries": dict(low=0)}
+    hyperparameters = TRCG_HYPERPARAMETERS
 
     def __init__(self, params, radius=5.0, max_radius=20.0, hessian_fraction=0.05,
                  cg_max_iters=250, cg_tol=1e-9, curvature="hessian", reject_below=1e-4,
                  expand_above=0.8, max_retries=10, seed=0):
         super().__init__(params)
-        owner = self.name
-        self.radius = check_number(owner, "radius", radius, low=0, low_open=True)
-        self.max_radius = check_number(owner, "max_radius", max_radius, low=self.radius)
-        self.hessian_fraction = check_number(owner, "hessian_fraction", hessian_fraction,
-                                             low=0, low_open=True, high=1)
-        self.cg_max_iters = _check_int(owner, "cg_max_iters", cg_max_iters, 1)
-        self.cg_tol = check_number(owner, "cg_tol", cg_tol, low=0)
-        if curvature not in CURVATURES:
-            raise ValueError(f"{owner}: curvature must be one of {CURVATURES}, got {curvature!r}")
+        self.radius = radius
+        self.max_radius = max_radius
+        self.hessian_fraction = hessian_fraction
+        self.cg_max_iters = cg_max_iters
+        self.cg_tol = cg_tol
         self.curvature = curvature
-        self.reject_below = check_number(owner, "reject_below", reject_below, low=0, high=1,
-                                         high_open=True)
-        self.expand_above = check_number(owner, "expand_above", expand_above,
-                                         low=self.reject_below, low_open=True)
-        self.max_retries = _check_int(owner, "max_retries", max_retries, 0)
+        self.reject_below = reject_below
+        self.expand_above = expand_above
+        self.max_retries = max_retries
         if isinstance(seed, np.random.Generator):
             self.rng = seed
         else:
-            self.rng = np.random.default_rng(_check_int(owner, "seed", seed, 0))
+            self.rng = np.random.default_rng(check_int(self.name, "seed", seed, low=0))
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, closure, batch_size=None, rows=None):
@@ -174,7 +158,7 @@ class TRCG(Optimizer):
             raise ValueError(f"{self.name}.step needs a closure (it evaluates the loss again at "
                              "trial points)")
         if batch_size is not None:
-            batch_size = _check_int(f"{self.name}.step", "batch_size", batch_size, 1)
+            batch_size = check_int(f"{self.name}.step", "batch_size", batch_size, low=1)
         if self.distributed and (batch_size is None or rows is None):
             raise ValueError(f"{self.name}.step: distributed, the step needs batch_size (the "
                              "global batch size) and rows (this rank's rows of it)")
@@ -300,10 +284,9 @@ class TRCG(Optimizer):
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self):
         """Step count, hyperparameters (the current radius among them) and the Generator's state."""
-        return {"name": self.name, "steps": self.steps,
-                "hyperparameters": {k: getattr(self, k) for k in self.hyperparameters},
-                "state": [{} for _ in self.params],
-                "rng": copy.deepcopy(self.rng.bit_generator.state)}
+        saved = super().state_dict()
+        saved["rng"] = copy.deepcopy(self.rng.bit_generator.state)
+        return saved
 
     def load_state_dict(self, saved):
         if saved.get("name") != self.name:
@@ -333,6 +316,7 @@ class STRCG(TRCG):
     """
 
     name = "STRCG"
+    hyperparameters = STRCG_HYPERPARAMETERS
 
     def __init__(self, params, radius=5.0, max_radius=20.0, hessian_fraction=0.05,
                  cg_max_iters=250, cg_tol=1e-9, curvature="hessian", reject_below=1e-4,
