@@ -61,6 +61,7 @@ TESTS = [
      ["tests/test_nn.py", "tests/test_models.py", "tests/test_conv_pool.py",
       "tests/test_capture.py", "tests/test_landscape.py"]),
     ("cli/train.py", ["tests/test_cli_train.py"], None),
+    ("cli/training/*.py", ["tests/test_cli_train.py", "tests/test_cli_train_faults.py"], None),
     ("cli/hessian.py", ["tests/test_cli_hessian.py"], None),
     ("cli/inspect.py", ["tests/test_cli_inspect.py"], None),
     ("cli/plot*.py", ["tests/test_cli_plot.py"], None),
@@ -73,14 +74,17 @@ TESTS = [
 # --- the hot spots: some functions only, and tests chosen for them -------------------------------
 HOTSPOTS = {
     "hot-train-optimizer": {
-        "functions": {"cli/train.py": ["build_optimizer"]},
+        "functions": {"cli/training/optimizers.py": ["build_optimizer"]},
         "tests": ["tests/test_cli_hyperparameters_reach.py"],
         "confirm": ["tests/test_cli_hyperparameters_reach.py", "tests/test_cli_train.py",
                     "tests/test_optim_training.py"],
     },
     "hot-kfac-update": {
-        "functions": {"optim/kfac.py": ["KFAC._step", "KFAC._batch_factors",
-                                        "KFAC._precondition_all", "KFAC._grad_matrix"],
+        "functions": {"optim/kfac.py": ["KFAC._step", "KFAC._running_factors",
+                                        "KFAC._batch_factors", "KFAC._refresh_due",
+                                        "KFAC._refresh_eigenbases", "KFAC._precondition_all",
+                                        "KFAC._grad_matrix", "KFAC._kl_clip_factor",
+                                        "KFAC._commit", "KFAC._apply"],
                       "optim/kfac_factors.py": ["precondition"]},
         "tests": ["tests/test_kfac.py", "tests/test_kfac_dense_steps.py",
                   "tests/test_kfac_schedule_edges.py"],
@@ -88,7 +92,7 @@ HOTSPOTS = {
         + TESTS[0][2],
     },
     "hot-study-best-and-maps": {
-        "functions": {"cli/study.py": ["best_index", "aggregate", "trial_result"],
+        "functions": {"cli/study/results.py": ["best_index", "aggregate", "trial_result"],
                       "cli/sensitivity.py": ["maps"]},
         "tests": ["tests/test_cli_study_values.py"],
         "confirm": ["tests/test_cli_study_values.py", "tests/test_cli_study.py",
