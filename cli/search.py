@@ -12,9 +12,9 @@ pair):
                 hessian_fraction {0.1}                    hessian_fraction [0.02, 0.5]
 
 (GRIDS and RANGES below; the sgd and kfac grids are centred on `minigrad train`'s defaults, its
-preset CLI_PRESET, the trust-region grid on radius 1 and hessian_fraction 0.1, train's defaults
-before they became the library's 5 and 0.05). Values of `lr`
-are the learning rates at the base batch size B0 and are multiplied, at batch size B, by
+CLI_PRESET; the trust-region grid on radius 1 and hessian_fraction 0.1, train's defaults before
+they became the library's 5 and 0.05). Values of `lr` are the learning rates at the base batch
+size B0 and are multiplied, at batch size B, by
 
     linear: B / B0   (Goyal et al. 2017)      sqrt: sqrt(B / B0)  (Krizhevsky 2014; Hoffer et
     none:   1                                                       al. 2017)

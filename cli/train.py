@@ -255,8 +255,8 @@ def _resumed_config(out, options, given):
 
 def _new_config(out, options, overwrite, given):
     """The configuration of a new run in `out`: the options, with the defaults of the optimizer
-    (cli/training/hyperparameters.py), the epochs and the schedule filled in; an option that does not apply to the
-    model or the optimizer is a usage error."""
+    (cli/training/hyperparameters.py), the epochs and the schedule filled in; an option that
+    does not apply to the model or the optimizer is a usage error."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         if not overwrite:
             raise click.UsageError(f"run folder {out!r} exists; pass --resume to continue it or "

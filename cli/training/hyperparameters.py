@@ -52,14 +52,15 @@ CLI_PRESET = {
         "momentum": Preset(0.9, "momentum SGD as trained by He et al. 2016 and Goyal et al. "
                                 "2017")},
     "kfac": {
-        "lr": Preset(0.05, "tuned on digits: the best K-FAC setting at batch 32 in "
-                           "docs/scaling.md, the centre of the study's kfac grid"),
+        "lr": Preset(0.05, "tuned on digits with the empirical Fisher: the best K-FAC setting at "
+                           "batch 32 in docs/scaling.md, the centre of the study's kfac grid"),
         "damping": Preset(1e-2, "tuned on digits, as the lr: the best at batch 32 to 128 in "
                                 "docs/scaling.md")},
 }
+# defaults for --model autoencoder, which has no class labels to sample
 AUTOENCODER = {"kfac": {"fisher": "empirical"}}
-OFF = 0.0
-CLI_NARROWED = {"lr": {"low_open": True}}
+OFF = 0.0   # an optional hyperparameter's None (off) on the command line and in TOML
+CLI_NARROWED = {"lr": {"low_open": True}}   # bounds stricter than the library's
 
 # What a run written before an option existed was trained with: its configuration lacks the
 # option (or holds None), and a resume must train on with these values. History, not
