@@ -226,12 +226,14 @@ def test_the_trust_radius_comes_from_the_checkpoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------- studies
+STUDY = {"dataset": "digits", "model": "mlp", "hidden": [8], "seed": 0, "dtype": "float32",
+         "budget_epochs": 1, "eval_every": None, "evals_per_epoch": 1, "target_accuracy": 0.9,
+         "target_loss": None}
+
+
 def test_a_trial_spec_holds_its_optimizer_defaults_and_the_tables_do_not(tmp_path):
-    options = {"dataset": "digits", "model": "mlp", "hidden": [8], "seed": 0,
-               "dtype": "float32", "budget_epochs": 1, "eval_every": None, "evals_per_epoch": 1,
-               "target_accuracy": 0.9, "target_loss": None}
     point = {"lr": 0.05, "damping": 0.1}
-    spec = specs.trial_spec(options, "kfac", 64, point, 23, True, {"factor_init": "identity"})
+    spec = specs.trial_spec(STUDY, "kfac", 64, point, 23, True, {"factor_init": "identity"})
     defaults = spec[trials.OPTIMIZER_DEFAULTS]
     assert defaults == {name: cli_hyper.default("kfac", name)
                         for name in cli_hyper.OPTIONS["kfac"]
@@ -241,3 +243,11 @@ def test_a_trial_spec_holds_its_optimizer_defaults_and_the_tables_do_not(tmp_pat
     assert args[args.index("--fisher") + 1] == "true" and "--kl-clip" in args
     from minigrad.cli.study import describe
     assert describe(spec).split()[2:] == ["lr=0.05", "damping=0.1"]
+
+
+def test_a_trial_whose_point_gives_every_option_keeps_its_hash():
+    for optimizer in ("sgd", "trcg", "strcg"):
+        point = search.points(optimizer, 64, 64)[0]
+        spec = specs.trial_spec(STUDY, optimizer, 64, point, 23, True)
+        assert trials.OPTIMIZER_DEFAULTS not in spec and set(point) == \
+            set(cli_hyper.OPTIONS[optimizer])

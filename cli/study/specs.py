@@ -64,7 +64,8 @@ def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_t
     defaults of the optimizer's other options (cli/training/hyperparameters.py), so that a spec
     (and the hash that names its folder) says every value the trial trains with and a trial
     trained under other defaults is not reused; the tables show the point and the fixed
-    options only, as before."""
+    options only, as before. A spec whose point and fixed options give every option has no
+    OPTIMIZER_DEFAULTS: its hash is what it was before the key existed."""
     eval_every = per_batch(options, "eval_every", batch_size) if options.get("eval_every") else \
         max(1, math.ceil(steps_per_epoch / options["evals_per_epoch"]))
     spec = {"dataset": options["dataset"], "model": options["model"],
@@ -77,6 +78,8 @@ def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_t
                                                        or options["target_loss"] is not None))}
     spec.update(fixed or {})
     spec.update(point)
-    spec[OPTIMIZER_DEFAULTS] = {name: value for name, value in
-                                defaults(optimizer, options["model"]).items() if name not in spec}
+    others = {name: value for name, value in defaults(optimizer, options["model"]).items()
+              if name not in spec}
+    if others:   # none where the point and the fixed options give them all (sgd, trcg, strcg)
+        spec[OPTIMIZER_DEFAULTS] = others
     return spec
