@@ -11,8 +11,10 @@ pair):
     trcg/strcg  radius {0.1, 1, 10},                      radius [0.01, 20] log,
                 hessian_fraction {0.1}                    hessian_fraction [0.02, 0.5]
 
-(GRIDS and RANGES below; the grids are centred on `minigrad train`'s defaults). Values of `lr`
-are the learning rates at the base batch size B0 and are multiplied, at batch size B, by
+(GRIDS and RANGES below; the sgd and kfac grids are centred on `minigrad train`'s defaults, its
+CLI_PRESET; the trust-region grid on radius 1 and hessian_fraction 0.1, train's defaults before
+they became the library's 5 and 0.05). Values of `lr` are the learning rates at the base batch
+size B0 and are multiplied, at batch size B, by
 
     linear: B / B0   (Goyal et al. 2017)      sqrt: sqrt(B / B0)  (Krizhevsky 2014; Hoffer et
     none:   1                                                       al. 2017)
@@ -29,7 +31,10 @@ do not depend on the order they run in, or on the other batch sizes.
 import itertools
 import math
 
+import click
 import numpy as np
+
+from .training.hyperparameters import check_value, option_type
 
 OPTIMIZERS = ("sgd", "kfac", "trcg", "strcg")
 # every hyperparameter a study may tune (the columns of its trial table)
@@ -59,11 +64,8 @@ RANGES = {
     "trcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
     "strcg": {"radius": (0.01, 20.0, True), "hessian_fraction": (0.02, 0.5, False)},
 }
-# (test, interval as text): the values `minigrad train` accepts
-LIMITS = {"lr": (lambda v: v > 0, "(0, inf)"), "momentum": (lambda v: 0 <= v < 1, "[0, 1)"),
-          "damping": (lambda v: v > 0, "(0, inf)"), "radius": (lambda v: v > 0, "(0, inf)"),
-          "hessian_fraction": (lambda v: 0 < v <= 1, "(0, 1]"),
-          "kl_clip": (lambda v: v >= 0, "[0, inf) (0: off)")}
+# the values --grid accepts: `minigrad train`'s option types, from the declarations
+LIMITS = {name: option_type(name) for name in HYPERPARAMETERS}
 SCALING_RULES = ("linear", "sqrt", "none")
 SEARCHES = ("grid", "random")
 
@@ -92,11 +94,12 @@ def parse_grid(entries):
             values = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--grid {entry!r}: values must be numbers") from None
-        ok, interval = LIMITS[name]
-        bad = [v for v in values if not (math.isfinite(v) and ok(v))]
-        if not values or bad:
-            raise ValueError(f"--grid {entry!r}: {name} must be in {interval}, got "
-                             f"{bad or 'no values'}")
+        if not values:
+            raise ValueError(f"--grid {entry!r}: no values")
+        try:
+            values = [check_value(name, v, LIMITS[name]) for v in values]
+        except click.BadParameter as e:   # the message the command line gives
+            raise ValueError(f"--grid {entry!r}: {e.format_message()}") from None
         out.setdefault(opt, {})[name] = sorted(set(values))
     return out
 

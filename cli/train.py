@@ -31,8 +31,10 @@ from minigrad.backend import GPU_INSTALL_HINT
 from . import parallel
 from .checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .common import one_line_errors, parse_hidden
-from .training.config import (APPLIES, CHANGEABLE_ON_RESUME, DATASETS, DEFAULT_EPOCHS, DEFAULTS,
-                              MODELS, OPTIMIZERS, SCHEDULES, STRUCTURAL)
+from .training.config import (APPLIES, CHANGEABLE_ON_RESUME, DATASETS, DEFAULT_EPOCHS, MODELS,
+                              OPTIMIZERS, SCHEDULES, STRUCTURAL)
+from .training.hyperparameters import default as option_default
+from .training.hyperparameters import hyperparameter_options, run_values
 from .training.run_folder import check_writable
 from .training.session import run
 from .training.trainer import DEFAULT_CHECKPOINT_SECONDS, EVAL_CHECKPOINT_SPACING
@@ -113,37 +115,7 @@ def read_config_file(ctx, path):
               help=f"Epochs to train (default {DEFAULT_EPOCHS} unless --steps is given).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Total optimizer steps (instead of --epochs); with --resume, the new total.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Learning rate (sgd 0.1, kfac 0.05).")
-@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
-              help="Momentum (sgd, kfac; default 0.9).")
-@click.option("--damping", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="K-FAC damping (default 0.01).")
-@click.option("--fisher", type=click.Choice(("empirical", "true")), default=None,
-              help="K-FAC's curvature: the empirical Fisher (the batch's own labels; default) or "
-                   "the true Fisher (labels sampled from the model's predictions, one extra "
-                   "backward pass on factor-update steps).")
-@click.option("--cov-update-every", type=click.IntRange(min=1), default=None,
-              help="K-FAC: update the factors every N steps (default 1).")
-@click.option("--inv-update-every", type=click.IntRange(min=1), default=None,
-              help="K-FAC: recompute the eigenbases every N steps (default 20).")
-@click.option("--kl-clip", type=click.FloatRange(min=0), default=None,
-              help="K-FAC KL clipping: the update v = (F + damping)^-1 g (F the Kronecker "
-                   "factored curvature, damped as --damping-form says) is scaled by "
-                   "nu = min(1, sqrt(C / (lr^2 g^T v))), so that lr^2 g^T (nu v) <= C (default "
-                   "0.001; 0 turns it off). While it is active the lr has no effect.")
-@click.option("--damping-form", type=click.Choice(("factored", "eigen")), default=None,
-              help="K-FAC damping: factored, (G + sqrt(damping)/pi I) (x) (A + pi sqrt(damping) I) "
-                   "(Martens & Grosse, the default); eigen, G (x) A + damping I exactly (in the "
-                   "Kronecker eigenbasis).")
-@click.option("--factor-init", type=click.Choice(("batch", "identity")), default=None,
-              help="K-FAC's factors before their running average: batch, the first batch's "
-                   "factors (the default); identity, A = G = I, averaged with decay 0.95 from "
-                   "there (the early steps are then close to SGD's).")
-@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Initial trust radius (trcg, strcg; default 1.0).")
-@click.option("--hessian-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="Share of the batch used for curvature (trcg, strcg; default 0.1).")
+@hyperparameter_options
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="Learning-rate schedule of sgd and kfac over the run's steps (default constant; "
                    "step: x0.1 after each third).")
@@ -265,10 +237,11 @@ def _resumed_config(out, options, given):
                                f"({CHECKPOINT_FILE} not found)")
     saved = read_checkpoint(out)
     old = saved[1]["config"]
+    trained = dict(old, **run_values(old))   # LEGACY_VALUES for options newer than the run
     for key in STRUCTURAL:
-        if given(key) and options[key] != old.get(key, options[key]):
+        if given(key) and options[key] != trained.get(key, options[key]):
             raise click.UsageError(f"--resume: --{key.replace('_', '-')} {options[key]!r} differs "
-                                   f"from the run's {old[key]!r}; it cannot change on resume")
+                                   f"from the run's {trained[key]!r}; it cannot change on resume")
     config = dict(old)
     for key in CHANGEABLE_ON_RESUME:
         if given(key):
@@ -282,8 +255,8 @@ def _resumed_config(out, options, given):
 
 def _new_config(out, options, overwrite, given):
     """The configuration of a new run in `out`: the options, with the defaults of the optimizer
-    (DEFAULTS), the epochs and the schedule filled in; an option that does not apply to the
-    model or the optimizer is a usage error."""
+    (cli/training/hyperparameters.py), the epochs and the schedule filled in; an option that
+    does not apply to the model or the optimizer is a usage error."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         if not overwrite:
             raise click.UsageError(f"run folder {out!r} exists; pass --resume to continue it or "
@@ -297,7 +270,7 @@ def _new_config(out, options, overwrite, given):
         if config[key] is not None and name not in applies:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --optimizer {name}")
         if config[key] is None and name in applies:
-            config[key] = DEFAULTS[name][key]
+            config[key] = option_default(name, key, config["model"])
     if config["epochs"] is None and config["steps"] is None:
         config["epochs"] = DEFAULT_EPOCHS
     if config["stop_at_target"] and config["target_accuracy"] is None \

@@ -23,7 +23,8 @@ from minigrad import datasets
 from minigrad.nn import models
 
 SEED, BATCH, STEPS, HIDDEN = 3, 256, 3, 16
-# the CLI's defaults (cli/train.py DEFAULTS), which the replay starts from
+# the CLI's defaults before they were the library's, which the replay starts from (given to the
+# CLI explicitly)
 BASE = {"sgd": {"lr": 0.1, "momentum": 0.9},
         "kfac": {"lr": 0.05, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-3,
                  "fisher": "empirical", "cov_update_every": 1, "inv_update_every": 20,
@@ -87,7 +88,7 @@ def replay(optimizer, hyper):
 
 def cli_run(tmp_path, optimizer, option, value, extra):
     out = tmp_path / "run"
-    flags = [arg for name, v in dict(extra, **{option: value}).items()
+    flags = [arg for name, v in dict(BASE[optimizer], **extra, **{option: value}).items()
              for arg in ("--" + name.replace("_", "-"), str(v))]
     result = CliRunner().invoke(main, ["train", "--optimizer", optimizer, *flags,
                                        "--hidden", str(HIDDEN), "--batch-size", str(BATCH),
@@ -98,7 +99,7 @@ def cli_run(tmp_path, optimizer, option, value, extra):
     weights, state = read_checkpoint(str(out))
     built = state["optimizer"]   # the optimizer object's own state_dict: its class and values
     assert built["name"] == {"sgd": "SGD", "kfac": "KFAC", "trcg": "TRCG", "strcg": "STRCG"}[optimizer]
-    if optimizer in ("trcg", "strcg"):   # the CLI's cap on the radius: max(20, initial radius)
+    if optimizer in ("trcg", "strcg"):   # the library's max_radius, 20 (--radius is at most that)
         assert built["hyperparameters"]["max_radius"] == max(20.0, float(value if option == "radius"
                                                                          else BASE[optimizer]["radius"]))
     return [weights[k] for k in sorted(weights, key=lambda k: list(weights).index(k))]

@@ -48,7 +48,8 @@ def runs(tmp_path_factory):
     for name, batch in BATCH.items():
         result = CliRunner().invoke(train, ["--out", str(root / name), "--hidden", "16",
                                             "--steps", "30", "--eval-every", "10",
-                                            "--optimizer", name, "--batch-size", str(batch)])
+                                            "--optimizer", name, "--batch-size", str(batch),
+                                            *(["--fisher", "empirical"] if name == "kfac" else [])])
         assert result.exit_code == 0, (result.output, result.exception)
     shutil.copytree(root / "sgd", root / "old")
     with h5py.File(root / "old" / "run.h5", "a") as f:

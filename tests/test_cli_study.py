@@ -88,8 +88,8 @@ def test_random_search_is_seeded_and_inside_its_ranges():
 
 @pytest.mark.parametrize("entry, words", [
     ("sgd.lr", "expected OPTIMIZER.NAME"), ("adam.lr=1", "unknown optimizer 'adam'"),
-    ("sgd.damping=1", "sgd tunes lr and momentum"), ("sgd.momentum=1", "[0, 1)"),
-    ("kfac.lr=0,0.1", "(0, inf)"), ("trcg.hessian_fraction=1.5", "(0, 1]"),
+    ("sgd.damping=1", "sgd tunes lr and momentum"), ("sgd.momentum=1", "0<=x<1"),
+    ("kfac.lr=0,0.1", "x>0"), ("trcg.hessian_fraction=1.5", "0<x<=1"),
     ("sgd.lr=x", "must be numbers")])
 def test_bad_grid_entries_name_the_entry(entry, words):
     with pytest.raises(ValueError) as err:
@@ -132,7 +132,7 @@ def test_logged_curvature_counts_are_the_products_and_cg_iterations_done(tmp_pat
     monkeypatch.setattr(trust_region.HessianOperator, "matvec_flat", counting_matvec)
     monkeypatch.setattr(trust_region, "steihaug_cg", counting_solve)
     ok(invoke(train, "--out", tmp_path / "r", "--optimizer", "trcg", "--hidden", "16",
-              "--batch-size", 128, "--steps", 12))
+              "--batch-size", 128, "--steps", 12, "--radius", 1.0, "--hessian-fraction", 0.1))
     steps = read_run(str(tmp_path / "r"))["steps"]
     assert calls[0] > 12 and steps["curvature_products"].sum() == calls[0]
     assert steps["cg_iterations"].sum() == iterations[0]

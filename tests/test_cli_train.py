@@ -489,7 +489,7 @@ def test_kl_clip_option(tmp_path):
 
 def test_fisher_option(tmp_path):
     args = ("--optimizer", "kfac", "--steps", 6, "--hidden", "16")
-    ok(invoke(*args, "--out", tmp_path / "e"))
+    ok(invoke(*args, "--out", tmp_path / "e", "--fisher", "empirical"))
     ok(invoke(*args, "--out", tmp_path / "t", "--fisher", "true"))
     ok(invoke(*args, "--out", tmp_path / "t2", "--fisher", "true"))
     e, t, t2 = (read_run(str(tmp_path / k)) for k in ("e", "t", "t2"))

@@ -594,8 +594,8 @@ def test_minigrad_train_device_cuda_on_two_ranks_matches_one_cpu_process(tmp_pat
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER.format(double=is_double,
                                         tests=TESTS))
-    common = ["train", "--optimizer", "kfac", "--steps", 4, "--batch-size", 64, "--hidden", 32,
-              "--dtype", "float64", "--eval-every", 2]
+    common = ["train", "--optimizer", "kfac", "--fisher", "empirical", "--steps", 4,
+              "--batch-size", 64, "--hidden", 32, "--dtype", "float64", "--eval-every", 2]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(launcher),
                              *map(str, common), "--device", "cuda", "--out", tmp_path / "two"],

@@ -15,11 +15,13 @@ A trial that diverges ends with status "failed" and counts as not reaching the t
 What a trial is given. The study sets the data, model, optimizer, batch size, seed, budget
 (--budget-epochs E, or per batch size B1=E1,B2=E2,...), the evaluation interval (--eval-every K
 steps, or per batch size B1=K1,...; without it ceil(steps per epoch / --evals-per-epoch)) and the
-targets, and the point of the search; TRIAL_DEFAULTS (trials.py); and any other `minigrad train`
-option fixed for the whole study with --train-option [OPTIMIZER.]NAME=VALUE (repeatable; without
-the prefix it goes to every studied optimizer it applies to), e.g. --train-option
-kfac.damping_form=eigen --train-option kfac.factor_init=identity. A fixed option is checked by
-`minigrad train`'s own option types before any trial starts.
+targets, and the point of the search; the defaults of its optimizer's other options, written
+into the trial's options (specs.py: a changed default makes a new trial); TRIAL_DEFAULTS
+(trials.py); and any other `minigrad train` option fixed for the whole study with
+--train-option [OPTIMIZER.]NAME=VALUE (repeatable; without the prefix it goes to every studied
+optimizer it applies to), e.g. --train-option kfac.damping_form=eigen --train-option
+kfac.factor_init=identity. A fixed option is checked by `minigrad train`'s own option types
+before any trial starts.
 
     options.py    the options every study command takes, and reading them
     trials.py     one trial: the options every trial gets, its folder, what is left to do,

@@ -8,9 +8,10 @@ import click
 from minigrad import datasets
 
 from .. import parallel, search
+from ..training.hyperparameters import defaults
 from .files import study_folder
 from .options import per_batch
-from .trials import fixed_train_options
+from .trials import OPTIMIZER_DEFAULTS, fixed_train_options
 
 
 def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
@@ -59,7 +60,12 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
 def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_target,
                fixed=None):
     """The `minigrad train` options of one trial, as {option name: value}; `fixed` are the
-    optimizer's fixed train options (fixed_train_options)."""
+    optimizer's fixed train options (fixed_train_options). spec[OPTIMIZER_DEFAULTS] holds the
+    defaults of the optimizer's other options (cli/training/hyperparameters.py), so that a spec
+    (and the hash that names its folder) says every value the trial trains with and a trial
+    trained under other defaults is not reused; the tables show the point and the fixed
+    options only, as before. A spec whose point and fixed options give every option has no
+    OPTIMIZER_DEFAULTS: its hash is what it was before the key existed."""
     eval_every = per_batch(options, "eval_every", batch_size) if options.get("eval_every") else \
         max(1, math.ceil(steps_per_epoch / options["evals_per_epoch"]))
     spec = {"dataset": options["dataset"], "model": options["model"],
@@ -72,4 +78,8 @@ def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_t
                                                        or options["target_loss"] is not None))}
     spec.update(fixed or {})
     spec.update(point)
+    others = {name: value for name, value in defaults(optimizer, options["model"]).items()
+              if name not in spec}
+    if others:   # none where the point and the fixed options give them all (sgd, trcg, strcg)
+        spec[OPTIMIZER_DEFAULTS] = others
     return spec

@@ -32,6 +32,8 @@ STOP_FILE = ".stop"   # in the study folder: trials not yet started return at on
 # whole budget, and no per-layer statistics (no study reads them; at large batches they cost as
 # much as the training)
 TRIAL_DEFAULTS = {"diverged_after": 3, "layer_stats": False}
+# the key of a trial spec that holds the defaults of its optimizer's other options (trial_spec)
+OPTIMIZER_DEFAULTS = "optimizer_defaults"
 # what the study itself sets: not for --train-option
 STUDY_SET = ("dataset", "model", "hidden", "optimizer", "batch_size", "epochs", "steps", "seed",
              "dtype", "eval_every", "target_accuracy", "target_loss", "stop_at_target", "out",
@@ -91,7 +93,8 @@ def train_args(spec, folder, mode):
     if mode == "resume":
         return args + ["--resume"]
     args.append("--overwrite")   # "new" too: the folder already holds the trial's train.log
-    for key, value in spec.items():
+    options = {k: v for k, v in spec.items() if k != OPTIMIZER_DEFAULTS}
+    for key, value in dict(options, **spec.get(OPTIMIZER_DEFAULTS, {})).items():
         flag = "--" + key.replace("_", "-")
         if value is False and key in NEGATABLE:
             args.append("--no-" + key.replace("_", "-"))

@@ -1,5 +1,5 @@
-"""The optimizer of a run, built from its configuration (cli/training/config.py), and the
-learning-rate schedule of sgd and kfac.
+"""The optimizer of a run, built from its configuration (cli/training/config.py), restored from
+a checkpoint, and the learning-rate schedule of sgd and kfac.
 
 --schedule (sgd, kfac): the lr as a function of the optimizer step t over T steps, T the total
 of the FIRST session (config "schedule_steps"; a resume with a new --steps keeps it): constant,
@@ -10,31 +10,50 @@ import math
 
 from minigrad.optim import KFAC, SGD, STRCG, TRCG, schedules
 
-from .config import DEFAULTS
+from .hyperparameters import optimizer_arguments
 
 STEP_DECAY_GAMMA = 0.1   # --schedule step: lr * 0.1 after each third of the run
 
 
 def build_optimizer(config, model):
-    """The optimizer of `config` over the model's parameters (K-FAC: over the model itself)."""
+    """The optimizer of `config` over the model's parameters (K-FAC: over the model itself),
+    with the hyperparameters of cli/training/hyperparameters.py's optimizer_arguments (the
+    run's own values; LEGACY_VALUES' for options added after the run was written) and the lr
+    schedule; fisher "true" samples its labels with the --seed Generator."""
     name = config["optimizer"]
+    values = optimizer_arguments(config)
+    if "lr" in values:
+        values["lr"] = lr_schedule(config)
     if name == "sgd":
-        return SGD(model.parameters(), lr=lr_schedule(config), momentum=config["momentum"])
+        return SGD(model.parameters(), **values)
     if name == "kfac":
-        # runs written before --kl-clip existed used KFAC's default, 1e-3
-        kl_clip = config.get("kl_clip", DEFAULTS["kfac"]["kl_clip"])
-        # options added later than some runs: such a run was trained with what DEFAULTS say
-        # (the empirical Fisher, factors every step, eigenbases every 20, factored damping, the
-        # first batch's factors); fisher "true" samples its labels with the --seed Generator
-        older = {key: config.get(key) or DEFAULTS["kfac"][key]
-                 for key in ("fisher", "cov_update_every", "inv_update_every", "damping_form",
-                             "factor_init")}
-        return KFAC(model, lr=lr_schedule(config), damping=config["damping"],
-                    momentum=config["momentum"], kl_clip=kl_clip or None, rng=config["seed"],
-                    **older)
+        return KFAC(model, rng=config["seed"], **values)
     cls = TRCG if name == "trcg" else STRCG
-    return cls(model.parameters(), radius=config["radius"], max_radius=max(20.0, config["radius"]),
-               hessian_fraction=config["hessian_fraction"], seed=config["seed"])
+    return cls(model.parameters(), seed=config["seed"], **values)
+
+
+def evolving(optimizer):
+    """The hyperparameters `optimizer` changes as it trains: the trust radius, and K-FAC's
+    damping when it adapts it. The others are fixed by the run's configuration."""
+    if isinstance(optimizer, TRCG):   # STRCG too
+        return ("radius",)
+    return ("damping",) if getattr(optimizer, "adaptive_damping", False) else ()
+
+
+def restore_optimizer(optimizer, saved):
+    """Load the optimizer state `saved` (a checkpoint's) into `optimizer`, built from the run's
+    configuration: the one source of the fixed hyperparameters, the state only of those that
+    evolve in training. A fixed one the state holds with another value is a ValueError naming
+    both (a checkpoint or a configuration changed by hand, or written under other rules)."""
+    moving = evolving(optimizer)
+    stored = saved.get("hyperparameters", {})
+    for h in optimizer.hyperparameters:
+        built = getattr(optimizer, h.name)
+        if h.name in stored and h.name not in moving and not callable(built) \
+                and stored[h.name] != built:
+            raise ValueError(f"--resume: the checkpoint's optimizer state has {h.name} = "
+                             f"{stored[h.name]!r}, the run's configuration gives {built!r}")
+    optimizer.load_state_dict(saved)
 
 
 def lr_schedule(config):

@@ -35,6 +35,7 @@ from .. import cost, parallel, runlog
 from ..atomic import WriteError
 from ..checkpoint import write_checkpoint
 from . import evaluation, steps
+from .optimizers import restore_optimizer
 from .progress import progress_bar
 from .signals import DeferredInterrupt, StopRequested
 from .stopping import Diverged, at_chance, targets_met
@@ -87,7 +88,7 @@ class Trainer:
         model_state, state = saved
         self.model.load_state_dict(model_state)
         self.model.to(self.device)   # the checkpoint holds host arrays
-        self.optimizer.load_state_dict(state["optimizer"])
+        restore_optimizer(self.optimizer, state["optimizer"])
         self.steps_done, self.history = int(state["step"]), state["history"]
         self.epoch, self.position = state["data"]["epoch"], state["data"]["position"]
         self.wall_before, self.target_step = float(state["wall_time"]), state["target_step"]
