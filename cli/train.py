@@ -38,6 +38,7 @@ from .training.hyperparameters import hyperparameter_options, run_values
 from .training.run_folder import check_writable
 from .training.session import run
 from .training.trainer import DEFAULT_CHECKPOINT_SECONDS, EVAL_CHECKPOINT_SPACING
+from .training.threads import limited_threads
 
 
 def _toml_type_error(name, param, value):
@@ -148,6 +149,11 @@ def read_config_file(ctx, path):
 @click.option("--profile", is_flag=True, default=False,
               help="Print the bytes communicated per step and the time in communication (data "
                    "parallelism under mpiexec; also logged per step in run.h5).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads of the BLAS and OpenMP libraries while training (default: theirs, "
+                   "usually one per core, or OMP_NUM_THREADS). Fewer are often faster for small "
+                   "models and on a busy machine; under mpiexec give each rank its share of the "
+                   "cores. The same seed gives the same run bit for bit for the same count.")
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
               help=f"Where to train; cuda needs CuPy ({GPU_INSTALL_HINT}).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -211,7 +217,8 @@ def train(ctx, **options):
     with parallel.abort_on_error(comm):
         if parallel.is_root(comm):
             check_writable(out)
-        run(config, out, saved, overwrite)
+        with limited_threads(config.get("threads")):
+            run(config, out, saved, overwrite)
 
 
 def _merge_config_file(ctx, options):
