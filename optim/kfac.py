@@ -357,8 +357,9 @@ class KFAC(Optimizer):
                 xp = xp_of(batch[0])
                 before = tuple(xp.eye(F.shape[0], dtype=F.dtype) for F in batch)
             if before is not None and self.factor_decay > 0:
-                d = self.factor_decay
-                batch = tuple(d * old + (1 - d) * new for old, new in zip(before, batch))
+                for old, new in zip(before, batch):     # the batch factors are ours: in place
+                    new *= 1 - self.factor_decay
+                    new += self.factor_decay * old
             out[layer.weight] = batch
         return out
 
@@ -472,11 +473,14 @@ class KFAC(Optimizer):
         others; with momentum, buf <- momentum buf + U; theta <- theta - lr buf."""
         for i, (p, g, s) in enumerate(zip(self.params, grads, self.state)):
             if i in updates:
-                u = nu * updates[i]
+                u = nu * updates[i]                  # a new array: updated in place below
+            elif self.weight_decay:
+                u = g + self.weight_decay * p.data
             else:
-                u = g + self.weight_decay * p.data if self.weight_decay else g
+                u = g.copy() if self.momentum else g  # g is the gradient itself: not in place
             if self.momentum:
-                u = u.copy() if "momentum_buffer" not in s else self.momentum * s["momentum_buffer"] + u
+                if "momentum_buffer" in s:
+                    u += self.momentum * s["momentum_buffer"]
                 s["momentum_buffer"] = u
             p.data = p.data - lr * u
 
