@@ -432,11 +432,10 @@ class KFAC(Optimizer):
 
         matrices = [(layer.weight, self._grad_matrix(layer, grads)) for layer in self.layers]
         preconditioned, quads = self._owners.precondition(matrices, solve)
-        updates, quad = {}, 0.0
-        for layer, P, q in zip(self.layers, preconditioned, quads):
+        updates = {}
+        for layer, P in zip(self.layers, preconditioned):
             updates.update(layer.split(P))
-            quad += q
-        return updates, quad
+        return updates, sum(quads)
 
     def _grad_matrix(self, layer, grads, decay=True):
         """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""
@@ -473,12 +472,10 @@ class KFAC(Optimizer):
         others; with momentum, buf <- momentum buf + U; theta <- theta - lr buf."""
         for i, (p, g, s) in enumerate(zip(self.params, grads, self.state)):
             if i in updates:
-                u = nu * updates[i]                  # a new array: updated in place below
-            elif self.weight_decay:
-                u = g + self.weight_decay * p.data
+                u = nu * updates[i]
             else:
-                u = g.copy() if self.momentum else g  # g is the gradient itself: not in place
-            if self.momentum:
+                u = g + self.weight_decay * p.data if self.weight_decay else g.copy()
+            if self.momentum:                        # u is a new array: the buffer goes into it
                 if "momentum_buffer" in s:
                     u += self.momentum * s["momentum_buffer"]
                 s["momentum_buffer"] = u
