@@ -182,7 +182,7 @@ def timed_decompositions(opt):
     return seconds
 
 
-def kfac_step(model, opt, x, y):
+def train_step(model, opt, x, y):
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
     opt.step()
@@ -199,7 +199,7 @@ def check_floor(steps=7, n=256, sizes=(784, 200, 100, 10)):
     opt = KFAC(model, **KFAC_SETTINGS, cov_update_every=2, inv_update_every=3, fisher="empirical")
     nus = []
     for _ in range(steps):
-        kfac_step(model, opt, x, y)
+        train_step(model, opt, x, y)
         floor.step(x.data, y)
         nus.append(opt.info["nu"])
     theirs = [p.data for p in model.parameters()]
@@ -226,12 +226,11 @@ class Contender:
         self.run(0)                                    # the first step: factors, eigh, buffers
 
     def run(self, step):
+        self.opt.steps = step
         if self.kind == "floor":
-            self.opt.steps = step
             self.opt.step(self.x.data, self.y)
         else:
-            self.opt.steps = step
-            kfac_step(self.model, self.opt, self.x, self.y)
+            train_step(self.model, self.opt, self.x, self.y)
 
     def time(self, step, reps=1):
         """(seconds per step over `reps` steps with the step counter at `step`, seconds per
@@ -308,15 +307,13 @@ def build(kind):
 
 def sgd_loop(model, opt, x, y, steps):
     for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        train_step(model, opt, x, y)
 
 
 def kfac_loop(model, opt, x, y, steps):
     for _ in range(steps):
         if opt.fisher == "empirical":
-            kfac_step(model, opt, x, y)
+            train_step(model, opt, x, y)
         else:
             opt.zero_grad()
             opt.step(lambda indices=None: (lambda z: (F.cross_entropy(z, y), z))(model(x)))
