@@ -303,8 +303,9 @@ class KFAC(Optimizer):
                 xp = xp_of(batch[0])
                 before = tuple(xp.eye(F.shape[0], dtype=F.dtype) for F in batch)
             if before is not None and self.factor_decay > 0:
-                d = self.factor_decay
-                batch = tuple(d * old + (1 - d) * new for old, new in zip(before, batch))
+                for old, new in zip(before, batch):     # the batch factors are ours: in place
+                    new *= 1 - self.factor_decay
+                    new += self.factor_decay * old
             out[layer.weight] = batch
         return out
 
@@ -377,11 +378,10 @@ class KFAC(Optimizer):
 
         matrices = [(layer.weight, self._grad_matrix(layer, grads)) for layer in self.layers]
         preconditioned, quads = self._owners.precondition(matrices, solve)
-        updates, quad = {}, 0.0
-        for layer, P, q in zip(self.layers, preconditioned, quads):
+        updates = {}
+        for layer, P in zip(self.layers, preconditioned):
             updates.update(layer.split(P))
-            quad += q
-        return updates, quad
+        return updates, sum(quads)
 
     def _grad_matrix(self, layer, grads, decay=True):
         """[grad W.reshape(O, -1), grad b] (+ weight_decay [W, b] when `decay`)."""
@@ -420,9 +420,10 @@ class KFAC(Optimizer):
             if i in updates:
                 u = nu * updates[i]
             else:
-                u = g + self.weight_decay * p.data if self.weight_decay else g
-            if self.momentum:
-                u = u.copy() if "momentum_buffer" not in s else self.momentum * s["momentum_buffer"] + u
+                u = g + self.weight_decay * p.data if self.weight_decay else g.copy()
+            if self.momentum:                        # u is a new array: the buffer goes into it
+                if "momentum_buffer" in s:
+                    u += self.momentum * s["momentum_buffer"]
                 s["momentum_buffer"] = u
             p.data = p.data - lr * u
 

@@ -15,12 +15,19 @@ V' = Q_G ((Q_G^T V Q_A) / M) Q_A^T for any diagonal M (precondition).
 Robust linear algebra. Factors are symmetrized before eigh; a decomposition that fails or
 is not finite is retried in float64, and failing that a FloatingPointError names the layer.
 Eigenvalues below 0 (round-off of a PSD factor) are set to 0.
+
+Cost. On the CPU the eigendecompositions are SciPy's LAPACK syevd (divide and conquer):
+numpy.linalg.eigh calls the same routine, through numpy's own OpenBLAS build, and was 2 to 2.7
+times slower on 1024 x 1024 float32 factors (benchmarks/optim.py). The damped inverses
+Q diag(1/s) Q^T are formed as B B^T with B = Q diag(1/sqrt(s)): a product of a matrix with its
+own transpose, which NumPy computes with BLAS syrk, half the work of a general product.
 """
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+import scipy.linalg
 
 from minigrad.backend import to_device, xp_of
 from minigrad.functional import softmax
@@ -49,10 +56,27 @@ class Eigenbasis:
         """(P_G, P_A) for `damping`: formed once per eigenbasis and damping value."""
         if self.damping != damping:
             root = math.sqrt(damping)
-            self.PG = (self.QG / (self.g + root / self.pi)) @ self.QG.T
-            self.PA = (self.QA / (self.a + self.pi * root)) @ self.QA.T
+            self.PG = _inverse_from_eigen(self.QG, self.g + root / self.pi)
+            self.PA = _inverse_from_eigen(self.QA, self.a + self.pi * root)
             self.damping = damping
         return self.PG, self.PA
+
+
+def _inverse_from_eigen(Q, values):
+    """Q diag(1/values) Q^T = B B^T with B = Q diag(1/sqrt(values)) (values > 0): exactly
+    symmetric, and a syrk instead of a general product on the CPU."""
+    B = Q / xp_of(Q).sqrt(values)
+    return B @ B.T
+
+
+def _eigh(sym, overwrite=False):
+    """(values, vectors) of the symmetric matrix `sym` (only its lower triangle is read):
+    SciPy's syevd for a NumPy array, the array library's eigh otherwise (CuPy). `overwrite`:
+    `sym` may be destroyed (saves a copy). No finiteness check here: the callers check."""
+    if isinstance(sym, np.ndarray):
+        # sym.T is the same symmetric matrix in column-major order, LAPACK's own: no copy
+        return scipy.linalg.eigh(sym.T, driver="evd", check_finite=False, overwrite_a=overwrite)
+    return xp_of(sym).linalg.eigh(sym)
 
 
 def symmetric_eigh(matrix, label):
@@ -64,7 +88,7 @@ def symmetric_eigh(matrix, label):
     sym = (matrix + matrix.T) / 2
     for dtype in (sym.dtype, np.float64):
         try:
-            values, vectors = xp.linalg.eigh(sym.astype(dtype, copy=False))
+            values, vectors = _eigh(sym.astype(dtype, copy=False))
         except (np.linalg.LinAlgError, ValueError):
             continue
         if bool(xp.isfinite(values).all()) and bool(xp.isfinite(vectors).all()):
@@ -114,7 +138,7 @@ def decompose_factors(layers):
     for _, A, G in layers:
         for M in (A, G):
             try:
-                values, vectors = xp.linalg.eigh((M + M.T) / 2)
+                values, vectors = _eigh((M + M.T) / 2, overwrite=True)
                 flags.append(xp.isfinite(values).all() & xp.isfinite(vectors).all())
             except (np.linalg.LinAlgError, ValueError):
                 values = vectors = None
