@@ -30,22 +30,19 @@ def _per_channel(name, value, c, x, array):
 
 class BatchNormTrain(Function):
     """y = xhat * w + b with xhat = (x - mu) * r, where mu and sigma^2 are the batch mean and
-    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); mu and r
-    come in as params (computed once by batch_norm); w and b have shape (1, C, 1, ...).
+    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); xhat and
+    r come in as params (computed once by `_normalize`); w and b have shape (1, C, 1, ...).
 
     Closed-form backward, with sums over `axes`:
         db = sum(g),  dw = sum(g * xhat),  dx = r w (g - db / n - xhat dw / n)
-    Without create_graph it uses the forward's xhat and r as constants; under create_graph it
-    rebuilds them from x with differentiable ops (the same numbers), so every order of
-    derivative follows.
+    Without create_graph it runs on the arrays, with the forward's xhat and r, in two passes'
+    worth of temporaries (`_backward_arrays`); under create_graph it rebuilds xhat and r from x
+    with differentiable ops (the same numbers), so every order of derivative follows.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, mu, r, axes, eps):
+    def forward(ctx, x, w, b, xhat, r, axes, eps):
         ctx.save_inputs(0, 1)
-        xhat = x - mu
-        xhat *= r
-        ctx.xhat = xhat
         y = xhat * w
         y += b
         return y
@@ -53,20 +50,47 @@ class BatchNormTrain(Function):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        axes, eps = ctx.params["axes"], ctx.params["eps"]
+        p = ctx.params
         need_x, need_w, need_b = ctx.needs_input_grad
+        if not is_grad_enabled():
+            return _backward_arrays(g.data, p["xhat"], p["r"], w.data, p["axes"], need_x)
         n = x.size // x.shape[1]
-        if is_grad_enabled() or getattr(ctx, "xhat", None) is None:
-            centered = x - mean(x, axes, keepdims=True)
-            r = 1 / sqrt(mean(centered * centered, axes, keepdims=True) + eps)
-            xhat = centered * r
-        else:
-            r, xhat = const(ctx.params["r"]), const(ctx.xhat)
-        ctx.xhat = None
-        db = sum(g, axes, keepdims=True)
-        dw = sum(g * xhat, axes, keepdims=True)
+        centered = x - mean(x, p["axes"], keepdims=True)
+        r = 1 / sqrt(mean(centered * centered, p["axes"], keepdims=True) + p["eps"])
+        xhat = centered * r
+        db = sum(g, p["axes"], keepdims=True)
+        dw = sum(g * xhat, p["axes"], keepdims=True)
         dx = (g - db * (1.0 / n) - xhat * (dw * (1.0 / n))) * (r * w) if need_x else None
         return dx, (dw if need_w else None), (db if need_b else None)
+
+
+def _normalize(x, axes, eps):
+    """On arrays: xhat = (x - mu) r, the batch mean mu, the biased variance sigma^2 and
+    r = 1 / sqrt(sigma^2 + eps), per channel (kept dims)."""
+    xp = xp_of(x)
+    mu = x.mean(axis=axes, keepdims=True)
+    xhat = x - mu
+    var = xp.square(xhat).mean(axis=axes, keepdims=True)  # (the square is dropped at once)
+    r = (1 / xp.sqrt(var + eps)).astype(x.dtype)
+    xhat *= r
+    return xhat, mu, var, r
+
+
+def _backward_arrays(g, xhat, r, w, axes, need_x):
+    """BatchNormTrain's backward on arrays (first order): db, dw, then dx in the buffer of g * xhat."""
+    xp = xp_of(g)
+    n = g.size // g.shape[1]
+    db = g.sum(axis=axes, keepdims=True)
+    buf = g * xhat
+    dw = buf.sum(axis=axes, keepdims=True)
+    dx = None
+    if need_x:
+        xp.multiply(xhat, dw * (1.0 / n), out=buf)
+        buf += db * (1.0 / n)
+        xp.subtract(g, buf, out=buf)  # g - db / n - xhat dw / n
+        buf *= r * w
+        dx = const(buf)
+    return dx, const(dw), const(db)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -96,14 +120,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got input shape {x.shape}")
         # the batch statistics, once, on raw arrays (the op's backward rebuilds them when needed)
-        batch_mean = x.data.mean(axis=axes, keepdims=True)
-        centered = x.data - batch_mean
-        batch_var = xp.mean(xp.square(centered, out=centered), axis=axes, keepdims=True)
-        del centered
-        r = (1 / xp.sqrt(batch_var + eps)).astype(x.dtype)
+        xhat, batch_mean, batch_var, r = _normalize(x.data, axes, eps)
         w = const(xp.ones(shape, dtype=x.dtype)) if weight is None else reshape(weight, *shape)
         b = const(xp.zeros(shape, dtype=x.dtype)) if bias is None else reshape(bias, *shape)
-        y = BatchNormTrain.apply(x, w, b, mu=batch_mean, r=r, axes=axes, eps=eps)
+        y = BatchNormTrain.apply(x, w, b, xhat=xhat, r=r, axes=axes, eps=eps)
         if running_mean is not None:  # bookkeeping, not part of the graph
             running_mean *= 1 - momentum
             running_mean += (momentum * batch_mean.reshape(c)).astype(running_mean.dtype)
