@@ -53,63 +53,92 @@ def _examples_per_chunk(array, per_example_bytes):
     return max(1, _CACHE_BYTES // max(per_example_bytes, 1))
 
 
-def _column_chunks(x, kernel, stride, padding):
-    """Yield (chunk, cols) for cache-sized chunks of the batch, where for the chunk's examples
+def _rows_layout(channels, kernel):
+    """Whether patches are best copied as rows (from a channels-last image, in runs of kw C
+    values) rather than columns (from the NCHW image, in runs of OW values); the row layout also
+    makes the faster products (benchmarks/README.md, "Convolutions"), but not with 1 to 3
+    channels, whose runs are a few values long."""
+    return channels * kernel[1] >= 16
 
-        cols[n, (c, i, j), (p, q)] = xpad[n, c, p sh + i, q sw + j],  shape (nb, C kh kw, OH OW).
 
-    cols is one buffer, overwritten by the next chunk; with padding, each chunk is copied into
-    one buffer whose zero border is written once."""
+def _patches(x, kernel, stride, padding, rows):
+    """Yield (chunk, patches) for cache-sized chunks of the batch: the kernel-sized patches of the
+    chunk's zero-padded images, in one of two layouts,
+
+        columns: cols[n, (c, i, j), (p, q)] = xpad[n, c, p sh + i, q sw + j]   (nb, C kh kw, OH OW)
+        rows:    rows[n, (p, q), (i, j, c)] = xpad[n, c, p sh + i, q sw + j]   (nb, OH OW, kh kw C)
+
+    The patches are one buffer, overwritten by the next chunk. The padded (and for rows,
+    channels-last) chunk is one buffer too, whose zero border is written once; columns of an
+    unpadded image are copied straight from x."""
     xp = xp_of(x)
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = out_size((h, w), kernel, stride, padding)
     step = _examples_per_chunk(x, c * kh * kw * oh * ow * x.itemsize)
-    source = xp.zeros((min(step, n), c, h + 2 * ph, w + 2 * pw), dtype=x.dtype) if ph or pw else x
-    s0, s1, s2, s3 = source.strides
-    windows = xp.lib.stride_tricks.as_strided(
-        source, (source.shape[0], c, kh, kw, oh, ow), (s0, s1, s2, s3, s2 * sh, s3 * sw))
-    cols = xp.empty((min(step, n), c, kh, kw, oh, ow), dtype=x.dtype)
+    size = min(step, n)
+    if rows:  # (j, c) of a patch row are neighbours in a channels-last image
+        image = xp.zeros((size, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+        s0, s2, s3, s1 = image.strides
+        shape, strides = (oh, ow, kh, kw * c), (s2 * sh, s3 * sw, s2, s1)
+        source, inside = x.transpose(0, 2, 3, 1), (slice(ph, ph + h), slice(pw, pw + w), slice(None))
+    else:
+        image = xp.zeros((size, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype) if ph or pw else x
+        s0, s1, s2, s3 = image.strides
+        shape, strides = (c, kh, kw, oh, ow), (s1, s2, s3, s2 * sh, s3 * sw)
+        source, inside = x, (slice(None), slice(ph, ph + h), slice(pw, pw + w))
+    windows = xp.lib.stride_tricks.as_strided(image, (image.shape[0],) + shape, (s0,) + strides)
+    patches = xp.empty((size,) + shape, dtype=x.dtype)
+    flat = (oh * ow, kh * kw * c) if rows else (c * kh * kw, oh * ow)
     for start in range(0, n, step):
         chunk = slice(start, min(start + step, n))
         nb = chunk.stop - start
-        if source is x:
-            xp.copyto(cols[:nb], windows[chunk])
+        if image is x:
+            xp.copyto(patches[:nb], windows[chunk])
         else:
-            source[:nb, :, ph:ph + h, pw:pw + w] = x[chunk]
-            xp.copyto(cols[:nb], windows[:nb])
-        yield chunk, cols[:nb].reshape(nb, c * kh * kw, oh * ow)
+            image[(slice(0, nb),) + inside] = source[chunk]
+            xp.copyto(patches[:nb], windows[:nb])
+        yield chunk, patches[:nb].reshape((nb,) + flat)
 
 
 def conv_forward(x, w, b, stride, padding):
-    """y = conv(x, W) + b on raw arrays (b may be None), chunk by chunk."""
+    """y = conv(x, W) + b on raw arrays (b may be None), chunk by chunk: y_n = W2 cols_n with
+    W2 = W as (O, C kh kw), or y_n^T = rows_n W2^T with W2 = W as (O, kh kw C)."""
     xp = xp_of(x)
     dtype = xp.result_type(x.dtype, w.dtype, *(() if b is None else (b.dtype,)))
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     out_ch = w.shape[0]
     oh, ow = out_size(x.shape[2:], w.shape[2:], stride, padding)
     y = xp.empty((x.shape[0], out_ch, oh, ow), dtype=dtype)
-    w2 = w.reshape(out_ch, -1)
+    rows = _rows_layout(x.shape[1], w.shape[2:])
+    w2 = (w.transpose(0, 2, 3, 1) if rows else w).reshape(out_ch, -1)
     b3 = None if b is None else b.astype(dtype, copy=False).reshape(1, out_ch, 1)
-    for chunk, cols in _column_chunks(x, w.shape[2:], stride, padding):
+    for chunk, patches in _patches(x, w.shape[2:], stride, padding, rows):
         y3 = y[chunk].reshape(-1, out_ch, oh * ow)
-        xp.matmul(w2, cols, out=y3)
+        if rows:
+            y3[...] = xp.matmul(patches, w2.T).transpose(0, 2, 1)
+        else:
+            xp.matmul(w2, patches, out=y3)
         if b3 is not None:  # while the chunk is in cache
             y3 += b3
     return y
 
 
 def conv_weight_grad(x, g, kernel, stride, padding):
-    """dW[o, c, i, j] = sum_{n,p,q} g[n, o, p, q] xpad[n, c, p sh + i, q sw + j] on raw arrays."""
+    """dW[o, c, i, j] = sum_{n,p,q} g[n, o, p, q] xpad[n, c, p sh + i, q sw + j] on raw arrays,
+    summed over the chunks in order: dW2 += sum_n g_n rows_n, or dW2^T += sum_n cols_n g_n^T."""
     xp = xp_of(x)
     dtype = xp.result_type(x.dtype, g.dtype)
     x, g = x.astype(dtype, copy=False), g.astype(dtype, copy=False)
-    out_ch = g.shape[1]
-    dw_t = xp.zeros((x.shape[1] * kernel[0] * kernel[1], out_ch), dtype=dtype)  # dW^T: (C kh kw, O)
-    for chunk, cols in _column_chunks(x, kernel, stride, padding):
+    (n, in_ch), out_ch, (kh, kw) = x.shape[:2], g.shape[1], kernel
+    rows = _rows_layout(in_ch, kernel)
+    dw2 = xp.zeros((out_ch, kh * kw * in_ch) if rows else (in_ch * kh * kw, out_ch), dtype=dtype)
+    for chunk, patches in _patches(x, kernel, stride, padding, rows):
         g3 = g[chunk].reshape(-1, out_ch, g.shape[2] * g.shape[3])
-        dw_t += xp.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0)
-    return xp.ascontiguousarray(dw_t.T).reshape((out_ch, x.shape[1]) + tuple(kernel))
+        dw2 += (xp.matmul(g3, patches) if rows else xp.matmul(patches, g3.transpose(0, 2, 1))).sum(axis=0)
+    if rows:  # (O, kh, kw, C) -> (O, C, kh, kw)
+        return xp.ascontiguousarray(dw2.reshape(out_ch, kh, kw, in_ch).transpose(0, 3, 1, 2))
+    return xp.ascontiguousarray(dw2.T).reshape(out_ch, in_ch, kh, kw)
 
 
 def _transposed_conv_fits(in_ch, out_ch, size, out, stride, padding, kernel):
