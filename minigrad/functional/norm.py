@@ -30,20 +30,21 @@ def _per_channel(name, value, c, x, array):
 
 class BatchNormTrain(Function):
     """y = xhat * w + b with xhat = (x - mu) * r, where mu and sigma^2 are the batch mean and
-    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); xhat and
-    r come in as params (computed once by `_normalize`); w and b have shape (1, C, 1, ...).
+    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); the
+    centered x - mu and r come in as params (computed once by `_center`); w and b have shape
+    (1, C, 1, ...).
 
     Closed-form backward, with sums over `axes`:
         db = sum(g),  dw = sum(g * xhat),  dx = r w (g - db / n - xhat dw / n)
-    Without create_graph it runs on the arrays, with the forward's xhat and r, in two passes'
-    worth of temporaries (`_backward_arrays`); under create_graph it rebuilds xhat and r from x
-    with differentiable ops (the same numbers), so every order of derivative follows.
+    Without create_graph it runs on the arrays, with the forward's x - mu and r
+    (`_backward_arrays`); under create_graph it rebuilds them from x with differentiable ops
+    (the same numbers), so every order of derivative follows.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, xhat, r, axes, eps):
+    def forward(ctx, x, w, b, centered, r, axes, eps):
         ctx.save_inputs(0, 1)
-        y = xhat * w
+        y = centered * (r * w)  # x - mu scaled once per channel: one pass instead of two
         y += b
         return y
 
@@ -53,7 +54,7 @@ class BatchNormTrain(Function):
         p = ctx.params
         need_x, need_w, need_b = ctx.needs_input_grad
         if not is_grad_enabled():
-            return _backward_arrays(g.data, p["xhat"], p["r"], w.data, p["axes"], need_x)
+            return _backward_arrays(g.data, p["centered"], p["r"], w.data, p["axes"], need_x)
         n = x.size // x.shape[1]
         centered = x - mean(x, p["axes"], keepdims=True)
         r = 1 / sqrt(mean(centered * centered, p["axes"], keepdims=True) + p["eps"])
@@ -64,28 +65,34 @@ class BatchNormTrain(Function):
         return dx, (dw if need_w else None), (db if need_b else None)
 
 
-def _normalize(x, axes, eps):
-    """On arrays: xhat = (x - mu) r, the batch mean mu, the biased variance sigma^2 and
+def _channel_dot(a, b):
+    """sum(a * b) over every axis but 1, kept as (1, C, 1, ...), without an array for a * b."""
+    xp = xp_of(a)
+    n, c = a.shape[:2]
+    dot = xp.einsum("nci,nci->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    return dot.reshape((1, c) + (1,) * (a.ndim - 2))
+
+
+def _center(x, axes, eps):
+    """On arrays: x - mu, the batch mean mu, the biased variance sigma^2 and
     r = 1 / sqrt(sigma^2 + eps), per channel (kept dims)."""
     xp = xp_of(x)
     mu = x.mean(axis=axes, keepdims=True)
-    xhat = x - mu
-    var = xp.square(xhat).mean(axis=axes, keepdims=True)  # (the square is dropped at once)
-    r = (1 / xp.sqrt(var + eps)).astype(x.dtype)
-    xhat *= r
-    return xhat, mu, var, r
+    centered = x - mu
+    var = _channel_dot(centered, centered) / (x.size // x.shape[1])
+    return centered, mu, var, (1 / xp.sqrt(var + eps)).astype(x.dtype)
 
 
-def _backward_arrays(g, xhat, r, w, axes, need_x):
-    """BatchNormTrain's backward on arrays (first order): db, dw, then dx in the buffer of g * xhat."""
+def _backward_arrays(g, centered, r, w, axes, need_x):
+    """BatchNormTrain's backward on arrays (first order), with xhat = centered * r folded into
+    per-channel factors: db, dw, then dx in one buffer."""
     xp = xp_of(g)
     n = g.size // g.shape[1]
     db = g.sum(axis=axes, keepdims=True)
-    buf = g * xhat
-    dw = buf.sum(axis=axes, keepdims=True)
+    dw = _channel_dot(g, centered) * r
     dx = None
     if need_x:
-        xp.multiply(xhat, dw * (1.0 / n), out=buf)
+        buf = centered * (r * dw * (1.0 / n))
         buf += db * (1.0 / n)
         xp.subtract(g, buf, out=buf)  # g - db / n - xhat dw / n
         buf *= r * w
@@ -120,10 +127,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got input shape {x.shape}")
         # the batch statistics, once, on raw arrays (the op's backward rebuilds them when needed)
-        xhat, batch_mean, batch_var, r = _normalize(x.data, axes, eps)
+        centered, batch_mean, batch_var, r = _center(x.data, axes, eps)
         w = const(xp.ones(shape, dtype=x.dtype)) if weight is None else reshape(weight, *shape)
         b = const(xp.zeros(shape, dtype=x.dtype)) if bias is None else reshape(bias, *shape)
-        y = BatchNormTrain.apply(x, w, b, xhat=xhat, r=r, axes=axes, eps=eps)
+        y = BatchNormTrain.apply(x, w, b, centered=centered, r=r, axes=axes, eps=eps)
         if running_mean is not None:  # bookkeeping, not part of the graph
             running_mean *= 1 - momentum
             running_mean += (momentum * batch_mean.reshape(c)).astype(running_mean.dtype)
