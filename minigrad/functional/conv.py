@@ -146,7 +146,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, oh*sh + i, ow*sw + j]
 
     x (N, C, H, W), W (O, C, kh, kw), b (O,); OH = (H + 2 ph - kh) // sh + 1.
-    Computed per example as y_n = W.reshape(O, C kh kw) @ cols_n (conv_op.py).
+    Computed as im2col and one matrix product per example, over cache-sized batch chunks
+    (conv_op.py).
     """
     x, weight = Tensor.wrap(x), Tensor.wrap(weight)
     if x.ndim != 4:

@@ -1,6 +1,6 @@
 """The three convolution ops, each the others' backward, each a loop over cache-sized batch chunks.
 
-    y  = Conv2d(x, W[, b])     y[n, o, p, q] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, p sh + i, q sw + j]
+    y  = Conv2d(x, W[, b])     y[n, o, p, q] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, p sh+i, q sw+j]
     dx = ConvInputGrad(g, W)   the adjoint of x -> conv(x, W), applied to g (shaped like x)
     dW = ConvWeightGrad(x, g)  the adjoint of W -> conv(x, W), applied to g (shaped like W)
 
@@ -13,21 +13,23 @@ All three are bilinear, and the backward of each is made of the three:
 
 (h, H: the gradient arriving at the op's output), so every order of derivative follows.
 
-How. `_columns` copies the kernel-sized patches of a chunk of nb examples into an array
-(nb, C kh kw, OH OW): row (c, i, j) holds tap (i, j) of channel c at every output pixel of
-one example (Caffe's im2col, as `Unfold`). Then, with W2 = W as (O, C kh kw):
-- forward: y_n = W2 @ cols_n, written by one batched matmul straight into the (O, OH OW) slab
-  of each example of y, which is therefore NCHW without a transposing copy;
-- weight gradient: dW^T = sum_n cols_n @ g_n^T, summed chunk by chunk in a fixed order;
+How. `_patches` copies the kernel-sized patches of a chunk of nb examples into an array, either
+as columns (nb, C kh kw, OH OW), one per output pixel (Caffe's im2col, as `Unfold`), or as rows
+(nb, OH OW, kh kw C), from a channels-last copy of the chunk; rows where a channel-last patch
+row, kw C values, is long enough to copy fast (`_rows_layout`). With W2 = W flattened to match:
+- forward: y_n = W2 cols_n, one batched matmul written straight into each example's (O, OH OW)
+  slab of y (NCHW, no transposing copy), or y_n^T = rows_n W2^T, transposed into it;
+- weight gradient: dW2 = sum_n g_n rows_n (or its transpose with columns), chunk by chunk in a
+  fixed order;
 - input gradient: for stride 1 the transposed convolution, conv(g, W flipped in space with in
-  and out swapped, padding k - 1 - p), when its columns are no larger than the forward's; else
-  the column gradient W2^T @ g_n scattered back into the image (`_fold_into`, col2im).
+  and out swapped, padding k - 1 - p), when its patches are no larger than the forward's; else
+  the column gradient W2^T g_n summed back into the image (`_fold_chunk`, col2im).
 
-Why chunks. Columns are kh*kw times the image (ResNet-20's first stage: 75 MB for a batch of
+Why chunks. Patches are kh*kw times the image (ResNet-20's first stage: 75 MB for a batch of
 128). Written to main memory and read back they cost more than the products, and so does the
-page faulting of a fresh array that large on every call. A chunk's columns (`_CACHE_BYTES`)
+page faulting of a fresh array that large on every call. A chunk's patches (`_CACHE_BYTES`)
 are built, multiplied and dropped while they sit in a core's cache, nothing large is allocated,
-and nothing is kept for the backward: the weight gradient rebuilds its chunk's columns from x,
+and nothing is kept for the backward: the weight gradient rebuilds its chunk's patches from x,
 which is cheaper than reading kept ones back. On a GPU the whole batch is one chunk.
 """
 from ..backend import device_of, xp_of
@@ -135,7 +137,8 @@ def conv_weight_grad(x, g, kernel, stride, padding):
     dw2 = xp.zeros((out_ch, kh * kw * in_ch) if rows else (in_ch * kh * kw, out_ch), dtype=dtype)
     for chunk, patches in _patches(x, kernel, stride, padding, rows):
         g3 = g[chunk].reshape(-1, out_ch, g.shape[2] * g.shape[3])
-        dw2 += (xp.matmul(g3, patches) if rows else xp.matmul(patches, g3.transpose(0, 2, 1))).sum(axis=0)
+        products = xp.matmul(g3, patches) if rows else xp.matmul(patches, g3.transpose(0, 2, 1))
+        dw2 += products.sum(axis=0)
     if rows:  # (O, kh, kw, C) -> (O, C, kh, kw)
         return xp.ascontiguousarray(dw2.reshape(out_ch, kh, kw, in_ch).transpose(0, 3, 1, 2))
     return xp.ascontiguousarray(dw2.T).reshape(out_ch, in_ch, kh, kw)
@@ -208,9 +211,9 @@ class Conv2d(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         need = ctx.needs_input_grad
-        stride, padding = ctx.params["stride"], ctx.params["padding"]
-        gx = ConvInputGrad.apply(g, w, size=tuple(x.shape[2:]), stride=stride, padding=padding) if need[0] else None
-        gw = ConvWeightGrad.apply(x, g, kernel=tuple(w.shape[2:]), stride=stride, padding=padding) if need[1] else None
+        conv = dict(stride=ctx.params["stride"], padding=ctx.params["padding"])
+        gx = ConvInputGrad.apply(g, w, size=tuple(x.shape[2:]), **conv) if need[0] else None
+        gw = ConvWeightGrad.apply(x, g, kernel=tuple(w.shape[2:]), **conv) if need[1] else None
         if len(need) == 2:
             return gx, gw
         return gx, gw, (_sum(g, axis=(0, 2, 3)) if need[2] else None)
@@ -229,9 +232,9 @@ class ConvInputGrad(Function):
     def backward(ctx, h):
         g, w = ctx.saved_tensors
         need_g, need_w = ctx.needs_input_grad
-        stride, padding = ctx.params["stride"], ctx.params["padding"]
-        dg = Conv2d.apply(h, w, stride=stride, padding=padding) if need_g else None
-        dw = ConvWeightGrad.apply(h, g, kernel=tuple(w.shape[2:]), stride=stride, padding=padding) if need_w else None
+        conv = dict(stride=ctx.params["stride"], padding=ctx.params["padding"])
+        dg = Conv2d.apply(h, w, **conv) if need_g else None
+        dw = ConvWeightGrad.apply(h, g, kernel=tuple(w.shape[2:]), **conv) if need_w else None
         return dg, dw
 
 
@@ -248,7 +251,7 @@ class ConvWeightGrad(Function):
     def backward(ctx, hw):
         x, g = ctx.saved_tensors
         need_x, need_g = ctx.needs_input_grad
-        stride, padding = ctx.params["stride"], ctx.params["padding"]
-        dx = ConvInputGrad.apply(g, hw, size=tuple(x.shape[2:]), stride=stride, padding=padding) if need_x else None
-        dg = Conv2d.apply(x, hw, stride=stride, padding=padding) if need_g else None
+        conv = dict(stride=ctx.params["stride"], padding=ctx.params["padding"])
+        dx = ConvInputGrad.apply(g, hw, size=tuple(x.shape[2:]), **conv) if need_x else None
+        dg = Conv2d.apply(x, hw, **conv) if need_g else None
         return dx, dg

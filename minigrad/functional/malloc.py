@@ -29,9 +29,12 @@ TRIM_THRESHOLD_BYTES = 2 ** 30
 OPT_OUT = "MINIGRAD_MALLOC"
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
+applied = False  # whether keep_freed_memory() set the policy in this process
+
 
 def keep_freed_memory():
     """Set the policy above; True if it was set, False where it does not apply."""
+    global applied
     if os.environ.get(OPT_OUT, "") == "system" or any(v in os.environ for v in GLIBC_VARIABLES):
         return False
     try:
@@ -41,4 +44,6 @@ def keep_freed_memory():
     except (AttributeError, OSError, ValueError):  # no confstr (Windows), no such name, no mallopt
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                   and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return applied
