@@ -18,9 +18,10 @@ as columns (nb, C kh kw, OH OW), one per output pixel (Caffe's im2col, as `Unfol
 (nb, OH OW, kh kw C), from a channels-last copy of the chunk; rows where a channel-last patch
 row, kw C values, is long enough to copy fast (`_rows_layout`). With W2 = W flattened to match:
 - forward: y_n = W2 cols_n, one batched matmul written straight into each example's (O, OH OW)
-  slab of y (NCHW, no transposing copy), or y_n^T = rows_n W2^T, transposed into it;
-- weight gradient: dW2 = sum_n g_n rows_n (or its transpose with columns), chunk by chunk in a
-  fixed order;
+  slab of y (NCHW, no transposing copy), or y^T = rows W2^T, one product per chunk, transposed
+  into it;
+- weight gradient: dW2 = g rows, one product per chunk (or sum_n cols_n g_n^T with columns),
+  summed chunk by chunk in a fixed order;
 - input gradient: for stride 1 the transposed convolution, conv(g, W flipped in space with in
   and out swapped, padding k - 1 - p), when its patches are no larger than the forward's; else
   the column gradient W2^T g_n summed back into the image (`_fold_chunk`, col2im).
@@ -68,7 +69,7 @@ def _patches(x, kernel, stride, padding, rows):
     chunk's zero-padded images, in one of two layouts,
 
         columns: cols[n, (c, i, j), (p, q)] = xpad[n, c, p sh + i, q sw + j]   (nb, C kh kw, OH OW)
-        rows:    rows[n, (p, q), (i, j, c)] = xpad[n, c, p sh + i, q sw + j]   (nb, OH OW, kh kw C)
+        rows:    rows[(n, p, q), (i, j, c)] = xpad[n, c, p sh + i, q sw + j]   (nb OH OW, kh kw C)
 
     The patches are one buffer, overwritten by the next chunk. The padded (and for rows,
     channels-last) chunk is one buffer too, whose zero border is written once; columns of an
@@ -91,7 +92,6 @@ def _patches(x, kernel, stride, padding, rows):
         source, inside = x, (slice(None), slice(ph, ph + h), slice(pw, pw + w))
     windows = xp.lib.stride_tricks.as_strided(image, (image.shape[0],) + shape, (s0,) + strides)
     patches = xp.empty((size,) + shape, dtype=x.dtype)
-    flat = (oh * ow, kh * kw * c) if rows else (c * kh * kw, oh * ow)
     for start in range(0, n, step):
         chunk = slice(start, min(start + step, n))
         nb = chunk.stop - start
@@ -100,12 +100,12 @@ def _patches(x, kernel, stride, padding, rows):
         else:
             image[(slice(0, nb),) + inside] = source[chunk]
             xp.copyto(patches[:nb], windows[:nb])
-        yield chunk, patches[:nb].reshape((nb,) + flat)
+        yield chunk, patches[:nb].reshape((nb * oh * ow, -1) if rows else (nb, c * kh * kw, oh * ow))
 
 
 def conv_forward(x, w, b, stride, padding):
     """y = conv(x, W) + b on raw arrays (b may be None), chunk by chunk: y_n = W2 cols_n with
-    W2 = W as (O, C kh kw), or y_n^T = rows_n W2^T with W2 = W as (O, kh kw C)."""
+    W2 = W as (O, C kh kw), or y^T = rows W2^T with W2 = W as (O, kh kw C)."""
     xp = xp_of(x)
     dtype = xp.result_type(x.dtype, w.dtype, *(() if b is None else (b.dtype,)))
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
@@ -117,8 +117,8 @@ def conv_forward(x, w, b, stride, padding):
     b3 = None if b is None else b.astype(dtype, copy=False).reshape(1, out_ch, 1)
     for chunk, patches in _patches(x, w.shape[2:], stride, padding, rows):
         y3 = y[chunk].reshape(-1, out_ch, oh * ow)
-        if rows:
-            y3[...] = xp.matmul(patches, w2.T).transpose(0, 2, 1)
+        if rows:  # one product for the chunk, transposed into y
+            y3[...] = (patches @ w2.T).reshape(len(y3), oh * ow, out_ch).transpose(0, 2, 1)
         else:
             xp.matmul(w2, patches, out=y3)
         if b3 is not None:  # while the chunk is in cache
@@ -128,7 +128,8 @@ def conv_forward(x, w, b, stride, padding):
 
 def conv_weight_grad(x, g, kernel, stride, padding):
     """dW[o, c, i, j] = sum_{n,p,q} g[n, o, p, q] xpad[n, c, p sh + i, q sw + j] on raw arrays,
-    summed over the chunks in order: dW2 += sum_n g_n rows_n, or dW2^T += sum_n cols_n g_n^T."""
+    summed over the chunks in order: dW2 += g rows (g as (O, nb OH OW)), or
+    dW2^T += sum_n cols_n g_n^T."""
     xp = xp_of(x)
     dtype = xp.result_type(x.dtype, g.dtype)
     x, g = x.astype(dtype, copy=False), g.astype(dtype, copy=False)
@@ -137,8 +138,10 @@ def conv_weight_grad(x, g, kernel, stride, padding):
     dw2 = xp.zeros((out_ch, kh * kw * in_ch) if rows else (in_ch * kh * kw, out_ch), dtype=dtype)
     for chunk, patches in _patches(x, kernel, stride, padding, rows):
         g3 = g[chunk].reshape(-1, out_ch, g.shape[2] * g.shape[3])
-        products = xp.matmul(g3, patches) if rows else xp.matmul(patches, g3.transpose(0, 2, 1))
-        dw2 += products.sum(axis=0)
+        if rows:  # one product for the chunk, with g as (O, nb OH OW)
+            dw2 += xp.ascontiguousarray(g3.transpose(1, 0, 2)).reshape(out_ch, -1) @ patches
+        else:
+            dw2 += xp.matmul(patches, g3.transpose(0, 2, 1)).sum(axis=0)
     if rows:  # (O, kh, kw, C) -> (O, C, kh, kw)
         return xp.ascontiguousarray(dw2.reshape(out_ch, kh, kw, in_ch).transpose(0, 3, 1, 2))
     return xp.ascontiguousarray(dw2.T).reshape(out_ch, in_ch, kh, kw)
