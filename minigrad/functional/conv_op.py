@@ -15,7 +15,7 @@ All three are bilinear, and the backward of each is made of the three:
 
 How. `_patches` copies the kernel-sized patches of a chunk of nb examples into an array, either
 as columns (nb, C kh kw, OH OW), one per output pixel (Caffe's im2col, as `Unfold`), or as rows
-(nb, OH OW, kh kw C), from a channels-last copy of the chunk; rows where a channel-last patch
+(nb OH OW, kh kw C), from a channels-last copy of the chunk; rows where a channels-last patch
 row, kw C values, is long enough to copy fast (`_rows_layout`). With W2 = W flattened to match:
 - forward: y_n = W2 cols_n, one batched matmul written straight into each example's (O, OH OW)
   slab of y (NCHW, no transposing copy), or y^T = rows W2^T, one product per chunk, transposed

@@ -93,8 +93,8 @@ class MaxPool(Function):
         xp = xp_of(x)
         kh, kw = kernel
         slices = _slices(kernel, (x.shape[2] // kh, x.shape[3] // kw))
-        y = x[slices[0]].copy()
-        for s in slices[1:]:
+        y = x[slices[0]].copy() if len(slices) == 1 else xp.maximum(x[slices[0]], x[slices[1]])
+        for s in slices[2:]:
             xp.maximum(y, x[s], out=y)
         ctx.save_inputs(0)
         ctx.save_output(y)
