@@ -251,34 +251,41 @@ def cpu_ms(fn, repeat):
     return statistics.median(times) * 1e3
 
 
-def conv_products(x, w, g, stride, padding, repeat):
-    """CPU ms of the products alone of minigrad's three conv ops, in its layouts: each GEMM of
-    one cache-sized chunk, on patches already in place, times the number of chunks."""
+def product_times(n, in_ch, out_ch, k, size, repeat):
+    """CPU ms of the forward's and the weight gradient's products alone, in minigrad's layout for
+    this conv (k x k kernel, `size` output pixels per example): the GEMMs of one cache-sized
+    chunk, on patches already in place, times the number of chunks; and the column gradient's."""
     from minigrad.functional import conv_op as co
-    n, c, h, _ = x.shape
-    o, _, k, _ = w.shape
-    oh = co.out_size((h, h), (k, k), stride, padding)[0]
+    depth = in_ch * k * k
+    step = min(n, co._examples_per_chunk(np.zeros(1), depth * size * 4))
     rng = np.random.default_rng(1)
 
-    def gemm(rows_first, chans, out_ch, size):  # one forward-like product over a chunk
-        step = co._examples_per_chunk(x, chans * k * k * size * x.itemsize)
-        p = rng.standard_normal((min(step, n), size, chans * k * k) if rows_first else
-                                (min(step, n), chans * k * k, size)).astype(x.dtype)
-        w2 = rng.standard_normal((out_ch, chans * k * k)).astype(x.dtype)
-        chunks = -(-n // step)
-        return (lambda: [np.matmul(p, w2.T) if rows_first else np.matmul(w2, p) for _ in range(chunks)]), p, chunks
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
 
-    rows = co._rows_layout(c, (k, k))
-    fwd, p, chunks = gemm(rows, c, o, oh * oh)
-    g3 = rng.standard_normal((p.shape[0], o, oh * oh)).astype(x.dtype)
-    dw = ((lambda: [np.matmul(g3, p).sum(axis=0) for _ in range(chunks)]) if rows else
-          (lambda: [np.matmul(p, g3.transpose(0, 2, 1)).sum(axis=0) for _ in range(chunks)]))
-    if co._transposed_conv_fits(c, o, (h, h), (oh, oh), stride, padding, (k, k)):
-        dx = gemm(co._rows_layout(o, (k, k)), o, c, h * h)[0]
-    else:  # the column gradient W^T g of the col2im path
-        w2t = rng.standard_normal((c * k * k, o)).astype(x.dtype)
-        dx = lambda: [np.matmul(w2t, g3) for _ in range(chunks)]  # noqa: E731
-    return [cpu_ms(f, repeat) for f in (fwd, dw, dx)]
+    def per_chunk(product):
+        return cpu_ms(lambda: [product() for _ in range(-(-n // step))], repeat)
+
+    w2, g3 = rand(out_ch, depth), rand(step, out_ch, size)
+    if co._rows_layout(in_ch, (k, k)):  # y^T = rows W2^T, dW2 = g rows, g as (O, nb OH OW)
+        rows, g2 = rand(step * size, depth), rand(out_ch, step * size)
+        fwd, dw = per_chunk(lambda: rows @ w2.T), per_chunk(lambda: g2 @ rows)
+    else:  # y_n = W2 cols_n, dW2^T = sum_n cols_n g_n^T
+        cols = rand(step, depth, size)
+        fwd = per_chunk(lambda: np.matmul(w2, cols))
+        dw = per_chunk(lambda: np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0))
+    return fwd, dw, per_chunk(lambda: np.matmul(w2.T, g3))
+
+
+def conv_products(n, c, h, o, k, s, p, repeat):
+    """The products alone of minigrad's forward, weight gradient and input gradient (the
+    transposed convolution's forward products, or the column gradient of the col2im path)."""
+    from minigrad.functional import conv_op as co
+    oh = (h + 2 * p - k) // s + 1
+    fwd, dw, column_grad = product_times(n, c, o, k, oh * oh, repeat)
+    if co._transposed_conv_fits(c, o, (h, h), (oh, oh), (s, s), (p, p), (k, k)):
+        return fwd, dw, product_times(n, o, c, k, h * h, repeat)[0]
+    return fwd, dw, column_grad
 
 
 def layers(repeat):
@@ -306,8 +313,8 @@ def layers(repeat):
         theirs = cpu_ms(lambda: torch.nn.functional.conv2d(xt, wt, None, s, p), repeat) + cpu_ms(
             lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [p, p], [1, 1], False,
                                                         [0, 0], 1, [need_dx, True, False]), repeat)
-        floor = conv_products(x, w, g, (s, s), (p, p), repeat)
-        floor = sum(floor[:3] if need_dx else floor[:2])
+        floor = conv_products(n, c, h, o, k, s, p, repeat)
+        floor = sum(floor if need_dx else floor[:2])
         print(f"  {name:<32s} {sum(ours):9.1f} {theirs:7.1f} {sum(ours) / theirs:6.2f} {floor:9.1f}  "
               f"{ours[0]:.1f} / {ours[1]:.1f} / {ours[2]:.1f}")
 
