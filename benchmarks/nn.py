@@ -2,32 +2,35 @@
 
     python benchmarks/nn.py                    # LeNet-5 and ResNet-20 steps, minigrad and torch
     python benchmarks/nn.py --profile          # plus where minigrad's time goes (by op, cProfile)
-    python benchmarks/nn.py --alternatives     # plus NumPy timings of cheaper conv/pool layouts
+    python benchmarks/nn.py --layers           # plus each conv layer: minigrad's ops, torch's, the products alone
     python benchmarks/nn.py --no-torch --rounds 21 --resnet-rounds 7
+    OPENBLAS_NUM_THREADS=1 python benchmarks/nn.py   # both libraries on one thread
 
 A step is forward + softmax cross-entropy on integer labels + backward filling .grad of every
 parameter, in float32, training mode (batch statistics in BatchNorm); no parameter update.
 
-  LeNet-5   minigrad.nn.models.lenet5(): batch 256 x 1 x 28 x 28  (target: minigrad <= 1.5 x torch)
-  ResNet-20 minigrad.nn.models.resnet20() (option-A shortcuts): batch 128 x 3 x 32 x 32
+  LeNet-5   minigrad.nn.models.lenet5(): batch 256 x 1 x 28 x 28    target: minigrad <= 1.2 x torch
+  ResNet-20 minigrad.nn.models.resnet20() (option-A shortcuts): batch 128 x 3 x 32 x 32, <= 1.5 x torch
 
 PyTorch runs the same architectures (its ResNet-20 with the same zero-padded strided shortcut)
 with the same weights (copied from minigrad's state_dict) and the same number of threads as
 numpy's BLAS. Before timing, the script checks (untimed) that both give the same loss and the
 same gradients (relative error about 1e-6 in float32); exit status 1 if a check fails.
 
-Timing follows benchmarks/engine.py: each round times every contender once in a rotating
-order, after a short sleep (--gap) that lets the previous contender's BLAS threads stop
-spinning; a ratio is the median over rounds of the two times taken in the same round.
+Timing: each round times every contender once in a rotating order, after a short sleep (--gap)
+that lets the previous contender's BLAS threads stop spinning; a ratio is the median over rounds
+of the two times taken in the same round, in wall time and in CPU time (the process's, all
+threads). On a loaded machine read the CPU ratio at one thread: wall time there is mostly
+waiting for a core, and at two threads both libraries' threads spin while they wait.
 
-glibc's malloc hands large arrays back to the kernel on free, so every step pays for fresh,
-zeroed pages (the system CPU time --profile prints). To keep freed memory in the process, run
-with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
-(the first line of the output says which applies; it applies to both libraries).
+Memory: importing minigrad.functional keeps freed memory in the process (glibc mallopt,
+minigrad/functional/malloc.py), which applies to torch in the same process too. Run with
+MINIGRAD_MALLOC=system for glibc's defaults; the first lines of the output say which applies.
 
 --profile times every op call (Function.apply, forward and the ops the backward runs), grouped
-by op and by op + input shapes, and prints cProfile's top functions. --alternatives times, in
-plain NumPy on the shapes of these nets, the layouts suggested by the profile (see README.md).
+by op and by op + input shapes (CPU time at one BLAS thread, else wall time), and prints
+cProfile's top functions. --layers times each conv layer's three products alone too, which
+is the floor for an im2col convolution on numpy's BLAS (see README.md, "Convolutions").
 """
 import argparse
 import gc
@@ -39,16 +42,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine import interleaved, numpy_blas_threads, profile, ratio, rel_err
+from engine import numpy_blas_threads, profile, rel_err
 
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import function as mg_function
 from minigrad.nn import models
 
-TARGET_LENET = 1.5  # minigrad LeNet-5 step <= 1.5 x torch
-# Keep freed memory in the process (see README): the same environment applies to both libraries.
-MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+TARGETS = {"lenet5": 1.2, "resnet20": 1.5}  # minigrad step <= target x torch
 
 
 # ------------------------------------------------------------------------------- problems
@@ -167,13 +168,15 @@ def check_same(name, batch, tol=1e-8):
 
 
 # ------------------------------------------------------------------------------- profile
-def op_breakdown(name, fn, n, top=25):
+def op_breakdown(name, fn, n, top=25, cpu=False):
     """Time inside each op call, forward ('fwd') and inside backward ('bwd'), by op and by op +
-    input shapes; the rest of the wall time is Python outside ops (module calls, graph walk)."""
+    input shapes; the rest is outside ops: Python (module calls, the graph walk) and the array
+    work of backward methods that call no op (batch norm's and max pooling's first order).
+    cpu: the process's CPU time instead of wall time."""
     cls = mg_function.Function
     orig = cls.__dict__["apply"]
     rec = []
-    clock = time.perf_counter
+    clock = time.process_time if cpu else time.perf_counter
 
     def timed(c, *inputs, **kw):
         phase = "fwd" if mg.is_grad_enabled() else "bwd"
@@ -201,8 +204,8 @@ def op_breakdown(name, fn, n, top=25):
         cls.apply = orig
     in_ops = sum(a[1] for a in by_op.values()) / n
     wall /= n
-    print(f"\n--- {name}: {wall * 1e3:.0f} ms per step (timed ops), {in_ops * 1e3:.0f} ms inside ops, "
-          f"{(wall - in_ops) * 1e3:.0f} ms outside ({n} steps) ---")
+    print(f"\n--- {name}: {wall * 1e3:.0f} ms {'CPU' if cpu else 'wall'} per step (timed ops), "
+          f"{in_ops * 1e3:.0f} ms inside ops, {(wall - in_ops) * 1e3:.0f} ms outside ({n} steps) ---")
     print(f"  {'op':<14s} {'phase':<5s} {'calls':>6s} {'ms':>8s} {'share':>6s}")
     for (op, phase), (c, t) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]:
         print(f"  {op:<14s} {phase:<5s} {c / n:6.0f} {t / n * 1e3:8.1f} {t / n / wall:6.1%}")
@@ -213,8 +216,8 @@ def op_breakdown(name, fn, n, top=25):
 
 
 def cpu_times(name, fn, n):
-    """Wall, user and system CPU seconds per call; system time here is the kernel handing out
-    (zeroing) fresh pages for large arrays that malloc got from mmap and returned on free."""
+    """Wall, user and system CPU seconds per call; system time is mostly the kernel handing out
+    (zeroing) fresh pages for arrays that malloc got from mmap, or from a heap it had trimmed."""
     fn()
     t0, w0 = os.times(), time.perf_counter()
     for _ in range(n):
@@ -224,189 +227,152 @@ def cpu_times(name, fn, n):
           f"user CPU, {(t1.system - t0.system) / n * 1e3:.0f} ms system CPU ({n} steps) ---")
 
 
-# -------------------------------------------------------------------------- alternatives
-def best_of(fn, repeat):
+# --------------------------------------------------------------------------------- layers
+CONV_LAYERS = [  # name, batch, in channels, image size, out channels, kernel, stride, padding
+    ("ResNet stem 3->16, 32x32", 128, 3, 32, 16, 3, 1, 1),
+    ("ResNet stage 1 16->16, 32x32", 128, 16, 32, 16, 3, 1, 1),
+    ("ResNet 16->32, stride 2", 128, 16, 32, 32, 3, 2, 1),
+    ("ResNet stage 2 32->32, 16x16", 128, 32, 16, 32, 3, 1, 1),
+    ("ResNet 32->64, stride 2", 128, 32, 16, 64, 3, 2, 1),
+    ("ResNet stage 3 64->64, 8x8", 128, 64, 8, 64, 3, 1, 1),
+    ("LeNet conv1 1->6, 28x28, k5 p2", 256, 1, 28, 6, 5, 1, 2),
+    ("LeNet conv2 6->16, 14x14, k5", 256, 6, 14, 16, 5, 1, 0),
+]
+
+
+def cpu_ms(fn, repeat):
+    """Median CPU milliseconds of `repeat` calls, after one untimed call."""
     fn()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times) * 1e3
 
 
-def unfold_np(x, k, stride, pad, layout):
-    """im2col of x as (N, C, kh, kw, OH, OW) ('nchw', minigrad's) or (C, kh, kw, N, OH, OW) ('cnhw')."""
-    if pad:
-        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, c, h, w = x.shape
-    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    s0, s1, s2, s3 = x.strides
-    view = np.lib.stride_tricks.as_strided(x, (n, c, k, k, oh, ow),
-                                           (s0, s1, s2, s3, s2 * stride, s3 * stride))
-    if layout == "cnhw":
-        view = view.transpose(1, 2, 3, 0, 4, 5)
-    return np.ascontiguousarray(view)
+def product_times(n, in_ch, out_ch, k, size, repeat):
+    """CPU ms of the forward's and the weight gradient's products alone, in minigrad's layout for
+    this conv (k x k kernel, `size` output pixels per example): the GEMMs of one cache-sized
+    chunk, on patches already in place, times the number of chunks; and the column gradient's."""
+    from minigrad.functional import conv_op as co
+    depth = in_ch * k * k
+    step = min(n, co._examples_per_chunk(np.zeros(1), depth * size * 4))
+    rng = np.random.default_rng(1)
+
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def per_chunk(product):
+        return cpu_ms(lambda: [product() for _ in range(-(-n // step))], repeat)
+
+    w2, g3 = rand(out_ch, depth), rand(step, out_ch, size)
+    if co._rows_layout(in_ch, (k, k)):  # y^T = rows W2^T, dW2 = g rows, g as (O, nb OH OW)
+        rows, g2 = rand(step * size, depth), rand(out_ch, step * size)
+        fwd, dw = per_chunk(lambda: rows @ w2.T), per_chunk(lambda: g2 @ rows)
+    else:  # y_n = W2 cols_n, dW2^T = sum_n cols_n g_n^T
+        cols = rand(step, depth, size)
+        fwd = per_chunk(lambda: np.matmul(w2, cols))
+        dw = per_chunk(lambda: np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0))
+    return fwd, dw, per_chunk(lambda: np.matmul(w2.T, g3))
 
 
-def fold_np(cols, size, k, stride, pad):
-    """col2im, as minigrad's Fold: a zero image and one strided slab add per kernel offset."""
-    n, c, _, _, oh, ow = cols.shape
-    out = np.zeros((n, c, size + 2 * pad, size + 2 * pad), cols.dtype)
-    for i in range(k):
-        for j in range(k):
-            out[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += cols[:, :, i, j]
-    return out[:, :, pad:pad + size, pad:pad + size]
+def conv_products(n, c, h, o, k, s, p, repeat):
+    """The products alone of minigrad's forward, weight gradient and input gradient (the
+    transposed convolution's forward products, or the column gradient of the col2im path)."""
+    from minigrad.functional import conv_op as co
+    oh = (h + 2 * p - k) // s + 1
+    fwd, dw, column_grad = product_times(n, c, o, k, oh * oh, repeat)
+    if co._transposed_conv_fits(c, o, (h, h), (oh, oh), (s, s), (p, p), (k, k)):
+        return fwd, dw, product_times(n, o, c, k, h * h, repeat)[0]
+    return fwd, dw, column_grad
 
 
-def conv_now(x, w, g, k, pad):
-    """minigrad's scheme in NumPy: NCHW im2col, W @ cols broadcast over N, dW = sum_n g_n cols_n^T,
-    column gradient W^T @ g broadcast over N, then Fold."""
-    n, c, h, _ = x.shape
-    o = w.shape[0]
-    w2 = w.reshape(o, -1)
-    cols = unfold_np(x, k, 1, pad, "nchw")
-    c3 = cols.reshape(n, c * k * k, -1)
-    y = np.matmul(w2, c3)
-    g3 = g.reshape(n, o, -1)
-    dw = np.matmul(g3, c3.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    dx = fold_np(np.matmul(w2.T, g3).reshape(cols.shape), h, k, 1, pad)
-    return y.reshape(g.shape), dw, dx
-
-
-def conv_alt(x, w, g, k, pad):
-    """One GEMM per product: channel-major im2col (C k k, N OH OW); dW = g2 cols2^T in one GEMM
-    (no per-example products to sum); dX as the transposed convolution, i.e. im2col of the
-    gradient (padded by k - 1 - pad) times the flipped kernel, instead of a column gradient + Fold.
-    Stride 1 only (a stride needs the gradient dilated with zeros first)."""
-    n, c, h, _ = x.shape
-    o = w.shape[0]
-    cols2 = unfold_np(x, k, 1, pad, "cnhw").reshape(c * k * k, -1)
-    y = np.ascontiguousarray((w.reshape(o, -1) @ cols2).reshape(o, n, -1).transpose(1, 0, 2))
-    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, -1)
-    dw = (g2 @ cols2.T).reshape(w.shape)
-    wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
-    gcols = unfold_np(g, k, 1, k - 1 - pad, "cnhw").reshape(o * k * k, -1)
-    dx = np.ascontiguousarray((wf @ gcols).reshape(c, n, h, -1).transpose(1, 0, 2, 3))
-    return y.reshape(g.shape), dw, dx
-
-
-def conv_alt_fold(x, w, g, k, pad):
-    """As conv_alt, but dX as minigrad does it: the column gradient W^T g2 (one GEMM, channel-major)
-    scatter-added back by Fold; better when out_channels * k * k is much larger than in_channels * k * k."""
-    n, c, h, _ = x.shape
-    o = w.shape[0]
-    cols = unfold_np(x, k, 1, pad, "cnhw")
-    cols2 = cols.reshape(c * k * k, -1)
-    w2 = w.reshape(o, -1)
-    y = np.ascontiguousarray((w2 @ cols2).reshape(o, n, -1).transpose(1, 0, 2))
-    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, -1)
-    dw = (g2 @ cols2.T).reshape(w.shape)
-    dx = fold_np((w2.T @ g2).reshape(cols.shape).transpose(3, 0, 1, 2, 4, 5), h, k, 1, pad)
-    return y.reshape(g.shape), dw, dx
-
-
-def batch_norm_fused(x, w, b, g, eps=1e-5):
-    """Batch norm (training) forward and backward in closed form, 4-D input, per channel:
-    y = xhat w + b;  dx = w / std (g - mean(g) - xhat mean(g xhat)), dw = sum g xhat, db = sum g."""
-    axes = (0, 2, 3)
-    mu = x.mean(axis=axes, keepdims=True)
-    xc = x - mu
-    inv = 1 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)
-    xhat = xc * inv
-    y = xhat * w.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
-    db = g.sum(axis=axes)
-    dw = (g * xhat).sum(axis=axes)
-    m = xhat.size // xhat.shape[1]
-    dx = (g - (db / m).reshape(1, -1, 1, 1) - xhat * (dw / m).reshape(1, -1, 1, 1)) * (
-        inv * w.reshape(1, -1, 1, 1))
-    return y, dx, dw, db
-
-
-def alternatives(repeat):
-    """NumPy timings (ms, median of `repeat`) of the conv, pool and batch-norm variants the
-    profile suggests, each checked against minigrad's scheme (or minigrad itself) first."""
+def layers(repeat):
+    """Each conv layer of the two nets, forward + weight gradient + input gradient: minigrad's
+    ops (conv_op.py, on arrays), torch's conv2d and convolution_backward, and minigrad's products
+    alone (`conv_products`); then batch norm and max pooling, forward + backward. CPU ms."""
+    import torch
+    from minigrad.functional import conv_op as co
     rng = np.random.default_rng(0)
     f32 = np.float32
-    print(f"\n--- alternatives, timed in plain NumPy (ms, median of {repeat}) ---")
-    print("\nconv layer forward + backward (y, dW, dX), stride 1:")
-    print(f"  {'layer':<40s} {'minigrad scheme':>16s} {'1 GEMM, Fold dX':>16s} "
-          f"{'1 GEMM, transposed-conv dX':>27s}")
-    for name, n, c, h, o, k, p in (("ResNet stage 1: 16->16, 32x32, N=128", 128, 16, 32, 16, 3, 1),
-                                   ("ResNet stage 2: 32->32, 16x16, N=128", 128, 32, 16, 32, 3, 1),
-                                   ("ResNet stage 3: 64->64, 8x8, N=128", 128, 64, 8, 64, 3, 1),
-                                   ("LeNet conv2: 6->16, 14x14, k=5, N=256", 256, 6, 14, 16, 5, 0)):
+    print(f"\n--- layers: CPU ms, median of {repeat}, forward + dW + dX "
+          f"(LeNet conv1: no dX, as in training) ---")
+    print(f"  {'conv layer':<32s} {'minigrad':>9s} {'torch':>7s} {'ratio':>6s} {'products':>9s}  "
+          f"minigrad fwd / dW / dX")
+    for name, n, c, h, o, k, s, p in CONV_LAYERS:
         x = rng.standard_normal((n, c, h, h)).astype(f32)
         w = (rng.standard_normal((o, c, k, k)) * 0.1).astype(f32)
-        oh = h + 2 * p - k + 1
+        oh = (h + 2 * p - k) // s + 1
         g = rng.standard_normal((n, o, oh, oh)).astype(f32)
-        ref = conv_now(x, w, g, k, p)
-        for alt in (conv_alt_fold, conv_alt):
-            for a, b_ in zip(ref, alt(x, w, g, k, p)):
-                np.testing.assert_allclose(a, b_, rtol=2e-3, atol=2e-3 * np.abs(a).max())
-        t_now = best_of(lambda: conv_now(x, w, g, k, p), repeat)
-        t_fold = best_of(lambda: conv_alt_fold(x, w, g, k, p), repeat)
-        t_alt = best_of(lambda: conv_alt(x, w, g, k, p), repeat)
-        print(f"  {name:<40s} {t_now:16.1f} {t_fold:16.1f} {t_alt:27.1f}")
+        need_dx = c > 1
+        ours = [cpu_ms(lambda: co.conv_forward(x, w, None, (s, s), (p, p)), repeat),
+                cpu_ms(lambda: co.conv_weight_grad(x, g, (k, k), (s, s), (p, p)), repeat),
+                cpu_ms(lambda: co.conv_input_grad(g, w, (h, h), (s, s), (p, p)), repeat) if need_dx else 0.0]
+        xt, wt, gt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(g)
+        theirs = cpu_ms(lambda: torch.nn.functional.conv2d(xt, wt, None, s, p), repeat) + cpu_ms(
+            lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [p, p], [1, 1], False,
+                                                        [0, 0], 1, [need_dx, True, False]), repeat)
+        floor = conv_products(n, c, h, o, k, s, p, repeat)
+        floor = sum(floor if need_dx else floor[:2])
+        print(f"  {name:<32s} {sum(ours):9.1f} {theirs:7.1f} {sum(ours) / theirs:6.2f} {floor:9.1f}  "
+              f"{ours[0]:.1f} / {ours[1]:.1f} / {ours[2]:.1f}")
 
-    print("\nmax_pool2d 2x2 stride 2, forward + backward:")
-    print(f"  {'input':<40s} {'Unfold + max + Fold':>20s} {'reshaped view':>14s} {'4 strided slices':>17s}")
-    for name, shape in (("LeNet pool1 (256, 6, 28, 28)", (256, 6, 28, 28)),
-                        ("LeNet pool2 (256, 16, 10, 10)", (256, 16, 10, 10))):
-        x = rng.standard_normal(shape).astype(f32)
-        n, c, h, w = shape
-        g = rng.standard_normal((n, c, h // 2, w // 2)).astype(f32)
-
-        def via_unfold():
-            cols = unfold_np(x, 2, 2, 0, "nchw")
-            m = cols.max(axis=(2, 3), keepdims=True)
-            hit = (cols == m).astype(f32)
-            hit /= hit.sum(axis=(2, 3), keepdims=True)
-            return m, fold_np(g[:, :, None, None] * hit, h, 2, 2, 0)
-
-        def via_reshape():
-            v = x.reshape(n, c, h // 2, 2, w // 2, 2)
-            m = v.max(axis=(3, 5), keepdims=True)
-            hit = (v == m).astype(f32)
-            hit /= hit.sum(axis=(3, 5), keepdims=True)
-            return m, (g[:, :, :, None, :, None] * hit).reshape(shape)
-
-        def via_slices():  # max of the four window positions, the gradient to the (first) winner
-            s = [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)]
-            m = np.maximum(np.maximum(s[0], s[1]), np.maximum(s[2], s[3]))
-            dx = np.empty_like(x)
-            taken = np.zeros(m.shape, bool)
-            for (i, j), v in zip(((0, 0), (0, 1), (1, 0), (1, 1)), s):
-                hit = (v == m) & ~taken
-                taken |= hit
-                dx[:, :, i::2, j::2] = g * hit
-            return m, dx
-
-        np.testing.assert_allclose(via_unfold()[1], via_reshape()[1])
-        np.testing.assert_allclose(via_unfold()[1], via_slices()[1])
-        print(f"  {name:<40s} {best_of(via_unfold, repeat):20.2f} {best_of(via_reshape, repeat):14.2f} "
-              f"{best_of(via_slices, repeat):17.2f}")
-
-    print("\nbatch norm (training), forward + backward in x, weight, bias:")
-    print(f"  {'input':<40s} {'minigrad F.batch_norm':>22s} {'fused closed form':>18s}")
-    for shape in ((128, 16, 32, 32), (128, 64, 8, 8)):
-        x = rng.standard_normal(shape).astype(f32)
+    print(f"\n  {'batch norm (training) / max pool 2x2':<40s} {'minigrad':>9s} {'torch':>7s}")
+    for shape in ((128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8)):
+        x, g = rng.standard_normal(shape).astype(f32), rng.standard_normal(shape).astype(f32)
         c = shape[1]
-        w, b = rng.standard_normal(c).astype(f32), rng.standard_normal(c).astype(f32)
-        g = rng.standard_normal(shape).astype(f32)
-        xt, wt, bt, gt = mg.tensor(x, requires_grad=True), mg.tensor(w, requires_grad=True), \
-            mg.tensor(b, requires_grad=True), mg.tensor(g)
+        xm, wm, bm = (mg.tensor(a, requires_grad=True) for a in (x, np.ones(c, f32), np.zeros(c, f32)))
+        xt = torch.from_numpy(x).requires_grad_()
+        bn, gt = torch.nn.BatchNorm2d(c), torch.from_numpy(g)
+        ours = cpu_ms(lambda: mg.grad(F.batch_norm(xm, None, None, wm, bm, training=True), [xm, wm, bm],
+                                      grad_outputs=mg.tensor(g)), repeat)
+        theirs = cpu_ms(lambda: torch.autograd.grad(bn(xt), [xt, bn.weight, bn.bias], gt), repeat)
+        print(f"  {'batch norm ' + str(shape):<40s} {ours:9.1f} {theirs:7.1f}")
+    for shape in ((256, 6, 28, 28), (256, 16, 10, 10)):
+        x = rng.standard_normal(shape).astype(f32)
+        g = rng.standard_normal(shape[:2] + (shape[2] // 2, shape[3] // 2)).astype(f32)
+        xm, xt, gt = mg.tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
+        ours = cpu_ms(lambda: mg.grad(F.max_pool2d(xm, 2), xm, grad_outputs=mg.tensor(g)), repeat)
+        theirs = cpu_ms(lambda: torch.autograd.grad(torch.nn.functional.max_pool2d(xt, 2), xt, gt), repeat)
+        print(f"  {'max pool ' + str(shape):<40s} {ours:9.1f} {theirs:7.1f}")
 
-        def minigrad_bn():
-            y = F.batch_norm(xt, None, None, wt, bt, training=True)
-            return mg.grad(y, [xt, wt, bt], grad_outputs=gt)
 
-        ref = minigrad_bn()
-        fused = batch_norm_fused(x, w, b, g)[1:]
-        for a, b_ in zip(ref, fused):
-            np.testing.assert_allclose(a.data, b_, rtol=1e-3, atol=1e-3 * np.abs(b_).max())
-        print(f"  {str(shape):<40s} {best_of(minigrad_bn, repeat):22.1f} "
-              f"{best_of(lambda: batch_norm_fused(x, w, b, g), repeat):18.1f}")
+# ----------------------------------------------------------------------------------- timing
+def interleaved_times(cases, rounds, gap):
+    """{name: [(wall, cpu) seconds per round]}: each case once per round, in a rotating order,
+    each after `gap` seconds of sleep (idle BLAS threads of the previous case stop spinning)."""
+    names = list(cases)
+    for name in names:  # warm-up
+        cases[name]()
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        gc.collect()
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            time.sleep(gap)
+            w0, c0 = time.perf_counter(), time.process_time()
+            cases[name]()
+            times[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    return times
+
+
+def report(name, batch, times):
+    """Medians per contender; with torch, the median same-round ratios and the target."""
+    shape = "1x28x28" if name == "lenet5" else "3x32x32"
+    print(f"\n{name}, batch {batch}x{shape}: median of {len(next(iter(times.values())))} interleaved rounds")
+    for k, t in times.items():
+        wall, cpu = zip(*t)
+        print(f"  {k:<9s} {statistics.median(wall) * 1e3:9.1f} ms wall (min {min(wall) * 1e3:.1f})  "
+              f"{statistics.median(cpu) * 1e3:9.1f} ms CPU (min {min(cpu) * 1e3:.1f})")
+    if "torch" not in times:
+        return
+    ratios = [[a[i] / b[i] for a, b in zip(times["minigrad"], times["torch"])] for i in (0, 1)]
+    wall, cpu = (statistics.median(r) for r in ratios)
+    target = TARGETS[name]
+    print(f"  minigrad / torch (median of same-round ratios): wall {wall:.2f}x (rounds "
+          f"{min(ratios[0]):.2f}-{max(ratios[0]):.2f}), CPU {cpu:.2f}x (rounds {min(ratios[1]):.2f}-"
+          f"{max(ratios[1]):.2f});  target <= {target}: {'PASS' if cpu <= target else 'FAIL'} (CPU)")
 
 
 # ---------------------------------------------------------------------------------- main
@@ -420,7 +386,7 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if importable")
     ap.add_argument("--no-resnet", action="store_true", help="LeNet-5 only")
     ap.add_argument("--profile", action="store_true", help="op breakdown and cProfile of minigrad's steps")
-    ap.add_argument("--alternatives", action="store_true", help="NumPy timings of other conv/pool layouts")
+    ap.add_argument("--layers", action="store_true", help="each conv layer, batch norm and pooling vs torch")
     args = ap.parse_args(argv)
 
     threads = numpy_blas_threads()
@@ -434,8 +400,13 @@ def main(argv=None):
     print(f"float32 training steps (forward + cross-entropy + backward); numpy {np.__version__}, "
           f"BLAS threads {threads}"
           + (f"; torch {torch.__version__} threads {torch.get_num_threads()}" if torch else "; torch: not used"))
-    tuned = {k: os.environ[k] for k in MALLOC_ENV if k in os.environ}
-    print(f"glibc malloc: {tuned if tuned else 'defaults (large arrays are mmapped and unmapped on free)'}")
+    try:
+        from minigrad.functional.malloc import applied as kept
+    except ImportError:  # a minigrad from before the policy
+        kept = False
+    malloc_vars = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "MINIGRAD_MALLOC"}
+    print("malloc: " + ("minigrad keeps freed memory (mallopt; torch too, one process)" if kept else
+                        f"glibc defaults, or the environment's {malloc_vars}" if malloc_vars else "glibc defaults"))
 
     problems = [("lenet5", args.lenet_batch, args.rounds)]
     if not args.no_resnet:
@@ -450,20 +421,8 @@ def main(argv=None):
             ok &= check_same(name, batch)
         steps[name] = cases
 
-    results = {}
     for name, batch, rounds in problems:
-        times = interleaved(steps[name], rounds, warmup=1, gap=args.gap)
-        results[name] = times
-        shape = "1x28x28" if name == "lenet5" else "3x32x32"
-        print(f"\n{name}, batch {batch}x{shape}: median of {rounds} interleaved rounds")
-        for k, t in times.items():
-            print(f"  {k:<9s} {statistics.median(t) * 1e3:9.1f} ms   (min {min(t) * 1e3:.1f})")
-        if "torch" in times:
-            r = ratio(times, "minigrad", "torch")
-            tgt = ""
-            if name == "lenet5":
-                tgt = f"   target <= {TARGET_LENET} x torch: {'PASS' if r <= TARGET_LENET else 'FAIL'}"
-            print(f"  minigrad / torch (median of same-round ratios): {r:.2f}x{tgt}")
+        report(name, batch, interleaved_times(steps[name], rounds, args.gap))
 
     if args.profile:
         for name, batch, _ in problems:
@@ -471,10 +430,10 @@ def main(argv=None):
             cpu_times(f"minigrad {name} step, batch {batch}", steps[name]["minigrad"], n)
             if "torch" in steps[name]:
                 cpu_times(f"torch {name} step, batch {batch}", steps[name]["torch"], n)
-            op_breakdown(f"minigrad {name} step, batch {batch}", steps[name]["minigrad"], n)
+            op_breakdown(f"minigrad {name} step, batch {batch}", steps[name]["minigrad"], n, cpu=threads == 1)
             profile(f"minigrad {name} step", steps[name]["minigrad"], n, 20, unit="steps", note="")
-    if args.alternatives:
-        alternatives(repeat=7)
+    if args.layers and torch:
+        layers(repeat=7)
     return 0 if ok else 1
 
 

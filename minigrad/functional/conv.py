@@ -5,8 +5,8 @@ shape (N, C, kh, kw, OH, OW) -- the Caffe layout, which `im2col` returns and min
 relies on -- and `Fold` is its adjoint: it scatter-adds columns back into the image. Each is the
 other's backward, and both are linear.
 
-conv2d is the fused `Conv2d` op of conv_op.py: im2col + one matmul on channel-major columns,
-differentiable to any order.
+conv2d is the `Conv2d` op of conv_op.py (im2col and a matrix product over cache-sized batch
+chunks, with its input and weight gradients as ops of their own), differentiable to any order.
 """
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..backend import xp_of
 from ..linalg import matmul
 from ..shape_ops import reshape, transpose
 from ..tensor import Tensor
-from .conv_op import Conv2d, batch_last_layout
+from .conv_op import Conv2d
 
 
 def _pair(fn, name, value, minimum):
@@ -146,7 +146,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, oh*sh + i, ow*sw + j]
 
     x (N, C, H, W), W (O, C, kh, kw), b (O,); OH = (H + 2 ph - kh) // sh + 1.
-    Computed as Y = W.reshape(O, C kh kw) @ cols, with channel-major columns (C kh kw, N OH OW).
+    Computed as im2col and one matrix product per example, over cache-sized batch chunks
+    (conv_op.py).
     """
     x, weight = Tensor.wrap(x), Tensor.wrap(weight)
     if x.ndim != 4:
@@ -160,12 +161,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     out_ch, in_ch, kh, kw = weight.shape
     stride = _pair("conv2d", "stride", stride, 1)
     padding = _pair("conv2d", "padding", padding, 0)
-    oh, ow = _out_size("conv2d", x.shape, (kh, kw), stride, padding)
-    y = Conv2d.apply(x, weight, stride=stride, padding=padding, batch_last=batch_last_layout((oh, ow)))
-    if bias is not None:
-        bias = Tensor.wrap(bias)
-        if bias.shape != (out_ch,):
-            raise ValueError(f"conv2d: bias must have shape ({out_ch},), got {bias.shape} "
-                             f"(weight shape {weight.shape})")
-        y = y + reshape(bias, out_ch, 1, 1)
-    return y
+    _out_size("conv2d", x.shape, (kh, kw), stride, padding)
+    if bias is None:
+        return Conv2d.apply(x, weight, stride=stride, padding=padding)
+    bias = Tensor.wrap(bias)
+    if bias.shape != (out_ch,):
+        raise ValueError(f"conv2d: bias must have shape ({out_ch},), got {bias.shape} "
+                         f"(weight shape {weight.shape})")
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)

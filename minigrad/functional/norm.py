@@ -30,43 +30,74 @@ def _per_channel(name, value, c, x, array):
 
 class BatchNormTrain(Function):
     """y = xhat * w + b with xhat = (x - mu) * r, where mu and sigma^2 are the batch mean and
-    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); mu and r
-    come in as params (computed once by batch_norm); w and b have shape (1, C, 1, ...).
+    biased variance over `axes` (n values per channel) and r = 1 / sqrt(sigma^2 + eps); the
+    centered x - mu and r come in as params (computed once by `_center`); w and b have shape
+    (1, C, 1, ...).
 
     Closed-form backward, with sums over `axes`:
         db = sum(g),  dw = sum(g * xhat),  dx = r w (g - db / n - xhat dw / n)
-    Without create_graph it uses the forward's xhat and r as constants; under create_graph it
-    rebuilds them from x with differentiable ops (the same numbers), so every order of
-    derivative follows.
+    Without create_graph it runs on the arrays, with the forward's x - mu and r
+    (`_backward_arrays`); under create_graph it rebuilds them from x with differentiable ops
+    (the same numbers), so every order of derivative follows.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, mu, r, axes, eps):
+    def forward(ctx, x, w, b, centered, r, axes, eps):
         ctx.save_inputs(0, 1)
-        xhat = x - mu
-        xhat *= r
-        ctx.xhat = xhat
-        y = xhat * w
+        y = centered * (r * w)  # x - mu scaled once per channel: one pass instead of two
         y += b
         return y
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        axes, eps = ctx.params["axes"], ctx.params["eps"]
+        p = ctx.params
         need_x, need_w, need_b = ctx.needs_input_grad
+        if not is_grad_enabled():
+            return _backward_arrays(g.data, p["centered"], p["r"], w.data, p["axes"], need_x)
         n = x.size // x.shape[1]
-        if is_grad_enabled() or getattr(ctx, "xhat", None) is None:
-            centered = x - mean(x, axes, keepdims=True)
-            r = 1 / sqrt(mean(centered * centered, axes, keepdims=True) + eps)
-            xhat = centered * r
-        else:
-            r, xhat = const(ctx.params["r"]), const(ctx.xhat)
-        ctx.xhat = None
-        db = sum(g, axes, keepdims=True)
-        dw = sum(g * xhat, axes, keepdims=True)
+        centered = x - mean(x, p["axes"], keepdims=True)
+        r = 1 / sqrt(mean(centered * centered, p["axes"], keepdims=True) + p["eps"])
+        xhat = centered * r
+        db = sum(g, p["axes"], keepdims=True)
+        dw = sum(g * xhat, p["axes"], keepdims=True)
         dx = (g - db * (1.0 / n) - xhat * (dw * (1.0 / n))) * (r * w) if need_x else None
         return dx, (dw if need_w else None), (db if need_b else None)
+
+
+def _channel_dot(a, b):
+    """sum(a * b) over every axis but 1, kept as (1, C, 1, ...), without an array for a * b."""
+    xp = xp_of(a)
+    n, c = a.shape[:2]
+    dot = xp.einsum("nci,nci->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    return dot.reshape((1, c) + (1,) * (a.ndim - 2))
+
+
+def _center(x, axes, eps):
+    """On arrays: x - mu, the batch mean mu, the biased variance sigma^2 and
+    r = 1 / sqrt(sigma^2 + eps), per channel (kept dims)."""
+    xp = xp_of(x)
+    mu = x.mean(axis=axes, keepdims=True)
+    centered = x - mu
+    var = _channel_dot(centered, centered) / (x.size // x.shape[1])
+    return centered, mu, var, (1 / xp.sqrt(var + eps)).astype(x.dtype)
+
+
+def _backward_arrays(g, centered, r, w, axes, need_x):
+    """BatchNormTrain's backward on arrays (first order), with xhat = centered * r folded into
+    per-channel factors: db, dw, then dx in one buffer."""
+    xp = xp_of(g)
+    n = g.size // g.shape[1]
+    db = g.sum(axis=axes, keepdims=True)
+    dw = _channel_dot(g, centered) * r
+    dx = None
+    if need_x:
+        buf = centered * (r * dw * (1.0 / n))
+        buf += db * (1.0 / n)
+        xp.subtract(g, buf, out=buf)  # g - db / n - xhat dw / n
+        buf *= r * w
+        dx = const(buf)
+    return dx, const(dw), const(db)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -96,14 +127,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: training needs more than one value per channel, "
                              f"got input shape {x.shape}")
         # the batch statistics, once, on raw arrays (the op's backward rebuilds them when needed)
-        batch_mean = x.data.mean(axis=axes, keepdims=True)
-        centered = x.data - batch_mean
-        batch_var = xp.mean(xp.square(centered, out=centered), axis=axes, keepdims=True)
-        del centered
-        r = (1 / xp.sqrt(batch_var + eps)).astype(x.dtype)
+        centered, batch_mean, batch_var, r = _center(x.data, axes, eps)
         w = const(xp.ones(shape, dtype=x.dtype)) if weight is None else reshape(weight, *shape)
         b = const(xp.zeros(shape, dtype=x.dtype)) if bias is None else reshape(bias, *shape)
-        y = BatchNormTrain.apply(x, w, b, mu=batch_mean, r=r, axes=axes, eps=eps)
+        y = BatchNormTrain.apply(x, w, b, centered=centered, r=r, axes=axes, eps=eps)
         if running_mean is not None:  # bookkeeping, not part of the graph
             running_mean *= 1 - momentum
             running_mean += (momentum * batch_mean.reshape(c)).astype(running_mean.dtype)

@@ -7,11 +7,11 @@ their derivatives (of any order) from `Unfold`/`Fold` and the reductions.
 Non-overlapping windows (stride == kernel, the common case) skip the column copy: the windows'
 sum is the sum of the kh*kw strided slices x[:, :, i::kh, j::kw] (`WindowSum`), whose adjoint
 copies each output value back over its window (`Tile`); the two are each other's backward.
-Max pooling there is `MaxPool`, the maximum of the strided slices, whose backward is
-Tile(g) * mask with a constant mask (1 / ties at the window's maxima, 0 elsewhere).
+Max pooling there is `MaxPool`, the maximum of the strided slices, whose backward `ToMax` writes
+each window's gradient straight to its maxima (split evenly on ties); its adjoint `FromMax`
+gathers from them.
 """
 from ..backend import xp_of
-from ..elementwise import const
 from ..function import Function
 from ..reduce_ops import max as _max, mean as _mean
 from ..tensor import Tensor
@@ -83,19 +83,18 @@ class Tile(Function):
 class MaxPool(Function):
     """y = max of the kh*kw strided slices (stride == kernel).
 
-    dx = Tile(g) * mask, mask = [x == its window's max] / (number of such elements in the
-    window): ties split the gradient evenly, as `max` does. The mask is piecewise constant,
-    so the backward is linear in g and differentiable (Tile's backward is WindowSum).
+    dx = ToMax(g): each window's gradient goes to its maxima, split evenly on ties, as `max`
+    does. Which elements are the maxima is piecewise constant in x, so the backward is linear
+    in g with constant weights, and differentiable (ToMax and FromMax are each other's adjoint).
     """
 
     @staticmethod
     def forward(ctx, x, kernel):
         xp = xp_of(x)
         kh, kw = kernel
-        out = (x.shape[2] // kh, x.shape[3] // kw)
-        slices = _slices(kernel, out)
-        y = x[slices[0]].copy()
-        for s in slices[1:]:
+        slices = _slices(kernel, (x.shape[2] // kh, x.shape[3] // kw))
+        y = x[slices[0]].copy() if len(slices) == 1 else xp.maximum(x[slices[0]], x[slices[1]])
+        for s in slices[2:]:
             xp.maximum(y, x[s], out=y)
         ctx.save_inputs(0)
         ctx.save_output(y)
@@ -103,20 +102,59 @@ class MaxPool(Function):
 
     @staticmethod
     def backward(ctx, g):
+        x = ctx.saved_tensors[0].data
         kernel = ctx.params["kernel"]
-        x, y = ctx.saved_tensors[0].data, ctx.out_data
-        size = tuple(x.shape[2:])
-        xp = xp_of(x)
-        hit = x == _tile(y, kernel, size)  # (a bool -> float cast into strided slices is 4x slower)
-        hit[:, :, kernel[0] * y.shape[2]:] = False  # rows and columns no window covers
-        hit[:, :, :, kernel[1] * y.shape[3]:] = False
-        # one host synchronization for both tests (on a GPU each read-back is one)
-        ties = bool((xp.count_nonzero(hit) != y.size) | xp.isnan(y).any())
-        hit = hit.astype(g.dtype)
-        if ties:  # some window has several maxima (or none): share evenly
-            count = _window_sum(hit, kernel)
-            hit /= _tile(count, kernel, size) + (hit == 0)  # (hit == 0) guards 0 / 0
-        return (Tile.apply(g, kernel=kernel, size=size) * const(hit),)
+        hits, share = _maxima(x, ctx.out_data, kernel)
+        return (ToMax.apply(g, hits=hits, share=share, kernel=kernel, size=tuple(x.shape[2:])),)
+
+
+def _maxima(x, y, kernel):
+    """hits[s] = [x[s] == y] for each window offset s (bool, y's shape), and share = None when every
+    window has exactly one maximum, else 1 / (the window's number of maxima), 0 for a window with
+    none (a NaN). One host synchronization (on a GPU), to know which case it is."""
+    xp = xp_of(x)
+    hits = [x[s] == y for s in _slices(kernel, y.shape[2:])]
+    if not bool(sum(xp.count_nonzero(h) for h in hits) != y.size):
+        return hits, None
+    count = sum(h.astype(y.dtype) for h in hits)
+    return hits, xp.where(count > 0, 1 / xp.maximum(count, 1), 0).astype(y.dtype)
+
+
+class ToMax(Function):
+    """dx[s] = g * hits[s] * share: each window's g to its maxima (see `_maxima`); 0 in the rows
+    and columns no window covers. Linear in g; adjoint: `FromMax`."""
+
+    @staticmethod
+    def forward(ctx, g, hits, share, kernel, size):
+        xp = xp_of(g)
+        (kh, kw), (n, c, oh, ow) = kernel, g.shape
+        covered = tuple(size) == (kh * oh, kw * ow)
+        dx = (xp.empty if covered else xp.zeros)((n, c) + tuple(size), dtype=g.dtype)
+        part = g if share is None else g * share
+        for s, hit in zip(_slices(kernel, (oh, ow)), hits):
+            xp.multiply(part, hit, out=dx[s])
+        return dx
+
+    @staticmethod
+    def backward(ctx, gg):
+        return (FromMax.apply(gg, **ctx.params),)
+
+
+class FromMax(Function):
+    """y = sum_s gg[s] * hits[s] * share: each window's maxima gathered (see `_maxima`). Linear in
+    gg; adjoint: `ToMax`."""
+
+    @staticmethod
+    def forward(ctx, gg, hits, share, kernel, size):
+        slices = _slices(kernel, hits[0].shape[2:])
+        y = gg[slices[0]] * hits[0]
+        for s, hit in zip(slices[1:], hits[1:]):
+            y += gg[s] * hit
+        return y if share is None else y * share
+
+    @staticmethod
+    def backward(ctx, g):
+        return (ToMax.apply(g, **ctx.params),)
 
 
 def max_pool2d(x, kernel_size, stride=None):
