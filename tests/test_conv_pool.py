@@ -53,6 +53,8 @@ CONV_CASES = [  # x shape, w shape, stride, padding
     ((2, 2, 7, 6), (3, 2, 2, 3), (2, 1), (0, 2)),
     ((1, 1, 5, 5), (2, 1, 5, 5), 1, 0),
     ((1, 3, 9, 8), (2, 3, 1, 4), (3, 2), (1, 0)),
+    ((2, 8, 5, 5), (3, 8, 3, 3), 1, 1),     # kw C >= 16: patches as rows of a channels-last copy
+    ((2, 2, 24, 23), (3, 2, 3, 3), 2, 1),   # strided, output rows > 10: the input gradient's fold
 ]
 
 
@@ -64,6 +66,28 @@ def test_conv2d_matches_direct_loops(xs, ws, stride, padding):
     np.testing.assert_allclose(got.numpy(), conv2d_ref(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
     got = F.conv2d(t64(x), t64(w), stride=stride, padding=padding)
     np.testing.assert_allclose(got.numpy(), conv2d_ref(x, w, None, stride, padding), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", CONV_CASES[-3:])
+def test_conv2d_over_many_batch_chunks_is_the_one_chunk_result(monkeypatch, xs, ws, stride,
+                                                                padding):
+    """conv2d works through the batch in chunks of patches that fit a cache: with chunks of a
+    few hundred bytes (one example or less each) the output and both gradients are the same
+    as the one-chunk result, to rounding."""
+    from minigrad.functional import conv_op
+
+    def run():
+        rng = np.random.default_rng(8)
+        x = t64(rng.standard_normal((5,) + xs[1:]), True)
+        w, b = t64(rng.standard_normal(ws), True), t64(rng.standard_normal(ws[0]), True)
+        y = F.conv2d(x, w, b, stride=stride, padding=padding)
+        gx, gw, gb = mg.grad((y * y).sum(), [x, w, b])
+        return [a.numpy() for a in (y, gx, gw, gb)]
+
+    whole = run()
+    monkeypatch.setattr(conv_op, "_CACHE_BYTES", 256)
+    for chunked, one in zip(run(), whole):
+        np.testing.assert_allclose(chunked, one, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_and_pools_on_non_contiguous_inputs():
@@ -147,6 +171,8 @@ GRAD_CASES = {
     "max_pool2d overlapping": lambda: ((lambda x: F.max_pool2d(x, (2, 3), 1)), [_distinct((1, 1, 4, 5))]),
     "avg_pool2d": lambda: ((lambda x: F.avg_pool2d(x, 2)), [_distinct((1, 2, 4, 4))]),
     "avg_pool2d strided": lambda: ((lambda x: F.avg_pool2d(x, 3, (1, 2))), [_distinct((1, 1, 5, 6))]),
+    "conv2d rows layout": lambda: _conv_case((2, 8, 5, 5), (3, 8, 3, 3), 1, 1, True),
+    "conv2d strided wide rows": lambda: _conv_case((1, 2, 12, 23), (2, 2, 3, 3), 2, 1, False),
     # a conv followed by a nonlinearity and a pool, so second derivatives are not all zero
     "conv2d tanh pool": lambda: ((lambda x, w: F.avg_pool2d(F.tanh(F.conv2d(x, w, padding=1)), 2)),
                                  _conv_case((1, 1, 4, 4), (2, 1, 3, 3), 1, 1, False)[1]),
