@@ -113,7 +113,9 @@ class Hyperparameter:
         value. `given`: the other values, for a bound that names one (see bounds)."""
         if (value is None and self.optional) or (self.schedule and callable(value)):
             return value
-        if self.kind == "bool":
+        if self.kind == "bool":   # strict: "no" or 2 would be truthy and silently mean True
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{owner}: {self.name} must be True or False, got {value!r}")
             return bool(value)
         if self.kind == "choice":
             if value not in self.choices:

@@ -62,7 +62,7 @@ def outside_values(cls, h):
     """Values the declaration refuses: its open ends, the next values past its ends, values
     that are not numbers (or not whole, or not finite), not one of the choices, or None."""
     if h.kind == "bool":
-        return []
+        return ["no", 1, 0, None]
     if h.kind == "choice":
         return ["not " + h.choices[0], None]
     b = h.bounds(given(cls))
