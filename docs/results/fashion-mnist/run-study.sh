@@ -3,7 +3,11 @@
 # command that resumes where it stopped (finished trials are skipped, interrupted ones continue
 # from their checkpoints), so this script can be run again after any interruption.
 #
-#   bash docs/results/fashion-mnist/run-study.sh STUDIES_DIR [JOBS]
+#   bash docs/results/fashion-mnist/run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP]
+#
+# FIRST_STEP (default 1) skips the steps before it: a study continued with newer code starts at
+# the first step that code has not run (a trial's name hashes its options with the defaults of
+# its time, so newer code would rerun the earlier steps' K-FAC trials in full).
 #
 # Protocol (docs/results.md says why):
 #   data     Fashion-MNIST (Debian's dataset-fashion-mnist), 60,000 training / 10,000 test images
@@ -22,8 +26,10 @@
 #            run at commit 93e4830, when it was the command line's default; the default is now
 #            the true Fisher (Martens & Grosse), so the script names it (KFAC below)
 set -euo pipefail
-out=${1:?usage: run-study.sh STUDIES_DIR [JOBS]}
+out=${1:?usage: run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP]}
 jobs=${2:-2}
+first=${3:-1}
+step() { [ "$1" -ge "$first" ]; }   # whether step $1 runs
 SIZES=128,256,512,1024,2048,4096,8192,16384
 BUDGET=128=10,256=15,512=20,1024=29,2048=40,4096=57,8192=80,16384=114
 EVAL=128=10,256=8,512=5,1024=4,2048=2,4096=1,8192=1,16384=1
@@ -36,10 +42,12 @@ KFAC=(--grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1 --grid k
 TR=(--grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10)
 
 # 1. SGD and K-FAC (minigrad's defaults: factors from the first batch, factored damping)
-minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" --optimizers sgd,kfac --out "$out/mlp"
+step 1 && minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" --optimizers sgd,kfac --out "$out/mlp"
 # the reference run for the noise scale (a run folder: resumed, or left alone once finished)
 noise="$out/noise-sgd-b128"
-if [ -f "$noise/checkpoint.npz" ]; then
+if ! step 1; then
+    :
+elif [ -f "$noise/checkpoint.npz" ]; then
     minigrad train --out "$noise" --resume
 else
     minigrad train --dataset fashion-mnist --model mlp --hidden 256,256 --optimizer sgd \
@@ -47,16 +55,17 @@ else
         --noise-scale-examples 1024 --no-layer-stats --out "$noise"
 fi
 # 2. K-FAC as KFAC-PyTorch does it: factors start at the identity, eigenbasis damping
-minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
+step 2 && minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
     --train-option kfac.factor_init=identity --train-option kfac.damping_form=eigen \
     --out "$out/mlp-kfac-identity-eigen"
 # 3. the trust-region methods (step 1's trials are reused: the same folder)
-minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" --optimizers sgd,kfac,trcg,strcg \
+step 3 && minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" --optimizers sgd,kfac,trcg,strcg \
     --out "$out/mlp"
 # 4. LeNet-5: can every optimizer reach 88% test accuracy at B = 128 within 20 epochs? (the
 #    target of the LeNet scaling study is chosen from this; see docs/results.md)
-minigrad compare --dataset fashion-mnist --model lenet --batch-size 128 --target-accuracy 0.88 \
+step 4 && minigrad compare --dataset fashion-mnist --model lenet --batch-size 128 --target-accuracy 0.88 \
     --budget-epochs 20 --eval-every 50 --jobs "$jobs" \
     --grid sgd.lr=0.01,0.02,0.05,0.1 --grid kfac.lr=0.05 --grid kfac.damping=0.001,0.01,0.1 \
     --train-option kfac.fisher=empirical \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 --out "$out/lenet-b128"
+true   # the status of the script is that of its steps, not of the last step test
