@@ -3,6 +3,7 @@
     python benchmarks/optim.py                    # both parts, a few minutes on 2 idle cores
     python benchmarks/optim.py --quick            # smoke run: small batches, one round
     python benchmarks/optim.py --skip-loops --rounds 7 --batches 512,2048,8192
+    OPENBLAS_NUM_THREADS=1 python benchmarks/optim.py --trust-region --clock cpu --rounds 5
 
 MLP 784-1024-1024-10 (ReLU, softmax cross-entropy), float32, random data.
 
@@ -24,6 +25,12 @@ MLP 784-1024-1024-10 (ReLU, softmax cross-entropy), float32, random data.
    cov_update_every=10), each over `--steps` consecutive steps so that the refreshes are
    amortized as in training; target K-FAC <= 1.5 x SGD; and one TRCG step (hessian_fraction
    0.05) against one gradient, with its CG iterations and curvature products from `info`.
+3. (--trust-region, alone) One TRCG and one STRCG step at batch 1024 from the same weights, at
+   hessian_fraction 0.05 and 1, in gradients (medians of same-round ratios), against the ideal
+   1 + trials x forward + products x matvec (a trial point is one forward; the matvec is the
+   HessianOperator product measured on ceil(fraction N) rows) and against 1 + trials / 3 +
+   products x 4/3 fraction; with the cost of building the operator and of a Hessian and a GGN
+   product alone. Use --clock cpu with OPENBLAS_NUM_THREADS=1.
 Rounds alternate the methods (the machine is shared and noisy); a 0.2 s pause before each
 timed call lets the BLAS threads of the previous one stop spinning.
 """
