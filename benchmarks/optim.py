@@ -469,8 +469,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="part 2's steps per round")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="parts 1 and 3: wall time, or the process's CPU time (steadier on a loaded "
-                        "machine; with one BLAS thread, OPENBLAS_NUM_THREADS=1, it is the work)")
+                        help="parts 1 and 3: wall time, or the process's CPU time (steadier on "
+                        "a loaded machine; with one BLAS thread, OPENBLAS_NUM_THREADS=1, it is "
+                        "the work)")
     parser.add_argument("--skip-loops", action="store_true", help="part 1 only")
     parser.add_argument("--trust-region", action="store_true", help="part 3 only: TRCG's and "
                         "STRCG's step against the ideal, in gradients")
