@@ -3,6 +3,7 @@
     python benchmarks/optim.py                    # both parts, a few minutes on 2 idle cores
     python benchmarks/optim.py --quick            # smoke run: small batches, one round
     python benchmarks/optim.py --skip-loops --rounds 7 --batches 512,2048,8192
+    OPENBLAS_NUM_THREADS=1 python benchmarks/optim.py --trust-region --clock cpu --rounds 5
 
 MLP 784-1024-1024-10 (ReLU, softmax cross-entropy), float32, random data.
 
@@ -24,6 +25,12 @@ MLP 784-1024-1024-10 (ReLU, softmax cross-entropy), float32, random data.
    cov_update_every=10), each over `--steps` consecutive steps so that the refreshes are
    amortized as in training; target K-FAC <= 1.5 x SGD; and one TRCG step (hessian_fraction
    0.05) against one gradient, with its CG iterations and curvature products from `info`.
+3. (--trust-region, alone) One TRCG and one STRCG step at batch 1024 from the same weights, at
+   hessian_fraction 0.05 and 1, in gradients (medians of same-round ratios), against the ideal
+   1 + trials x forward + products x matvec (a trial point is one forward; the matvec is the
+   HessianOperator product measured on ceil(fraction N) rows) and against 1 + trials / 3 +
+   products x 4/3 fraction; with the cost of building the operator and of a Hessian and a GGN
+   product alone. Use --clock cpu with OPENBLAS_NUM_THREADS=1.
 Rounds alternate the methods (the machine is shared and noisy); a 0.2 s pause before each
 timed call lets the BLAS threads of the previous one stop spinning.
 """
@@ -38,7 +45,8 @@ import scipy.linalg
 import minigrad as mg
 import minigrad.functional as F
 from minigrad.nn import models
-from minigrad.optim import KFAC, SGD, TRCG
+from minigrad.curvature import GGNOperator, HessianOperator
+from minigrad.optim import KFAC, SGD, STRCG, TRCG
 
 SIZES = [784, 1024, 1024, 10]
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -368,20 +376,113 @@ def loops_table(steps, rounds):
           f"{info.get('curvature_products')}, stop {info.get('cg_stop')!r}, rho {info.get('rho')}")
 
 
+# -- 3. trust-region cost per step ---------------------------------------------------------------
+def batch_closure(model, x, y):
+    """closure(indices=None) -> (mean loss, logits) of the batch or of its rows `indices`."""
+    def closure(indices=None):
+        xs, ys = (x, y) if indices is None else (x[indices], y[indices])
+        out = model(xs)
+        return F.cross_entropy(out, ys), out
+    return closure
+
+
+def clocked(fn, *args):
+    """(seconds on `clock`, fn's result) after a short pause for the BLAS threads to settle."""
+    time.sleep(0.1)
+    start = clock()
+    result = fn(*args)
+    return clock() - start, result
+
+
+def operator_costs(model, x, y, fraction, products):
+    """{name: seconds} on the first ceil(fraction N) rows: "build" (forward and the recorded
+    gradient of HessianOperator), "hessian" and "ggn" (one matvec, mean over `products`)."""
+    rows = np.arange(max(1, math.ceil(fraction * len(y))))
+    loss, out = batch_closure(model, x, y)(rows)
+    params = model.parameters()
+    build, hessian = clocked(HessianOperator, loss, params)
+    ggn = GGNOperator(loss, out, params)
+    v = [mg.tensor(np.random.default_rng(1).standard_normal(p.shape).astype(p.dtype))
+         for p in params]
+    seconds = {"build": build}
+    for name, op in (("hessian", hessian), ("ggn", ggn)):
+        seconds[name] = clocked(lambda: [op.matvec(v) for _ in range(products)])[0] / products
+    return seconds
+
+
+def trust_region_round(x, y, fractions, products):
+    """One round: a gradient, a forward, the operators' costs at each fraction, and one step of
+    TRCG and STRCG (fresh model, seed 0) at each fraction with its info."""
+    model = models.mlp(SIZES, rng=0)
+    closure = batch_closure(model, x, y)
+    out = {"gradient": clocked(lambda: mg.grad(closure()[0], model.parameters()))[0]}
+    with mg.no_grad():
+        out["forward"] = clocked(closure)[0]
+    for f in fractions:
+        out[f] = operator_costs(model, x, y, f, products)
+        for cls in (TRCG, STRCG):
+            model = models.mlp(SIZES, rng=0)
+            opt = cls(model.parameters(), hessian_fraction=f, seed=0)
+            seconds, _ = clocked(opt.step, batch_closure(model, x, y), len(y))
+            out[cls.name, f] = (seconds, dict(opt.info))
+    return out
+
+
+def trust_region_table(rounds, fractions=(0.05, 1.0), n=1024, products=3):
+    """Per step in gradients (medians of same-round ratios): measured, and the ideal
+    1 + trials * forward + products * matvec (a trial point is one forward, one per solve)."""
+    x, y = data(np.random.default_rng(0), n)
+    results = [trust_region_round(x, y, fractions, products) for _ in range(rounds)]
+
+    def grads(get):
+        return float(np.median([get(r) / r["gradient"] for r in results]))
+    forward = grads(lambda r: r["forward"])
+    gradient_ms = 1e3 * np.median([r["gradient"] for r in results])
+    print(f"Trust-region cost: MLP 784-1024-1024-10, batch {n}, float32, the first step from the "
+          f"same weights; {rounds} rounds, medians in gradients (one: {gradient_ms:.0f} ms); "
+          f"forward {forward:.2f}")
+    print("| fraction | HessianOperator build | Hessian matvec | GGN matvec | 4/3 f |")
+    print("| --- | --- | --- | --- | --- |")
+    for f in fractions:
+        cells = [grads(lambda r, k=k: r[f][k]) for k in ("build", "hessian", "ggn")]
+        print(f"| {f} | " + " | ".join(f"{c:.3f}" for c in cells + [4 * f / 3]) + " |")
+    print("| method | fraction | CG iterations | products | trials | step | ideal (measured "
+          "matvec) | measured / ideal | ideal (4/3 f) | measured / ideal 4/3 |")
+    print("| --- " * 10 + "|")
+    for f in fractions:
+        matvec = grads(lambda r: r[f]["hessian"])
+        for name in ("TRCG", "STRCG"):
+            info = results[-1][name, f][1]
+            trials = info["rejections"] + int(info["accepted"])
+            step = grads(lambda r: r[name, f][0])
+            ideal = 1 + trials * forward + info["curvature_products"] * matvec
+            ideal43 = 1 + trials / 3 + info["curvature_products"] * 4 * f / 3
+            print(f"| {name} | {f} | {info['cg_iterations']} | {info['curvature_products']} | "
+                  f"{trials} | {step:.2f} | {ideal:.2f} | {step / ideal:.2f} | {ideal43:.2f} | "
+                  f"{step / ideal43:.2f} |")
+        sys.stdout.flush()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="512,2048,8192", help="part 1's batch sizes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="part 2's steps per round")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="part 1: wall time, or the process's CPU time (steadier on a loaded "
-                        "machine; with one BLAS thread, OPENBLAS_NUM_THREADS=1, it is the work)")
+                        help="parts 1 and 3: wall time, or the process's CPU time (steadier on "
+                        "a loaded machine; with one BLAS thread, OPENBLAS_NUM_THREADS=1, it is "
+                        "the work)")
     parser.add_argument("--skip-loops", action="store_true", help="part 1 only")
+    parser.add_argument("--trust-region", action="store_true", help="part 3 only: TRCG's and "
+                        "STRCG's step against the ideal, in gradients")
     parser.add_argument("--quick", action="store_true", help="smoke run: batches 256,512, one "
                         "round, 3 steps")
     args = parser.parse_args()
     global clock
     clock = CLOCKS[args.clock]
+    if args.trust_region:
+        trust_region_table(args.rounds)
+        return 0
     if args.quick:
         args.batches, args.rounds, args.steps = "256,512", 1, 3
     error, nu = check_floor()
