@@ -45,6 +45,7 @@ CASES = {  # name: (sizes or "lenet", batch)
 
 # -- measuring (in the child) ---------------------------------------------------------------------
 def status_kb(field):
+    """A field of /proc/self/status in kB: VmRSS (resident now) or VmHWM (its peak)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -53,6 +54,7 @@ def status_kb(field):
 
 
 def reset_peak():
+    """Set VmHWM to the current VmRSS (Linux 4.0 and later)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
@@ -134,7 +136,10 @@ def watch_phases(opt, snapshots):
 
 
 def top_sites(snapshot, count):
-    numpy_only = snapshot.filter_traces([__import__("tracemalloc").DomainFilter(True, NUMPY_DOMAIN)])
+    """The `count` source lines holding the most NumPy buffer bytes in `snapshot`."""
+    import tracemalloc
+
+    numpy_only = snapshot.filter_traces([tracemalloc.DomainFilter(True, NUMPY_DOMAIN)])
     stats = numpy_only.statistics("lineno")[:count]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return [f"{s.size / MB:8.1f} MB {s.count:4d} blocks  "
@@ -197,7 +202,8 @@ def measure(case, library, optimizer, fisher, malloc, top):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rows(with_torch, fisher):
+def rows(with_torch):
+    """(case, library, optimizer, malloc policy) of each row, in the table's order."""
     for case in list(CASES)[:2]:
         if with_torch:
             yield case, "torch", "sgd", "-"
@@ -219,7 +225,7 @@ def table(args):
           "| step peak / torch |")
     print("| --- " * 8 + "|")
     torch_peak, details = {}, []
-    for case, library, optimizer, malloc in rows(with_torch=not args.no_torch, fisher=args.fisher):
+    for case, library, optimizer, malloc in rows(with_torch=not args.no_torch):
         r = measure(case, library, optimizer, args.fisher, malloc, args.top)
         if library == "torch":
             torch_peak[case] = r["step_peak_mb"]
