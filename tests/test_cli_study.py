@@ -1,5 +1,5 @@
 """The study commands end to end on digits with tiny grids: `minigrad scaling`, `sensitivity`,
-`compare`; their search spaces (cli/search.py), trial bookkeeping (cli/study.py) and the per-step
+`compare`; their search spaces (cli/search.py), trial bookkeeping (cli/study/) and the per-step
 cost model (cli/cost.py)."""
 import json
 import math

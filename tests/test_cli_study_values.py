@@ -124,7 +124,7 @@ def test_every_sensitivity_map_cell_is_its_trials_outcome(tmp_path):
 
 # --------------------------------------------------------------------------------- compare
 def best_of(outcomes):
-    """The index cli/study.py documents as best: among the trials that reached the target the
+    """The index cli/study/results.py (best_index) documents as best: among the trials that reached the target the
     fewest steps, then the lowest cost to it, then the best final test accuracy, then the first;
     if none reached, the best final test accuracy, then the lowest final train loss."""
     reached = [i for i, t in enumerate(outcomes) if t["reached"]]

@@ -1,6 +1,6 @@
 """One trial of a study: the `minigrad train` options fixed for every trial (TRIAL_DEFAULTS,
 --train-option), its folder (trial_name), what is left to do in that folder (trial_mode) and
-running it (execute). A trial's options as a whole come from trial_spec (cli/study/prepare.py).
+running it (execute). A trial's options as a whole come from trial_spec (cli/study/specs.py).
 
 A trial runs the `minigrad train` command itself (cli/train.py) in this process, with its
 output in the trial folder's train.log; how many trials run at once, and where, is

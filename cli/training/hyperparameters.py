@@ -193,7 +193,7 @@ def max_radius(optimizer, radius):
 def option_help(name):
     """--help of --NAME: the declaration's meaning, then each optimizer's default and where it
     comes from (CLI_PRESET's reason, or the declaration's source), optimizers alike merged."""
-    docs = {opt: declaration(opt, name).doc for opt in APPLIES[name]}
+    docs = {opt: CLI_DOCS.get(name, declaration(opt, name).doc) for opt in APPLIES[name]}
     shared = len(set(docs.values())) == 1
     texts = {}   # what is said of each optimizer -> the optimizers it is said of
     for opt in APPLIES[name]:
@@ -244,10 +244,16 @@ def hyperparameter_options(command):
     return command
 
 
+# the meaning on the command line where the declaration's doc speaks of Python values (a
+# callable lr, None for no clipping) that an option cannot take
+CLI_DOCS = {
+    "lr": "the step size",
+    "kl_clip": "scale the update so that lr^2 sum <V, V'> <= kl_clip",
+}
 # what --help says beyond the declarations
 NOTES = {
-    "kl_clip": f"On the command line {OFF:g} turns it off (the library's None). While it is "
-               "active the lr has no effect.",
+    "kl_clip": f"On the command line {OFF:g} turns it off (the library's None). While the clip "
+               "binds, the step of the preconditioned layers no longer depends on the lr.",
     "fisher": "true costs one more backward pass on the steps that update the factors.",
     "lr": "On the command line a number; --schedule and --warmup-steps vary it over the run.",
 }

@@ -133,7 +133,7 @@ def conv_weight_grad(x, g, kernel, stride, padding):
     xp = xp_of(x)
     dtype = xp.result_type(x.dtype, g.dtype)
     x, g = x.astype(dtype, copy=False), g.astype(dtype, copy=False)
-    (n, in_ch), out_ch, (kh, kw) = x.shape[:2], g.shape[1], kernel
+    in_ch, out_ch, (kh, kw) = x.shape[1], g.shape[1], kernel
     rows = _rows_layout(in_ch, kernel)
     dw2 = xp.zeros((out_ch, kh * kw * in_ch) if rows else (in_ch * kh * kw, out_ch), dtype=dtype)
     for chunk, patches in _patches(x, kernel, stride, padding, rows):
@@ -183,7 +183,7 @@ def _fold_chunk(dx, g, w2_t, kernel, stride, padding):
     one more copy in and out): the latter when rows are short (LeNet-5's second conv, OW = 10:
     0.7x the time)."""
     xp = xp_of(g)
-    (nb, out_ch, oh, ow), (n, c, h, w), (kh, kw) = g.shape, dx.shape, kernel
+    (nb, out_ch, oh, ow), (_, c, h, w), (kh, kw) = g.shape, dx.shape, kernel
     (sh, sw), (ph, pw) = stride, padding
     if ow <= 10:  # batch-last: (C, kh, kw, OH, OW, nb) columns into a (C, Hp, Wp, nb) image
         rows = xp.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(out_ch, -1)

@@ -58,7 +58,8 @@ fi
 step 2 && minigrad scaling "${MLP[@]}" "${KFAC[@]}" --optimizers kfac \
     --train-option kfac.factor_init=identity --train-option kfac.damping_form=eigen \
     --out "$out/mlp-kfac-identity-eigen"
-# 3. the trust-region methods (step 1's trials are reused: the same folder)
+# 3. the trust-region methods (step 1's trials are reused, the same folder; K-FAC's only when
+#    step 1 ran with the same code: see FIRST_STEP above)
 step 3 && minigrad scaling "${MLP[@]}" "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" --optimizers sgd,kfac,trcg,strcg \
     --out "$out/mlp"
 # 4. LeNet-5: can every optimizer reach 88% test accuracy at B = 128 within 20 epochs? (the
