@@ -371,6 +371,22 @@ def test_grid_edges_name_the_best_settings_on_an_edge():
     assert grid_edges(dict(options, search_kind="random"), specs, [("sgd", 256, 0)], 64) == ""
 
 
+def test_grid_edges_take_kl_clip_off_as_the_far_end_of_its_axis():
+    # kl_clip 0 is "no clip": beyond every clip value, so 0.01 between 0.001 and off is inside
+    # the grid, off itself has nothing beyond it, and only the smallest clip is an edge
+    from minigrad.cli.study import grid_edges
+    options = {"search_kind": "grid", "grid_entries": ["kfac.kl_clip=0,0.001,0.01"],
+               "lr_scaling": "none"}
+    specs = [{"optimizer": "kfac", "batch_size": 64, "lr": 0.05, "damping": 0.01, "kl_clip": c}
+             for c in (0.0, 0.001, 0.01)]
+    notes = [grid_edges(options, specs, [("kfac", 64, i)], base=64) for i in range(3)]
+    assert "kl_clip" not in notes[0] and "kl_clip" not in notes[2]
+    assert "kfac kl_clip=0.001 at B=64" in notes[1]
+    # without off on the axis, its largest value is an edge as before
+    options["grid_entries"] = ["kfac.kl_clip=0.001,0.01"]
+    assert "kfac kl_clip=0.01 at B=64" in grid_edges(options, specs, [("kfac", 64, 2)], base=64)
+
+
 def test_a_trial_without_a_run_log_counts_as_crashed(tmp_path):
     folder = tmp_path / "t"
     folder.mkdir()

@@ -17,6 +17,7 @@ import textwrap
 import numpy as np
 
 from .. import runlog, search
+from ..training.hyperparameters import OFF, OPTIONS, declaration
 from ..search import HYPERPARAMETERS
 from .trials import LOG_FILE
 
@@ -183,6 +184,18 @@ def fmt(value, spec=".4g"):
     return format(value, spec)
 
 
+def _edges(optimizer, name, values):
+    """The values of a grid axis beyond which a wider grid could go: its smallest and largest.
+    An optional hyperparameter's OFF (K-FAC's kl_clip 0: no clip) is the axis's far end, beyond
+    every value, and nothing lies beyond it: with OFF on the axis, only the smallest other value
+    is an edge. A one-value axis has none."""
+    if len(values) < 2:
+        return ()
+    optional = declaration(optimizer, name).optional if name in OPTIONS[optimizer] else False
+    finite = [v for v in values if not (optional and v == OFF)]
+    return (min(finite),) if len(finite) < len(values) else (min(values), max(values))
+
+
 def grid_edges(options, specs, best, base):
     """A note naming the best settings that sit on the edge of their grid axis (the optimum may
     lie outside the grid), or "" (random search, or nothing on an edge). best: [(optimizer,
@@ -198,7 +211,7 @@ def grid_edges(options, specs, best, base):
         factor = search.lr_factor(options["lr_scaling"], size, base)
         for name, values in axes.items():
             value = specs[i][name] / factor if name == "lr" else specs[i][name]
-            if len(values) > 1 and any(math.isclose(value, v) for v in (min(values), max(values))):
+            if any(math.isclose(value, v) for v in _edges(optimizer, name, values)):
                 found.setdefault((optimizer, name, min(values, key=lambda v: abs(v - value))),
                                  []).append(size)
     if not found:
