@@ -1,11 +1,13 @@
 """`minigrad report`: the optimizers' verdicts, computed from finished studies.
 
-    minigrad report STUDY_DIR... [--noise-run RUN]... --out DIR
+    minigrad report STUDY_DIR... [--noise-run RUN]... [--preface FILE] [--discussion FILE]
+                    --out DIR|FILE.md
 
 reads the summary files of `minigrad scaling`, `sensitivity` and `compare` studies (any number,
 of any data sets and models; cli/report_data.py) and writes DIR/report.md, with its figures next
-to it (scaling.png, robustness.png, noise-scale.png; matplotlib, cli/report_plots.py), and
-prints its main table. One row per method (an optimizer, with the train options a study fixed
+to it (scaling.png, robustness.png, noise-scale.png; matplotlib, cli/report_plots.py), or
+FILE.md with its figures in the folder FILE/, and prints its main table. --preface and
+--discussion set hand-written markdown before and after what it computes. One row per method (an optimizer, with the train options a study fixed
 for it): its order, success cases, data efficiency, scalability, robustness and cost, each
 cell a verdict with the figures it rests on; the words follow the rules of cli/report_rules.py,
 which report.md states. Then the figures per data set and model, and the measured critical batch
@@ -201,6 +203,12 @@ def budget_text(value):
         if isinstance(value, dict) else str(value)
 
 
+def compute_cells(compute):
+    if compute is None:
+        return ["-"] * 3
+    return [str(compute.trials), count(compute.steps), f"{compute.seconds / 3600:.3g}"]
+
+
 def studies_table(c, out):
     rows = []
     for s in c.studies:
@@ -210,9 +218,29 @@ def studies_table(c, out):
                      s.problem.model_text(), s.problem.target_text(),
                      ", ".join(map(str, sizes)), ", ".join(o.get("optimizers", [])),
                      budget_text(o.get("budget_epochs")),
-                     ", ".join(o.get("train_options") or []) or "-"])
+                     ", ".join(o.get("train_options") or []) or "-"] + compute_cells(s.compute))
     return md_table(("study file", "command", "data set", "model", "target", "batch sizes",
-                     "optimizers", "budget (epochs)", "fixed train options"), rows)
+                     "optimizers", "budget (epochs)", "fixed train options", "trials",
+                     "optimizer steps", "step time (h)"), rows)
+
+
+def compute_text(c):
+    """The studies' compute in all: a sentence."""
+    known = [s.compute for s in c.studies if s.compute is not None]
+    if not known:
+        return "The study files hold no trial tables: their compute is not known."
+    hours = sum(k.seconds for k in known) / 3600
+    return (f"In all, {sum(k.trials for k in known)} trials took {count(sum(k.steps for k in known))} "
+            f"optimizer steps, {count(sum(k.grad_evals for k in known))} gradient evaluations "
+            f"and {hours:.1f} hours of step time (the optimizer steps' own time; evaluations and "
+            "file writes excluded).")
+
+
+def spread_text(p):
+    """A point's steps over its seeds, "min-max", where there are several and all reached."""
+    if p is None or p.seeds < 2 or not p.reached or not _finite(p.steps_min):
+        return "-"
+    return f"{count(p.steps_min)}-{count(p.steps_max)}"
 
 
 def figures_table(c, problem):
@@ -229,14 +257,16 @@ def figures_table(c, problem):
             p, f, q = points.get(b), fractions.get(b), base_points.get(b)
             ratio = p.epochs / q.epochs if p and q and p.reached and q.reached else math.nan
             rows.append([m.label, b, "-" if p is None else "yes" if p.reached else "no",
-                         count(p.steps) if p else "-",
+                         count(p.steps) if p else "-", spread_text(p),
                          count(rules.ideal_steps(s.s0, s.b0, b)) if p and s else "-",
                          f2(e_to.get(b)), f2(p.epochs) if p else "-", f2(ratio),
                          count(p.cost) if p else "-", seconds(p.wall) if p else "-",
-                         f"{f.fraction:.2f} ({f.reached}/{f.grid})" if f else "-"])
-    return md_table(("optimizer", "B", "reached", "steps", "ideal steps", "e per doubling",
+                         f"{f.fraction:.2f} ({f.reached}/{f.grid})" if f else "-",
+                         p.setting or "-" if p else "-"])
+    return md_table(("optimizer", "B", "reached", "steps", "steps over seeds", "ideal steps",
+                     "e per doubling",
                      "epochs", "epochs / SGD", "grad evals", "wall s",
-                     "grid reaching target"), rows)
+                     "grid reaching target", "best setting"), rows)
 
 
 def noise_runs_table(runs, out):
@@ -283,9 +313,28 @@ def critical_table(c, problem, runs, out):
                      "verdict"), rows) if rows else ""
 
 
-def figure(name, drawn, alt):
+class Layout:
+    """Where the report goes: `out` a folder (OUT/report.md, figures beside it) or a markdown
+    file (OUT.md, figures in the folder OUT/, named after it). Paths in the report are relative
+    to the markdown file's folder."""
+
+    def __init__(self, out):
+        if out.endswith(".md"):
+            self.md, self.figures = out, os.path.splitext(out)[0]
+        else:
+            self.md, self.figures = os.path.join(out, REPORT_FILE), out
+        self.base = os.path.dirname(self.md) or "."
+
+    def figure_path(self, name):
+        return os.path.join(self.figures, name)
+
+    def link(self, path):
+        return relative(path, self.base)
+
+
+def figure(layout, name, drawn, alt):
     if drawn:
-        return f"![{alt}]({name})"
+        return f"![{alt}]({layout.link(layout.figure_path(name))})"
     return (f"(figure {name} not drawn: matplotlib is not installed; run "
             f"`{plotting.INSTALL_HINT}` and `minigrad report` again)")
 
@@ -294,51 +343,67 @@ def relative(path, out):
     return os.path.relpath(os.path.abspath(path), os.path.abspath(out)).replace(os.sep, "/")
 
 
-def write_report(c, runs, out):
-    """The text of report.md (the figures drawn on the way); also returns the printed rows."""
+def read_text(path, option):
+    """The markdown of --preface/--discussion, without trailing blank lines."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip() + "\n"
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{option} {path}: cannot be read ({e.__class__.__name__}: "
+                        f"{getattr(e, 'strerror', None) or e})")
+
+
+def write_report(c, runs, layout, preface=None, discussion=None):
+    """The text of the report (the figures drawn on the way); also returns the printed rows.
+    preface, discussion: markdown set verbatim after the title and at the end."""
     labels = c.labels()
     md_rows, printed = main_rows(c)
-    lines = ["# Optimizer report", "",
-             f"Written by `minigrad report` from {len(c.studies)} study file(s) and "
-             f"{len(runs)} reference run(s). Every figure below is read from them or computed "
-             "from what they hold, by the rules stated below (cli/report_rules.py).", "",
-             "## Studies", "", studies_table(c, out), "",
-             "## Summary", "",
-             "One row per method: an optimizer, with the train options a study fixed for it. "
-             "Each cell gives its verdict, per data set and model, and the figures it rests on "
-             "(B: the batch size; x/y: the method's figure and SGD's).", "",
-             md_table(MAIN_HEADER, md_rows), "",
-             "## Rules", "", rules.rules_markdown(),
-             "## Figures by data set and model", ""]
+    lines = ["# Optimizer report", ""]
+    if preface:
+        lines += [preface]
+    lines += [(f"Written by `minigrad report` from {len(c.studies)} study file(s) and "
+              f"{len(runs)} reference run(s). Every figure below is read from them or computed "
+              "from what they hold, by the rules stated below (cli/report_rules.py)."), "",
+              "## Studies", "", studies_table(c, layout.base), "", compute_text(c), "",
+              "## Summary", "",
+              ("One row per method: an optimizer, with the train options a study fixed for it. "
+              "Each cell gives its verdict, per data set and model, and the figures it rests on "
+              "(B: the batch size; x/y: the method's figure and SGD's)."), "",
+              md_table(MAIN_HEADER, md_rows), "",
+              "## Rules", "", rules.rules_markdown(),
+              "## Figures by data set and model", ""]
     for p in c.problems:
         lines += [f"### {labels[p]}: {p.dataset}, {p.model_text()}, {p.target_text()}", "",
                   figures_table(c, p), ""]
     if c.points:
-        drawn = report_plots.scaling_figure(c, os.path.join(out, SCALING_PNG))
-        lines += [figure(SCALING_PNG, drawn, "steps and epochs to the target against batch "
-                                             "size, with the ideal hyperbolas"), "",
-                  "Dotted: the ideal S(B0) B0 / B (epochs: the same steps over ceil(n / B) "
-                  "steps per epoch); x: not reached.", ""]
+        drawn = report_plots.scaling_figure(c, layout.figure_path(SCALING_PNG))
+        lines += [figure(layout, SCALING_PNG, drawn, "steps and epochs to the target against "
+                                                     "batch size, with the ideal hyperbolas"), "",
+                  ("Dotted: the ideal S(B0) B0 / B (epochs: the same steps over ceil(n / B) "
+                  "steps per epoch); bars: the range over the seeds; x: not reached."), ""]
     if c.fractions:
-        drawn = report_plots.robustness_figure(c, os.path.join(out, ROBUSTNESS_PNG))
-        lines += [figure(ROBUSTNESS_PNG, drawn, "fraction of the sensitivity grid reaching "
-                                                "the target against batch size"), ""]
+        drawn = report_plots.robustness_figure(c, layout.figure_path(ROBUSTNESS_PNG))
+        lines += [figure(layout, ROBUSTNESS_PNG, drawn, "fraction of the sensitivity grid "
+                                                        "reaching the target against batch size"),
+                  ""]
     lines += ["## Critical batch size and the gradient noise scale", "",
-              "B_c by the rule above; B_crit fit: McCandlish et al.'s S(B) = S_min (1 + B_crit "
+              ("B_c by the rule above; B_crit fit: McCandlish et al.'s S(B) = S_min (1 + B_crit "
               "/ B) fitted to the steps; B_simple: the --noise-run reference runs' gradient "
-              "noise scale (McCandlish et al. 2018).", ""]
+              "noise scale (McCandlish et al. 2018)."), ""]
     if runs:
-        lines += [noise_runs_table(runs, out), ""]
+        lines += [noise_runs_table(runs, layout.base), ""]
     for p in c.problems:
-        table = critical_table(c, p, runs, out)
+        table = critical_table(c, p, runs, layout.base)
         if table:
             lines += [f"### {labels[p]}", "", table, ""]
     if runs:
-        drawn = report_plots.noise_figure(runs, c, os.path.join(out, NOISE_PNG))
-        lines += [figure(NOISE_PNG, drawn, "gradient noise scale over training"), "",
-                  "Line: B_simple of each epoch (both parts averaged over its evaluations); "
+        drawn = report_plots.noise_figure(runs, c, layout.figure_path(NOISE_PNG))
+        lines += [figure(layout, NOISE_PNG, drawn, "gradient noise scale over training"), "",
+                  ("Line: B_simple of each epoch (both parts averaged over its evaluations); "
                   "dots: single evaluations; dashed: the summary value; dotted: the critical "
-                  "batch sizes B_c of the same data set and model.", ""]
+                  "batch sizes B_c of the same data set and model."), ""]
+    if discussion:
+        lines += [discussion]
     return "\n".join(lines).rstrip("\n") + "\n", printed
 
 
@@ -348,30 +413,39 @@ def write_report(c, runs, out):
               help="A `minigrad train` run folder that logged the gradient noise scale "
                    "(--noise-scale-examples N): its B_simple is set beside the critical batch "
                    "sizes of its data set and model (repeatable).")
-@click.option("--out", required=True, type=click.Path(), metavar="DIR",
-              help="Folder of report.md and its figures (created).")
+@click.option("--preface", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Markdown set verbatim after the report's title (the protocol, the machine).")
+@click.option("--discussion", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Markdown set verbatim at the end of the report (a reading of its figures).")
+@click.option("--out", required=True, type=click.Path(), metavar="OUT",
+              help="A folder (OUT/report.md, its figures beside it, created), or a markdown file "
+                   "OUT.md (its figures in the folder OUT/).")
 @one_line_errors
-def report(studies, noise_runs, out):
+def report(studies, noise_runs, preface, discussion, out):
     """The optimizers' verdicts from finished studies: order, success cases, data efficiency,
     scalability (critical batch size), robustness and cost, per data set and model, and the
     gradient noise scale beside the critical batch sizes.
 
     STUDY_DIR: folders of `minigrad scaling`, `sensitivity` or `compare` (their scaling.h5,
-    sensitivity.h5, compare.h5 are read; never trials/), or those files. Writes OUT/report.md,
-    OUT/scaling.png, OUT/robustness.png and OUT/noise-scale.png (matplotlib) and prints the main
-    table.
+    sensitivity.h5, compare.h5 are read; never trials/), or those files. Writes OUT/report.md
+    (or OUT.md), and scaling.png, robustness.png and noise-scale.png beside it (in OUT/;
+    matplotlib), and prints the main table.
     """
     collection = data.collect([data.read_study(p) for p in data.study_files(studies)])
     runs = sorted((data.read_noise_run(r) for r in noise_runs), key=lambda r: r.path)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out}: is a file, not a folder")
-    os.makedirs(out, exist_ok=True)
-    text, printed = write_report(collection, runs, out)
+    texts = [read_text(p, o) if p else None
+             for p, o in ((preface, "--preface"), (discussion, "--discussion"))]
+    layout = Layout(out)
+    for folder in (layout.base, layout.figures):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UserError(f"--out {out}: {folder} is a file, not a folder")
+        os.makedirs(folder, exist_ok=True)
+    text, printed = write_report(collection, runs, layout, *texts)
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-    atomic_write(os.path.join(out, REPORT_FILE), write)
+    atomic_write(layout.md, write)
     click.echo(table(("optimizer", "order", "problem", "success cases", "data efficiency",
                       "scalability", "robustness", "cost"), printed))
-    click.echo(f"report written to {os.path.join(out, REPORT_FILE)}")
+    click.echo(f"report written to {layout.md}")

@@ -34,9 +34,14 @@ STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 BOOKKEEPING = ("layer_stats", "noise_scale_examples", "keep_checkpoints", "checkpoint_every",
                "checkpoint_seconds", "profile", "device")
 
-Point = namedtuple("Point", "reached steps epochs wall cost source")
+Point = namedtuple("Point", "reached steps epochs wall cost source steps_min steps_max seeds "
+                            "setting")
 Point.__doc__ = """One method at one batch size of a scaling or compare study: the best trial's
-reached flag and figures to the target (nan where not reached), and the study file (source)."""
+reached flag and figures to the target (nan where not reached), the study file (source), and the
+spread of the steps over the seeds the setting was trained with (steps_min, steps_max: nan where
+the file has none or not every seed reached the target; seeds: how many), and the best
+setting in words ("lr=0.0707 momentum=0.9": the searched hyperparameters, lr as trained at that
+batch size)."""
 Fraction = namedtuple("Fraction", "fraction reached grid source")
 Fraction.__doc__ = """One method at one batch size of a sensitivity study: fraction_reached, and
 the number of grid points reaching the target out of `grid`."""
@@ -92,6 +97,21 @@ class Study:
     train_examples: int
     points: dict = dataclasses.field(default_factory=dict)      # {Method: {B: Point}}
     fractions: dict = dataclasses.field(default_factory=dict)   # {Method: {B: Fraction}}
+    compute: "Compute" = None
+
+
+Compute = namedtuple("Compute", "trials steps seconds grad_evals")
+Compute.__doc__ = """What a study's trials cost, summed over its trial table (trials/): how many,
+their optimizer steps, the steps' own time in seconds (evaluations and file writes excluded, as
+in every wall time of the report) and gradient-evaluation equivalents (cli/cost.py)."""
+
+
+def _compute(f):
+    if "trials" not in f:
+        return None
+    g = f["trials"]
+    total = lambda name: float(np.nansum(g[name][()])) if name in g else math.nan
+    return Compute(len(g["optimizer"]), total("steps"), total("wall_time"), total("cost"))
 
 
 def model_text(model, hidden):
@@ -142,9 +162,39 @@ def _nan_unless(reached, value):
     return float(value) if reached else math.nan
 
 
-def _point(reached, steps, epochs, wall, cost, source):
+def _point(reached, steps, epochs, wall, cost, source, spread=(math.nan, math.nan), seeds=1,
+           setting=""):
     reached = bool(reached)
-    return Point(reached, *(_nan_unless(reached, v) for v in (steps, epochs, wall, cost)), source)
+    return Point(reached, *(_nan_unless(reached, v) for v in (steps, epochs, wall, cost)), source,
+                 *(_nan_unless(reached, v) for v in spread), seeds, setting)
+
+
+def _settings(g, optimizers):
+    """The best settings of a best/ group's rows in words: the hyperparameters the optimizer's
+    search varies (search.AXES and EXTRA_AXES) that the group records; an optional
+    hyperparameter's OFF (kl_clip 0) reads "off"."""
+    out = []
+    for i, optimizer in enumerate(optimizers):
+        parts = []
+        for name in search.AXES[optimizer] + search.EXTRA_AXES[optimizer]:
+            value = float(g[name][i]) if name in g else math.nan
+            if math.isfinite(value):
+                off = name in search.EXTRA_AXES[optimizer] and value == 0
+                parts.append(f"{name}={'off' if off else f'{value:.3g}'}")
+        out.append(" ".join(parts))
+    return out
+
+
+def _seeds(options):
+    """How many seeds a study's best settings were trained with (--seeds, --confirm-seeds)."""
+    return max(int(options.get("seeds") or 1), int(options.get("confirm_seeds") or 1))
+
+
+def _spreads(g, n):
+    """[(steps_min, steps_max)] of the n rows of a best/ group (nan where it has none)."""
+    if "steps_min" not in g:
+        return [(math.nan, math.nan)] * n
+    return list(zip(g["steps_min"][()], g["steps_max"][()]))
 
 
 def _read_scaling(f, study):
@@ -153,16 +203,23 @@ def _read_scaling(f, study):
         method = method_of(name, study.options.get("train_options"))
         columns = [g[k][()] for k in ("batch_size", "reached", "steps_to_target",
                                       "epochs_to_target", "wall_to_target", "cost_to_target")]
-        study.points[method] = {int(row[0]): _point(*row[1:], study.path) for row in zip(*columns)}
+        n = len(columns[0])
+        study.points[method] = {int(row[0]): _point(*row[1:], study.path, spread,
+                                                    _seeds(study.options), setting)
+                                for row, spread, setting in zip(zip(*columns), _spreads(g, n),
+                                                                _settings(g, [name] * n))}
 
 
 def _read_compare(f, study):
     g = f["best"]
     columns = [g[k][()] for k in ("optimizer", "batch_size", "reached", "steps_to_target",
                                   "epochs_to_target", "wall_to_target", "cost_to_target")]
-    for name, size, *row in zip(*columns):
-        method = method_of(_text(name), study.options.get("train_options"))
-        study.points[method] = {int(size): _point(*row, study.path)}
+    names = [_text(name) for name in columns[0]]
+    for (name, size, *row), spread, setting in zip(zip(names, *columns[1:]),
+                                                  _spreads(g, len(names)), _settings(g, names)):
+        method = method_of(name, study.options.get("train_options"))
+        study.points[method] = {int(size): _point(*row, study.path, spread,
+                                                  _seeds(study.options), setting)}
 
 
 def _read_sensitivity(f, study):
@@ -218,6 +275,7 @@ def read_study(path):
             study = Study(path, command, options, problem_of(options),
                           int(f.attrs["train_examples"]))
             READERS[command](f, study)
+            study.compute = _compute(f)
     except (KeyError, ValueError, TypeError, OSError) as e:
         raise UserError(f"{path}: not a complete {command} file ({_one_line(e)})")
     return study

@@ -26,6 +26,18 @@ def _log_y(ax):
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _seed_ranges(ax, points, sizes, per, colour):
+    """The range of the steps over the seeds (divided by `per`: steps per epoch for epochs) as
+    a vertical bar at each batch size that has one."""
+    lo = np.array([points[b].steps_min for b in sizes], np.float64)
+    hi = np.array([points[b].steps_max for b in sizes], np.float64)
+    several = np.array([points[b].seeds > 1 for b in sizes], bool) & np.isfinite(lo)
+    per = np.broadcast_to(np.asarray(per, np.float64), lo.shape)
+    if several.any():
+        ax.vlines(sizes[several], lo[several] / per[several], hi[several] / per[several],
+                  color=colour, linewidth=1.5, alpha=0.6)
+
+
 def scaling_figure(c, path):
     """Steps and epochs to the target against batch size, a row of two panels per problem, each
     method with its ideal line S(B0) B0 / B (in epochs: divided by ceil(n / B))."""
@@ -50,6 +62,8 @@ def scaling_figure(c, path):
                 y = np.array([getattr(points[b], field) for b in sizes])
                 ok = np.array([points[b].reached for b in sizes])
                 ax.plot(sizes[ok], y[ok], "o-", color=f"C{k}", label=m.label)
+                _seed_ranges(ax, points, sizes[ok], 1.0 if field == "steps" else
+                             np.ceil(n / sizes[ok]), f"C{k}")
                 if ok.any():
                     top = max(top, np.nanmax(y[ok]))
                     first = int(np.flatnonzero(ok)[0])

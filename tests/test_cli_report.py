@@ -26,7 +26,7 @@ from minigrad.cli.train import train
 STUDY = ["--hidden", "8", "--evals-per-epoch", "2", "--optimizers", "sgd,kfac",
          "--target-accuracy", "0.7", "--grid", "sgd.momentum=0.9", "--grid", "kfac.lr=0.05"]
 SCALING = STUDY + ["--budget-epochs", "3", "--batch-sizes", "64,128,256", "--grid", "sgd.lr=0.2",
-                   "--grid", "kfac.damping=0.01"]
+                   "--grid", "kfac.damping=0.01", "--grid", "kfac.kl_clip=0", "--confirm-seeds", "2"]
 SENSITIVITY = STUDY + ["--budget-epochs", "2", "--batch-sizes", "64,256",
                        "--grid", "sgd.lr=0.05,0.4", "--grid", "kfac.damping=0.01,1"]
 NOISE_RUN = ["--hidden", "8", "--epochs", "3", "--batch-size", "64", "--eval-every", "6",
@@ -102,13 +102,28 @@ def best_points(path):
             return out
         for opt in f["best"]:
             g = f["best"][opt]
-            out[opt] = {int(row[0]): _figures(*row[1:]) for row in zip(*(g[k][()] for k in keys))}
+            out[opt] = {int(row[0]): _figures(*row[1:]) for row in
+                        zip(*(g[k][()] for k in keys + ("steps_min", "steps_max")))}
+            names = SEARCHED[opt]
+            for b, *values in zip(g["batch_size"][()], *(g[k][()] for k in names)):
+                out[opt][int(b)]["setting"] = " ".join(
+                    f"{k}={'off' if k == 'kl_clip' and v == 0 else f'{v:.3g}'}"
+                    for k, v in zip(names, values) if np.isfinite(v))
     return out
 
 
-def _figures(reached, steps, epochs, cost, wall):
+# the hyperparameters each optimizer's search varies in these studies, as the report names them
+SEARCHED = {"sgd": ("lr", "momentum"), "kfac": ("lr", "damping", "kl_clip")}
+
+
+def _figures(reached, steps, epochs, cost, wall, low=np.nan, high=np.nan):
     return {"reached": bool(reached), "steps": float(steps), "epochs": float(epochs),
-            "cost": float(cost), "wall": float(wall)}
+            "cost": float(cost), "wall": float(wall), "low": float(low), "high": float(high)}
+
+
+def spread(p, seeds):
+    """The "steps over seeds" cell: min-max where several seeds all reached the target."""
+    return f"{whole(p['low'])}-{whole(p['high'])}" if p and p["reached"] and seeds > 1 else "-"
 
 
 def grid_fractions(path):
@@ -321,14 +336,17 @@ def test_every_figure_cell_follows_from_the_study_files(real):
             expected.append([
                 opt, str(b), "-" if p is None else "yes" if p["reached"] else "no",
                 whole(p["steps"]) if p and p["reached"] else "-",
+                spread(p, seeds=2),
                 whole(points[opt][found[0]]["steps"] * found[0] / b) if p and found else "-",
                 "-" if e is None else two(e),
                 two(p["epochs"]) if p and p["reached"] else "-",
                 two(p["epochs"] / q["epochs"]) if both else "-",
                 whole(p["cost"]) if p and p["reached"] else "-",
                 secs(p["wall"]) if p and p["reached"] else "-",
-                f"{two(g[0])} ({g[1]}/{g[2]})" if g else "-"])
+                f"{two(g[0])} ({g[1]}/{g[2]})" if g else "-",
+                p["setting"] if p else "-"])
     assert header[:3] == ["optimizer", "B", "reached"] and rows == expected
+    assert any(row[-1].endswith("kl_clip=off") for row in rows)
 
 
 def test_noise_scale_tables_follow_from_the_run_and_the_study(real):
@@ -368,15 +386,57 @@ def test_noise_scale_tables_follow_from_the_run_and_the_study(real):
 def test_studies_table_and_figures(real):
     root, result, text = real
     (header, rows), = tables(text, "## Studies")
+    compute = {}
+    for kind in ("scaling", "sensitivity"):
+        with h5py.File(root / "studies" / kind / f"{kind}.h5", "r") as f:
+            t = f["trials"]
+            compute[kind] = (len(t["optimizer"]), t["steps"][()].sum(), t["wall_time"][()].sum())
+    cells = {k: [str(n), whole(steps), f"{seconds / 3600:.3g}"]
+             for k, (n, steps, seconds) in compute.items()}
+    assert header[-3:] == ["trials", "optimizer steps", "step time (h)"]
     assert rows == [
         ["`../studies/scaling/scaling.h5`", "scaling", "digits", "mlp 8", "test accuracy >= 0.7",
-         "64, 128, 256", "sgd, kfac", "3", "-"],
+         "64, 128, 256", "sgd, kfac", "3", "-"] + cells["scaling"],
         ["`../studies/sensitivity/sensitivity.h5`", "sensitivity", "digits", "mlp 8",
-         "test accuracy >= 0.7", "64, 256", "sgd, kfac", "2", "-"]]
+         "test accuracy >= 0.7", "64, 256", "sgd, kfac", "2", "-"] + cells["sensitivity"]]
+    # scaling: 2 optimizers x 3 sizes x 1 grid point, and the best setting's second seed
+    assert compute["scaling"][0] == 12
+    n, steps, seconds = (sum(v[i] for v in compute.values()) for i in range(3))
+    assert (f"In all, {n} trials took {whole(steps)} optimizer steps" in text
+            and f"{seconds / 3600:.1f} hours of step time" in text)
     for name in ("scaling.png", "robustness.png", "noise-scale.png"):
         assert f"]({name})" in text
         assert (root / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(root) not in text and "report written to" in result.output
+
+
+def test_a_markdown_out_puts_the_figures_in_its_own_folder_with_preface_and_discussion(real):
+    root, _, text = real
+    (root / "own").mkdir()
+    (root / "own" / "preface.md").write_text("How the studies were run.\n\n\n")
+    (root / "own" / "discussion.md").write_text("## Discussion\n\nWhat the figures say.\n")
+    page = root / "docs" / "results.md"
+    ok(invoke(report, root / "studies" / "scaling", root / "studies" / "sensitivity",
+              "--noise-run", root / "runs" / "sgd-noise", "--preface", root / "own" / "preface.md",
+              "--discussion", root / "own" / "discussion.md", "--out", page))
+    written = page.read_text()
+    for name in ("scaling.png", "robustness.png", "noise-scale.png"):
+        assert f"](results/{name})" in written
+        assert (root / "docs" / "results" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "`../studies/scaling/scaling.h5`" in written   # paths relative to the page's folder
+    # the preface right after the title (trailing blank lines dropped), the discussion last
+    assert written.startswith("# Optimizer report\n\nHow the studies were run.\n\nWritten by")
+    assert written.endswith("\n## Discussion\n\nWhat the figures say.\n")
+    # between them, what the report computes: the same as the folder form's, figures aside
+    body = written.split("How the studies were run.\n\n", 1)[1].rsplit("## Discussion", 1)[0]
+    assert body.replace("](results/", "](") == text.split("# Optimizer report\n\n", 1)[1] + "\n"
+
+
+def test_an_unreadable_preface_is_a_one_line_error(real, tmp_path):
+    root, _, _ = real
+    line = one_line_error(invoke(report, root / "studies" / "scaling", "--preface",
+                                 tmp_path / "missing.md", "--out", tmp_path / "r"))
+    assert "--preface" in line and "missing.md" in line
 
 
 def test_report_is_deterministic_and_independent_of_argument_order(real, no_plots):

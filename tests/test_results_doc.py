@@ -1,0 +1,93 @@
+"""docs/results.md, the project's answer on real data, is generated: the command its preface
+names, run on a copy of the committed study files, writes it again byte for byte, and every
+figure the hand-written discussion (and the README's summary of it) quotes is one the report
+computed."""
+import os
+import re
+import shlex
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from minigrad.cli import main
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+PAGE = os.path.join(ROOT, "docs", "results.md")
+RESULTS = os.path.join(ROOT, "docs", "results")
+PREFACE = os.path.join(RESULTS, "preface.md")
+DISCUSSION = os.path.join(RESULTS, "discussion.md")
+
+
+def read(path):
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def named_command():
+    """The `minigrad report ...` command line of the page's preface, as words."""
+    found = re.findall(r"^minigrad report .*$", read(PREFACE), flags=re.MULTILINE)
+    assert len(found) == 1, "the preface names one `minigrad report` command"
+    return shlex.split(found[0])
+
+
+def test_the_page_is_what_its_command_writes(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the page's figure lines need matplotlib")
+    words = named_command()
+    # a copy of what the command reads, at the same paths relative to the repository's root
+    shutil.copytree(RESULTS, tmp_path / "docs" / "results",
+                    ignore=shutil.ignore_patterns("*.png"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, words[1:])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = words[words.index("--out") + 1]
+    assert out == "docs/results.md"
+    assert (tmp_path / out).read_text(encoding="utf-8") == read(PAGE)
+    for image in re.findall(r"\]\((results/[^)]+\.png)\)", read(PAGE)):
+        assert (tmp_path / "docs" / image).read_bytes()[:4] == b"\x89PNG"
+        assert read_png_head(os.path.join(ROOT, "docs", image)) == b"\x89PNG", image
+
+
+def read_png_head(path):
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+def numbers(text):
+    """The figures a text quotes: its numbers, less citation years ("et al. 2019", "et al.
+    (2019)"), numbered-list markers and the numbers of names ("LeNet-5")."""
+    text = re.sub(r"et al\.,? \(?\d{4}\)?", "", text)
+    text = re.sub(r"^\s*\d+\. ", "", text, flags=re.MULTILINE)
+    # a number, with a ratio's "x" ("3.7x"), not inside a word or a name ("8x8", "LeNet-5")
+    return set(re.findall(r"(?<![\w.])(?<![A-Za-z]-)(\d+(?:\.\d+)?)x?(?![\w]|\.\d)", text))
+
+
+def computed_part():
+    """The page less its hand-written preface and discussion."""
+    page = read(PAGE)
+    for own in (read(PREFACE).rstrip(), read(DISCUSSION).rstrip()):
+        assert own in page
+        page = page.replace(own, "")
+    return page
+
+
+def test_the_discussion_quotes_only_computed_figures():
+    quoted = numbers(read(DISCUSSION))
+    computed = numbers(computed_part())
+    assert quoted, "the discussion quotes figures"
+    assert quoted <= computed, f"typed, not computed: {sorted(quoted - computed)}"
+
+
+def test_the_readme_answer_quotes_only_computed_figures():
+    readme = read(os.path.join(ROOT, "README.md"))
+    answer = readme.split("**The answer.**", 1)[1].split("\n\n", 1)[0]
+    assert "docs/results.md" in answer
+    quoted = numbers(answer)
+    assert quoted <= numbers(computed_part()), \
+        f"typed, not computed: {sorted(quoted - numbers(computed_part()))}"
+
+
+def test_numbers_finds_figures_and_skips_years_and_list_markers():
+    assert numbers("1. K-FAC took 34.3 steps at B = 4096 (Ma et al. 2020), 0.49 e; 520-690 "
+                   "on LeNet-5 as Zhang et al. (2019) say, 3.7x on 8x8") == \
+        {"34.3", "4096", "0.49", "520", "690", "3.7"}
