@@ -19,7 +19,7 @@ another's. In the child:
 Rows: "peak first" is the warm-up step's peak over the baseline, "peak step" the measured
 step's, "held after" VmRSS after the measured step over the baseline (parameters' gradients,
 optimizer state, and whatever the allocator keeps). minigrad rows run twice: with minigrad's
-malloc policy (freed blocks up to 32 MiB stay in the heap, up to 1 GiB of them;
+malloc policy (every block from the heap, freed ones kept there, up to 1 GiB free;
 minigrad/functional/malloc.py) and with MINIGRAD_MALLOC=system (glibc's defaults).
 
 K-FAC: factors every step, eigenbases refreshed every step (inv_update_every=1), so the

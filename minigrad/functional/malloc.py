@@ -9,10 +9,14 @@ allocates activation-sized temporaries (ResNet-20, batch 128: 8 MB each) by the 
 a machine where page faults are dear this costs a fifth of the step (benchmarks/README.md,
 "Convolutions").
 
-What. `keep_freed_memory()` sets M_MMAP_THRESHOLD to 32 MiB (glibc's largest) and
-M_TRIM_THRESHOLD to 1 GiB: blocks up to 32 MiB come from the heap, and freed ones stay there to
-be reused by the next step. The cost: the process keeps its heap (up to 1 GiB of it free) after
-a large step, instead of returning it to the system.
+What. `keep_freed_memory()` sets M_MMAP_THRESHOLD to 32 MiB (glibc's largest), M_MMAP_MAX to
+0 and M_TRIM_THRESHOLD to 1 GiB: every block comes from the heap, and freed ones stay there to
+be reused by the next step. (The threshold alone leaves blocks above 32 MiB to mmap: at batch
+8192 an MLP layer's activations are 8192 x 1024 float32 = 32.0 MiB plus the array header, and
+each step faulted them in afresh, a tenth of a K-FAC step; benchmarks/README.md, "K-FAC at its
+floor".) The cost: the process keeps its heap (up to 1 GiB of it free at the top, and freed
+blocks below the top until they are reused) after a large step, instead of returning it to the
+system.
 
 Where it does not apply, it does nothing: other C libraries than glibc (macOS, musl), and a
 process whose environment chose a policy itself (glibc's MALLOC_MMAP_THRESHOLD_,
@@ -24,6 +28,7 @@ import os
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 MMAP_THRESHOLD_BYTES = 32 * 2 ** 20
 TRIM_THRESHOLD_BYTES = 2 ** 30
 OPT_OUT = "MINIGRAD_MALLOC"
@@ -45,5 +50,6 @@ def keep_freed_memory():
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                   and mallopt(M_MMAP_MAX, 0)
                    and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     return applied
