@@ -114,20 +114,17 @@ def precondition(V, eig, damping, damping_form):
     return PG @ V @ PA
 
 
-def trace_ratio_pi(A, G):
-    """pi = sqrt((tr A / dim A) / (tr G / dim G)); 1 where a trace is 0 or not finite."""
-    return _pi(float(A.trace()) / A.shape[0], float(G.trace()) / G.shape[0])
-
-
 def _pi(ta, tg):
+    """pi = sqrt(ta / tg), ta = tr A / dim A and tg = tr G / dim G; 1 where a trace is 0 or
+    not finite."""
     if not (ta > 0 and tg > 0 and math.isfinite(ta) and math.isfinite(tg)):
         return 1.0
     return math.sqrt(ta / tg)
 
 
 def decompose_factors(layers):
-    """[Eigenbasis] for layers [(label, A, G)]: symmetric_eigh of both factors and
-    trace_ratio_pi, for all the layers with ONE host synchronization (on a GPU each check and
+    """[Eigenbasis] for layers [(label, A, G)]: symmetric_eigh of both factors and the trace
+    ratio pi (_pi), for all the layers with ONE host synchronization (on a GPU each check and
     trace read back alone is a synchronization: 6 per layer): every decomposition's finiteness
     flag and every trace come back in one transfer. A decomposition that failed or is not finite
     is redone by symmetric_eigh (float64 retry, or its FloatingPointError naming the layer)."""
