@@ -25,6 +25,7 @@ import numpy as np
 
 from . import search
 from .common import UserError
+from .study.results import edge_values
 from .study.trials import TRIAL_DEFAULTS
 from .training.config import APPLIES
 
@@ -169,25 +170,42 @@ def _point(reached, steps, epochs, wall, cost, source, spread=(math.nan, math.na
                  *(_nan_unless(reached, v) for v in spread), seeds, setting)
 
 
-def _settings(g, optimizers):
-    """The best settings of a best/ group's rows in words: the hyperparameters the optimizer's
-    search varies (search.AXES and EXTRA_AXES) that the group records; an optional
-    hyperparameter's OFF (kl_clip 0) reads "off"."""
+def _seeds(options):
+    """How many seeds a study's best settings were trained with (--seeds, --confirm-seeds)."""
+    return max(int(options.get("seeds") or 1), int(options.get("confirm_seeds") or 1))
+
+
+def _settings(f, g, optimizers, sizes):
+    """The best settings of a best/ group's rows (optimizer, batch size) in words: the
+    hyperparameters the optimizer's search varies (search.AXES and EXTRA_AXES) that the group
+    records, each marked "(edge)" where it is the smallest or largest value its search tried at
+    that batch size (read from the study's trial table, cli/study/results.py edge_values: the
+    optimum may lie beyond the grid); an optional hyperparameter's OFF (kl_clip 0) reads
+    "off"."""
+    trials = f["trials"] if "trials" in f else None
     out = []
-    for i, optimizer in enumerate(optimizers):
+    for i, (optimizer, size) in enumerate(zip(optimizers, sizes)):
         parts = []
         for name in search.AXES[optimizer] + search.EXTRA_AXES[optimizer]:
             value = float(g[name][i]) if name in g else math.nan
-            if math.isfinite(value):
-                off = name in search.EXTRA_AXES[optimizer] and value == 0
-                parts.append(f"{name}={'off' if off else f'{value:.3g}'}")
+            if not math.isfinite(value):
+                continue
+            off = name in search.EXTRA_AXES[optimizer] and value == 0
+            tried = _tried(trials, optimizer, size, name)
+            edge = any(math.isclose(value, v) for v in edge_values(optimizer, name, tried))
+            parts.append(f"{name}={'off' if off else f'{value:.3g}'}{' (edge)' if edge else ''}")
         out.append(" ".join(parts))
     return out
 
 
-def _seeds(options):
-    """How many seeds a study's best settings were trained with (--seeds, --confirm-seeds)."""
-    return max(int(options.get("seeds") or 1), int(options.get("confirm_seeds") or 1))
+def _tried(trials, optimizer, size, name):
+    """The values of `name` the trial table holds for `optimizer` at batch size `size`."""
+    if trials is None or name not in trials:
+        return []
+    mine = (np.array([_text(o) for o in trials["optimizer"][()]]) == optimizer) & \
+        (trials["batch_size"][()] == size)
+    values = trials[name][()][mine]
+    return sorted(set(values[np.isfinite(values)].tolist()))
 
 
 def _spreads(g, n):
@@ -204,10 +222,11 @@ def _read_scaling(f, study):
         columns = [g[k][()] for k in ("batch_size", "reached", "steps_to_target",
                                       "epochs_to_target", "wall_to_target", "cost_to_target")]
         n = len(columns[0])
+        settings = _settings(f, g, [name] * n, columns[0])
         study.points[method] = {int(row[0]): _point(*row[1:], study.path, spread,
                                                     _seeds(study.options), setting)
                                 for row, spread, setting in zip(zip(*columns), _spreads(g, n),
-                                                                _settings(g, [name] * n))}
+                                                                settings)}
 
 
 def _read_compare(f, study):
@@ -215,8 +234,9 @@ def _read_compare(f, study):
     columns = [g[k][()] for k in ("optimizer", "batch_size", "reached", "steps_to_target",
                                   "epochs_to_target", "wall_to_target", "cost_to_target")]
     names = [_text(name) for name in columns[0]]
+    settings = _settings(f, g, names, columns[1])
     for (name, size, *row), spread, setting in zip(zip(names, *columns[1:]),
-                                                  _spreads(g, len(names)), _settings(g, names)):
+                                                  _spreads(g, len(names)), settings):
         method = method_of(name, study.options.get("train_options"))
         study.points[method] = {int(size): _point(*row, study.path, spread,
                                                   _seeds(study.options), setting)}

@@ -739,3 +739,24 @@ def test_the_report_and_its_docs_state_the_rules_it_applies(real):
     stated = rules_markdown()
     assert "e >= 0.5" in stated and "median < 0.8" in stated and "> 0.1" in stated
     assert stated in text and stated in docs
+
+
+def test_best_settings_are_marked_where_they_sit_on_an_edge_of_what_was_tried(tmp_path):
+    # K-FAC at B = 64 tried lr {0.1, 0.2, 0.4}, damping {0.01, 0.1}, kl_clip {0 (off), 0.001,
+    # 0.01}; at B = 128 only lr 0.2 and 0.4. The best: lr 0.2 (inside at 64, the smallest at 128),
+    # damping 0.1 (the largest), kl_clip 0.01 (inside: off is beyond every clip)
+    from minigrad.cli.report_data import _settings
+    rows = [(b, lr, d, c) for b, lrs in ((64, (0.1, 0.2, 0.4)), (128, (0.2, 0.4)))
+            for lr in lrs for d in (0.01, 0.1) for c in (0.0, 0.001, 0.01)]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        t = f.create_group("trials")
+        t["optimizer"] = np.array(["kfac"] * len(rows), dtype=object).astype("S")
+        for k, name in enumerate(("batch_size", "lr", "damping", "kl_clip")):
+            t[name] = np.array([r[k] for r in rows])
+        g = f.create_group("best/kfac")
+        for name, values in (("lr", [0.2, 0.2]), ("damping", [0.1, 0.1]),
+                             ("kl_clip", [0.01, 0.0]), ("momentum", [np.nan, np.nan])):
+            g[name] = np.array(values)
+        assert _settings(f, g, ["kfac", "kfac"], [64, 128]) == [
+            "lr=0.2 damping=0.1 (edge) kl_clip=0.01",
+            "lr=0.2 (edge) damping=0.1 (edge) kl_clip=off"]

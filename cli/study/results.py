@@ -184,7 +184,7 @@ def fmt(value, spec=".4g"):
     return format(value, spec)
 
 
-def _edges(optimizer, name, values):
+def edge_values(optimizer, name, values):
     """The values of a grid axis beyond which a wider grid could go: its smallest and largest.
     An optional hyperparameter's OFF (K-FAC's kl_clip 0: no clip) is the axis's far end, beyond
     every value, and nothing lies beyond it: with OFF on the axis, only the smallest other value
@@ -211,7 +211,7 @@ def grid_edges(options, specs, best, base):
         factor = search.lr_factor(options["lr_scaling"], size, base)
         for name, values in axes.items():
             value = specs[i][name] / factor if name == "lr" else specs[i][name]
-            if any(math.isclose(value, v) for v in _edges(optimizer, name, values)):
+            if any(math.isclose(value, v) for v in edge_values(optimizer, name, values)):
                 found.setdefault((optimizer, name, min(values, key=lambda v: abs(v - value))),
                                  []).append(size)
     if not found:
