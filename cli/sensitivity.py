@@ -166,7 +166,7 @@ def sensitivity(**options):
                 raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
                                        f"give {name} one value, not {len(values)}")
     root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
-    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    trials = study.run_trials(root, specs, options, "sensitivity")
     settings, results = study.aggregate(specs, trials)
     axes = {opt: search.grid(opt, overrides, grids) for opt in options["optimizers"]}
     factors = {b: search.lr_factor(options["lr_scaling"], b, base) for b in sizes}
