@@ -26,6 +26,7 @@ import click
 DB_FILE = "optuna.db"   # the default storage, in the study folder
 GRACE_BEATS = 4         # missed heartbeats before a running trial counts as dead
 RETRIES = 20            # attempts of a storage operation the database refused (busy, locked)
+OPEN_ATTEMPTS = 4       # attempts to open the storage
 
 
 def storage_url(root, url=None):
@@ -49,26 +50,33 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 
-def open_storage(url, heartbeat):
+def open_storage(url, heartbeat, checked=False):
     """An optuna RDBStorage at `url` with a heartbeat every `heartbeat` seconds (a dead trial
     after GRACE_BEATS of them). SQLite gets one writer at a time (BEGIN IMMEDIATE: a trial is
     claimed by one worker only) and waits up to a minute for a lock; a URL that cannot be
-    opened is a click.UsageError naming it."""
+    opened is a click.UsageError naming it. `checked`: the session opened it already (its
+    tables exist, their version is right), a worker skips those checks."""
     import optuna
 
     quiet_optuna()
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    try:
-        storage = retry(lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat),
-            grace_period=int(GRACE_BEATS * heartbeat)))
-    except (ImportError, ModuleNotFoundError) as e:
-        raise click.UsageError(f"--storage {_safe(url)}: its database driver is missing ({e}); "
-                               "for PostgreSQL: pip install 'minigrad-curvature[postgres]'")
-    except Exception as e:   # a bad URL, a server not reachable, a file not writable
-        raise click.UsageError(f"--storage {_safe(url)}: cannot open it: "
-                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat),
+                grace_period=int(GRACE_BEATS * heartbeat), skip_compatibility_check=checked,
+                skip_table_creation=checked)
+            break
+        except ImportError as e:
+            raise click.UsageError(f"--storage {_safe(url)}: its database driver is missing "
+                                   f"({e}); for PostgreSQL: pip install "
+                                   "'minigrad-curvature[postgres]'")
+        except Exception as e:   # a bad URL, no server, a file not writable; or two sessions
+            if attempt == OPEN_ATTEMPTS - 1:   # creating the tables at once: try again
+                raise click.UsageError(f"--storage {_safe(url)}: cannot open it: "
+                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            time.sleep(0.2 * (attempt + 1))
     if sqlite:
         _one_writer(storage.engine)
     return storage

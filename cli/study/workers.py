@@ -44,7 +44,7 @@ def work(root, searches, url, heartbeat, stop, reports):
         # trial installs its own handlers (checkpoint, then exit 128 + signal)
         signal.signal(signum, signal.SIG_IGN)
     parent = os.getppid()
-    storage = open_storage(url, heartbeat)
+    storage = open_storage(url, heartbeat, checked=True)
     studies = [load_or_create(storage, s.study) for s in searches]
     while not os.path.exists(stop) and os.getppid() == parent:
         taken = _take(studies, searches)
