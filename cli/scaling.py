@@ -197,15 +197,17 @@ def scaling(**options):
         raise click.UsageError("--confirm-seeds retrains the best settings with more seeds; "
                                "with --seeds every setting has its seeds already: give one")
     root, specs, n, base = study.prepare(options, sizes, True, "scaling")
-    prune = options["prune"] and options["seeds"] == 1   # a mean over seeds: no bound on it
-    trials = study.run_trials(root, specs, options, "scaling", prune=prune)
+    # no bound on a mean over seeds; TPE's draws depend on every trial's whole result
+    prune = options["prune"] and options["seeds"] == 1 and options["search_kind"] != "tpe"
+    specs, trials = study.run_trials(root, specs, options, "scaling", prune=prune)
     settings, results = study.aggregate(specs, trials)
     curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
     extra = confirm_specs(specs, curves, options["confirm_seeds"])
     if extra:
         click.echo(f"confirming the best settings with {options['confirm_seeds']} seeds: "
                    f"{len(extra)} more trials")
-        trials += study.run_trials(root, extra, options, "scaling", phase="confirm")
+        extra, more = study.run_trials(root, extra, options, "scaling", phase="confirm")
+        trials += more
         specs = specs + extra
         settings, results = study.aggregate(specs, trials)   # the best settings' seeds together
         chosen = chosen_settings(settings, specs, curves)

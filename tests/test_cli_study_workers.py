@@ -224,3 +224,18 @@ def test_study_status_counts_the_trials_of_each_search(unpruned, tmp_path):
 def test_study_status_errors_are_one_line(tmp_path, args, words):
     result = invoke(study_status, *[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------ TPE
+def test_tpe_draws_the_same_trials_whatever_the_number_of_workers(tmp_path):
+    from minigrad.cli.compare import compare
+    args = TINY + ["--optimizers", "sgd", "--batch-size", "512", "--target-accuracy", "0.6",
+                   "--search", "tpe", "--trials", "3"]
+    one = ok(invoke(compare, *args, "--jobs", 1, "--out", tmp_path / "one"))
+    ok(invoke(compare, *args, "--jobs", 2, "--out", tmp_path / "two"))
+    names = sorted(os.listdir(tmp_path / "one" / study.TRIALS))
+    assert len(names) == 3 and names == sorted(os.listdir(tmp_path / "two" / study.TRIALS))
+    assert one.output.count("sgd   B=512") == 3
+    with h5py.File(tmp_path / "one" / "compare.h5") as f:
+        assert len(set(f["trials/lr"][()])) == 3   # three points drawn
+    assert "--seeds" in invoke(compare, *args, "--seeds", 2, "--out", tmp_path / "x").output

@@ -30,6 +30,7 @@ from ..training.signals import EXIT_INTERRUPTED
 from . import queue, storage
 from .pruning import bound_file, tighten
 from .results import crashed_result, describe, outcome, trial_result
+from .specs import TPE_DRAW
 from .trials import STOP_FILE, STOPPED, TRIALS, execute, trial_mode, trial_name
 from .workers import searches_of, work
 
@@ -40,19 +41,19 @@ DEFAULT_HEARTBEAT = 30   # seconds between a running trial's heartbeats (--heart
 def run_trials(root, specs, options, command, phase="search", prune=False):
     """Run every spec (skipping finished ones) with options["jobs"] local workers of
     options["threads_per_job"] BLAS threads each, through the storage options["storage"] (None:
-    SQLite in `root`), and return their results in order. `command` and `phase` name the
-    searches' Optuna studies (storage.study_name); `prune`: scaling's early stopping
-    (pruning.py). Prints one line per trial; exits 130 if interrupted, raises UserError if a
-    trial could not start (bad options)."""
-    folders = [os.path.join(root, TRIALS, trial_name(s)) for s in specs]
-    report = _Report(specs, folders)
+    SQLite in `root`); returns (specs, their results), TPE's placeholders replaced by the specs
+    drawn (specs.py). `command` and `phase` name the searches' Optuna studies
+    (storage.study_name); `prune`: scaling's early stopping (pruning.py). Prints one line per
+    trial; exits 130 if interrupted, raises UserError if a trial could not start (bad options)."""
+    folders = [None if TPE_DRAW in s else os.path.join(root, TRIALS, trial_name(s)) for s in specs]
+    report = _Report(len(specs))
     comm = parallel.communicator()
     if comm.world_size > 1:
-        return _run_trials_distributed(comm, root, specs, folders, report)
+        return specs, _run_trials_distributed(comm, root, specs, folders, report)
     done = {}
-    for i, folder in enumerate(folders):
-        if trial_mode(folder, prune) == "done":
-            report(i, 0, "done earlier", 0.0)
+    for spec, folder in zip(specs, folders):
+        if folder is not None and trial_mode(folder, prune) == "done":
+            report(spec, folder, 0, "done earlier", 0.0)
             done[os.path.basename(folder)] = trial_result(folder)
     url = storage.storage_url(root, options.get("storage"))
     heartbeat = options.get("heartbeat") or DEFAULT_HEARTBEAT
@@ -60,11 +61,16 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
         specs, folders, lambda opt, b: storage.study_name(root, command, opt, b, phase),
         (lambda name, names: bound_file(root, name, names)) if prune else None)
     studies = _sync(url, heartbeat, searches, done, prune)
-    if not all(queue.complete(st, set(s.names), prune) for st, s in zip(studies, searches)):
+    if not all(s.complete(st, prune) for st, s in zip(studies, searches)):
         interrupted = _run_workers(root, searches, url, heartbeat, options, report)
         if interrupted:
             _interrupted(root, interrupted)
-    return [trial_result(f) for f in folders]
+    specs = list(specs)
+    for study, s in zip(studies, searches):
+        if s.tpe:
+            for i, spec in zip(s.indices, queue.drawn_specs(study, s.tpe)):
+                specs[i] = spec
+    return specs, [trial_result(os.path.join(root, TRIALS, trial_name(s))) for s in specs]
 
 
 def _sync(url, heartbeat, searches, done, prune):
@@ -75,6 +81,8 @@ def _sync(url, heartbeat, searches, done, prune):
     for s in searches:
         study = storage.load_or_create(opened, s.study)
         queue.sync(study, s.names, s.specs, done, prune)
+        if s.tpe:
+            queue.draw(study, s.tpe)   # the first point, if not drawn yet
         if s.bound is not None:
             tighten(s.bound, queue.best_steps(study, set(s.names)))
         studies.append(study)
@@ -85,16 +93,16 @@ class _Report:
     """The line of a trial that ended: "[k/N] <trial>: <outcome>  <seconds or why>"; a trial
     that could not start (exit status 2: bad options) is a UserError."""
 
-    def __init__(self, specs, folders):
-        self.specs, self.folders, self.count = specs, folders, 0
-        self.width = len(str(len(specs)))
+    def __init__(self, total):
+        self.total, self.count = total, 0
+        self.width = len(str(total))
 
-    def __call__(self, i, code, message, seconds):
+    def __call__(self, spec, folder, code, message, seconds):
         self.count += 1
         if code == 2:
-            raise UserError(f"trial {self.folders[i]} could not start: {message}")
-        click.echo(f"[{self.count:>{self.width}}/{len(self.specs)}] {describe(self.specs[i])}: "
-                   f"{outcome(trial_result(self.folders[i]))}"
+            raise UserError(f"trial {folder} could not start: {message}")
+        click.echo(f"[{self.count:>{self.width}}/{self.total}] {describe(spec)}: "
+                   f"{outcome(trial_result(folder))}"
                    + (f"  ({message})" if message else f"  {seconds:.1f}s"))
 
 
@@ -119,14 +127,14 @@ def _run_workers(root, searches, url, heartbeat, options, report):
         with _forward_stops(workers, stop):
             while any(w.is_alive() for w in workers) or not reports.empty():
                 try:
-                    i, code, message, seconds = reports.get(timeout=0.2)
+                    spec, folder, code, message, seconds = reports.get(timeout=0.2)
                 except queues.Empty:
                     spare = _replace_dead(workers, start, spare, stop)
                     continue
                 if code in STOPPED:
                     interrupted = interrupted or code
                 else:
-                    report(i, code, message, seconds)
+                    report(spec, folder, code, message, seconds)
     except KeyboardInterrupt:
         interrupted = EXIT_INTERRUPTED
     finally:
@@ -223,8 +231,12 @@ def _interrupted(root, code=EXIT_INTERRUPTED):
 def _run_trials_distributed(comm, root, specs, folders, report):
     """Under mpiexec: the trials one after the other, each trained by all P processes together
     (data parallelism inside a trial). Rank 0 decides what each trial needs (its files), reports
-    and writes; the other ranks follow."""
-    for i, (spec, folder) in enumerate(zip(specs, folders)):
+    and writes; the other ranks follow. (No storage: --search tpe is refused here.)"""
+    if any(folder is None for folder in folders):
+        raise click.UsageError("--search tpe draws its points through the study's storage; "
+                               "under mpiexec a study runs its trials one after the other "
+                               "without one: use --search grid or random")
+    for spec, folder in zip(specs, folders):
         mode = comm.broadcast_object(trial_mode(folder) if comm.rank == 0 else None)
         started = time.perf_counter()
         code, message = execute(spec, folder, mode)
@@ -233,6 +245,6 @@ def _run_trials_distributed(comm, root, specs, folders, report):
         if code == 2:   # a usage error of train: the same on every rank
             raise UserError(f"trial {folder} could not start: {message}")
         if comm.rank == 0:
-            report(i, code, message, time.perf_counter() - started)
+            report(spec, folder, code, message, time.perf_counter() - started)
         comm.barrier()   # rank 0 has read the trial's files before anyone moves on
     return [trial_result(f) if comm.rank == 0 else crashed_result(f) for f in folders]

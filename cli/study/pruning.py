@@ -22,7 +22,8 @@ an older, larger value only prunes later, never wrongly.
 
 Pruning is off for sensitivity (it needs every trial's whole budget), for --confirm-seeds'
 trials, with --seeds K > 1 (a setting's figure is a mean over seeds, which a bound on one seed
-says nothing about), and with --no-prune; a pruned trial is continued from its checkpoint to its
+says nothing about), with --search tpe (its draws depend on every trial's whole result), under
+mpiexec (trials run one after the other there, without the storage) and with --no-prune; a pruned trial is continued from its checkpoint to its
 end by a later session that does not prune.
 """
 import hashlib

@@ -2,9 +2,11 @@
 number of machines, take trials from: what is queued, how a worker claims a trial, what it
 records when the trial ends, and what happens to the trial of a worker that died.
 
-A search's trials are known before any of them runs (the grid, or the seeded random points:
-cli/search.py), so the set of trials never depends on how many workers there are or in what
-order they run. Each Optuna trial carries, as user attributes, the trial's folder name
+A grid or random search's trials are known before any of them runs (cli/search.py), so the
+set of trials never depends on how many workers there are or in what order they run. A TPE
+search draws its k-th point once its first k - 1 trials have all ended, from their results
+(draw): every worker that draws it draws the same point, and the same name is queued at most
+once in effect (duplicates, below). Each Optuna trial carries, as user attributes, the trial's folder name
 ("trial": <optimizer>-b<B>-<hash>, which says everything the trial trains with), its options
 ("spec", JSON) and its place in the search ("index"). One trial folder may have several Optuna
 trials over time (a dead worker's trial queued again, a second study session); the *latest* one
@@ -35,12 +37,17 @@ its checkpoint (`minigrad train --resume`). A stopped worker (Ctrl-C, SIGTERM) d
 for the trial it stopped.
 """
 import contextlib
+import hashlib
 import json
 import threading
 
+from .. import search
+from .specs import TPE_DRAW
 from .storage import retry
+from .trials import trial_name
 
 TRIAL, SPEC, INDEX = "trial", "spec", "index"     # user attributes of every Optuna trial
+SEARCH, POINT = "search", "point"                 # a TPE trial's: its search, its point at B0
 DUPLICATE, ENDED, RETRIES = "duplicate", "ended", "retries"
 STATUS, STEPS = "status", "steps_to_target"        # set when a trial ends
 MAX_RETRIES = 3   # a trial whose worker died this often counts as crashed for the session
@@ -72,12 +79,13 @@ def is_done(trial, prune):
         (trial.state == S.FAIL and bool(trial.user_attrs.get(ENDED)))
 
 
-def enqueue(study, name, spec, index, retries=0):
-    """Queue the trial folder `name` (options `spec`, place `index` in its search)."""
+def enqueue(study, name, spec, index, retries=0, more=None):
+    """Queue the trial folder `name` (options `spec`, place `index` in its search; `more`: other
+    user attributes)."""
     import optuna
 
     attrs = {TRIAL: name, SPEC: json.dumps(spec, sort_keys=True), INDEX: int(index),
-             RETRIES: int(retries)}
+             RETRIES: int(retries), **(more or {})}
     retry(lambda: study.add_trial(optuna.trial.create_trial(
         state=_states().WAITING, user_attrs=attrs)))
 
@@ -192,22 +200,23 @@ def give_back(study, trial):
     """The claimed `trial` was stopped (a stop signal): failed, and queued again for any
     worker to continue from its checkpoint."""
     retry(lambda: study._storage.set_trial_state_values(trial._trial_id, _states().FAIL))
-    requeue(study, trial)
+    requeue(study, trial, died=False)
 
 
-def requeue(study, trial):
-    """Queue a copy of the failed `trial` (its worker died or stopped), or, after MAX_RETRIES
-    copies, record the folder as ended for this session."""
+def requeue(study, trial, died=True):
+    """Queue a copy of the failed `trial` (its worker died, or stopped: not `died`), or, after
+    MAX_RETRIES copies for dead workers, record the folder as ended for this session."""
     import optuna
 
-    retries = int(trial.user_attrs.get(RETRIES, 0)) + 1
+    retries = int(trial.user_attrs.get(RETRIES, 0)) + int(died)
     if retries > MAX_RETRIES:
         attrs = dict(trial.user_attrs, **{ENDED: f"its worker died {MAX_RETRIES + 1} times"})
         retry(lambda: study.add_trial(optuna.trial.create_trial(
             state=_states().FAIL, user_attrs=attrs)))
         return
     enqueue(study, trial.user_attrs[TRIAL], json.loads(trial.user_attrs[SPEC]),
-            trial.user_attrs[INDEX], retries)
+            trial.user_attrs[INDEX], retries,
+            {k: trial.user_attrs[k] for k in (SEARCH, POINT) if k in trial.user_attrs})
 
 
 def repair(study, wanted):
@@ -236,3 +245,46 @@ def best_steps(study, wanted):
              if t.state == S.COMPLETE]
     steps = [s for s in steps if s is not None and s >= 0]
     return min(steps) if steps else None
+
+
+def tpe_search(placeholder, trials):
+    """What a worker needs to draw the points of the TPE search whose first placeholder spec
+    (cli/study/specs.py) is `placeholder`, of `trials` points."""
+    template = {k: v for k, v in placeholder.items() if k != TPE_DRAW}
+    key = hashlib.sha1(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+    return dict(placeholder[TPE_DRAW], template=template, trials=trials, key=key)
+
+
+def drawn(study, tpe):
+    """{index: trial folder name} of the points the TPE search `tpe` (tpe_search) has drawn."""
+    return {t.user_attrs[INDEX]: t.user_attrs[TRIAL]
+            for t in retry(lambda: study.get_trials(deepcopy=False))
+            if t.user_attrs.get(SEARCH) == tpe["key"] and not t.user_attrs.get(DUPLICATE)}
+
+
+def draw(study, tpe):
+    """Queue the next point of the TPE search `tpe` if it has fewer than its trials and every
+    trial before it has ended (the history then is the same for every worker)."""
+    names = drawn(study, tpe)
+    if len(names) >= tpe["trials"]:
+        return
+    found = latest(study, set(names.values()))
+    if len(found) < len(names) or not all(is_done(t, False) for t in found.values()):
+        return
+    history = []
+    for k in sorted(names):
+        t = found[names[k]]
+        value = t.value if t.state == _states().COMPLETE and t.value is not None else float("inf")
+        history.append((json.loads(t.user_attrs[POINT]), value))
+    template = tpe["template"]
+    point = search.tpe_point(template["optimizer"], template["batch_size"], tpe["seed"], history)
+    spec = dict(template, **search.scale_lr(point, tpe["lr_factor"]))
+    enqueue(study, trial_name(spec), spec, len(names),
+            more={SEARCH: tpe["key"], POINT: json.dumps(point)})
+
+
+def drawn_specs(study, tpe):
+    """The specs of the TPE search's drawn points, in the order they were drawn."""
+    names = drawn(study, tpe)
+    found = latest(study, set(names.values()))
+    return [json.loads(found[names[k]].user_attrs[SPEC]) for k in sorted(names)]
