@@ -5,6 +5,7 @@
     evaluate, runs, show             looking at runs (cli/inspect.py)
     scaling, sensitivity, compare    studies made of many runs (one file each; what they share
                                      is cli/study/)
+    study-status                     where a study stands, from its storage
     hessian, landscape               curvature and loss surface at a checkpoint
     plot                             curves of several runs
     report                           the report of several studies (cli/report*.py)
@@ -47,6 +48,7 @@ from .plot import plot
 from .report import report
 from .scaling import scaling
 from .sensitivity import sensitivity
+from .study_status import study_status
 from .train import train
 
 main.add_command(train)
@@ -60,3 +62,4 @@ main.add_command(compare)
 main.add_command(landscape)
 main.add_command(hessian)
 main.add_command(report)
+main.add_command(study_status)

@@ -106,7 +106,7 @@ def compare(**options):
     size = options["batch_size"]
     options["grid_entries"] = list(options["grid_entries"])
     root, specs, n, base = prepare(options, [size], True, "compare")
-    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    specs, trials = study.run_trials(root, specs, options, "compare")
     settings, results = study.aggregate(specs, trials)
     best = {}
     for optimizer in options["optimizers"]:

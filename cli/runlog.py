@@ -11,7 +11,8 @@ run.h5 layout (h5py)::
     attrs   config (JSON of every option), one attribute per option (None stored as "",
             hidden as "64,64"),
             minigrad_version, numpy_version, h5py_version, python_version,
-            status ("running" at a checkpoint, "finished", "interrupted", "failed"),
+            status ("running" at a checkpoint, "finished", "interrupted", "failed", "pruned":
+            stopped by --prune-file, with prune_bound the step count it could not beat),
             steps (completed), target_accuracy (nan if none), target_step (-1 if not reached),
             target_loss (nan if none), target_loss_step (-1 if not reached),
             wall_time (seconds of training, summed over resumed sessions)
@@ -99,7 +100,7 @@ def versions():
 
 
 def write_run(folder, config, history, status, steps, target_step, wall_time,
-              target_loss_step=None):
+              target_loss_step=None, prune_bound=None):
     """(Re)write folder/run.h5 atomically from the in-memory history; WriteError (naming the
     file and the last checkpoint kept) if it cannot be written."""
     def fill(f):
@@ -119,6 +120,8 @@ def write_run(folder, config, history, status, steps, target_step, wall_time,
         f.attrs["target_loss"] = float("nan") if tgt is None else float(tgt)
         f.attrs["target_loss_step"] = -1 if target_loss_step is None else int(target_loss_step)
         f.attrs["wall_time"] = float(wall_time)
+        if prune_bound is not None:   # status "pruned": the bound it could not beat
+            f.attrs["prune_bound"] = int(prune_bound)
         for name, series in history.get("layers", {}).items():
             g = f.require_group("layers").create_group(name)
             for metric, values in series.items():

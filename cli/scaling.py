@@ -175,6 +175,10 @@ def plot(curves, path, title):
 @study.study_options(click.option("--batch-sizes", callback=study.int_list,
                                   default="64,128,256,512", show_default=True,
                                   help="Comma-separated batch sizes."))
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop a trial once it has done as many steps as the best finished trial of "
+                   "its optimizer and batch size took to the target without reaching it: it "
+                   "cannot be the best, and no reported figure changes (its status is pruned).")
 @click.option("--confirm-seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="After the search, train each batch size's best setting again with seeds "
                    "--seed+1, ..., --seed+K-1; the curve shows its K-seed mean and spread (the "
@@ -193,14 +197,17 @@ def scaling(**options):
         raise click.UsageError("--confirm-seeds retrains the best settings with more seeds; "
                                "with --seeds every setting has its seeds already: give one")
     root, specs, n, base = study.prepare(options, sizes, True, "scaling")
-    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    # no bound on a mean over seeds; TPE's draws depend on every trial's whole result
+    prune = options["prune"] and options["seeds"] == 1 and options["search_kind"] != "tpe"
+    specs, trials = study.run_trials(root, specs, options, "scaling", prune=prune)
     settings, results = study.aggregate(specs, trials)
     curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
     extra = confirm_specs(specs, curves, options["confirm_seeds"])
     if extra:
         click.echo(f"confirming the best settings with {options['confirm_seeds']} seeds: "
                    f"{len(extra)} more trials")
-        trials += study.run_trials(root, extra, options["jobs"], options["threads_per_job"])
+        extra, more = study.run_trials(root, extra, options, "scaling", phase="confirm")
+        trials += more
         specs = specs + extra
         settings, results = study.aggregate(specs, trials)   # the best settings' seeds together
         chosen = chosen_settings(settings, specs, curves)

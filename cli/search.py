@@ -23,16 +23,28 @@ The other hyperparameters are not scaled. `--grid OPT.NAME=v1,v2,...` replaces o
 optimizer's grid, or adds one of EXTRA_AXES (K-FAC's kl_clip: with the default 1e-3 the KL clip is
 active at almost every step on digits, and then the step length is sqrt(kl_clip / F-norm of the
 update), whatever the lr). `minigrad sensitivity` uses the larger SENSITIVITY_GRIDS (4-7 values per
-axis). Random search (`--search random --trials T`) draws T points per optimizer and
-batch size from RANGES (log-uniform for lr, damping and radius, uniform otherwise; lr again at
-B0, then scaled) with numpy.random.default_rng([seed, optimizer index, B]), so a study's trials
-do not depend on the order they run in, or on the other batch sizes.
+axis).
+
+The samplers are Optuna's. `--search grid` is GridSampler's set, every point of the grid (here
+in row-major order of AXES: the order of a study's trials, and so of its ties). Random search
+(`--search random --trials T`) draws T points per optimizer and batch size from RANGES
+(log-uniform for lr, damping and radius, uniform otherwise; lr again at B0, then scaled) with
+Optuna's RandomSampler seeded by numpy.random.SeedSequence([seed, optimizer index, B]), so a
+study's trials do not depend on the order they run in, on how many workers run them, or on the
+other batch sizes. (Before Optuna the same seed drew other points, from
+numpy.random.default_rng([seed, optimizer index, B]): a random-search study begun then draws new
+trials.) `--search tpe` is Optuna's TPESampler over RANGES, one point at a time (tpe_point): the
+k-th point is drawn, by a sampler seeded by SeedSequence([seed, optimizer index, B, k]), from
+the k - 1 trials before it once they have all finished, so the same seed gives the same points
+whatever the number of workers.
 """
 import itertools
 import math
+import warnings
 
 import click
 import numpy as np
+import optuna
 
 from .training.hyperparameters import check_value, option_type
 
@@ -67,7 +79,7 @@ RANGES = {
 # the values --grid accepts: `minigrad train`'s option types, from the declarations
 LIMITS = {name: option_type(name) for name in HYPERPARAMETERS}
 SCALING_RULES = ("linear", "sqrt", "none")
-SEARCHES = ("grid", "random")
+SEARCHES = ("grid", "random", "tpe")
 
 
 def lr_factor(rule, batch_size, base_batch_size):
@@ -114,25 +126,66 @@ def grid(optimizer, overrides=None, grids=GRIDS):
 
 def points(optimizer, batch_size, base_batch_size, rule="sqrt", search="grid", trials=8,
            seed=0, overrides=None, grids=GRIDS):
-    """The hyperparameter settings to try: a list of {name: value}, lr already scaled to
-    batch_size. Grid points come in row-major order of AXES[optimizer]."""
+    """The hyperparameter settings of a grid or random search: a list of {name: value}, lr
+    already scaled to batch_size. Grid points come in row-major order of AXES[optimizer]. (TPE's
+    come one at a time, each from the results before it: tpe_point.)"""
     factor = lr_factor(rule, batch_size, base_batch_size)
     if search == "grid":
         axes = grid(optimizer, overrides, grids)
         names = [n for n in AXES[optimizer] + EXTRA_AXES[optimizer] if n in axes]
         settings = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
     else:
-        rng = np.random.default_rng([seed, OPTIMIZERS.index(optimizer), batch_size])
-        settings = []
-        for _ in range(trials):
-            point = {}
-            for name in AXES[optimizer]:
-                low, high, log = RANGES[optimizer][name]
-                u = rng.random()
-                point[name] = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-                                    if log else low + u * (high - low))
-            settings.append(point)
-    for point in settings:
-        if "lr" in point:
-            point["lr"] = float(point["lr"] * factor)
-    return settings
+        sampler = optuna.samplers.RandomSampler(seed=_sampler_seed(seed, optimizer, batch_size))
+        study = _scratch_study(sampler)
+        settings = [_draw(study, optimizer) for _ in range(trials)]
+    return [scale_lr(point, factor) for point in settings]
+
+
+def scale_lr(point, factor):
+    """The point with its lr (given at the base batch size) multiplied by `factor`."""
+    return dict(point, lr=float(point["lr"] * factor)) if "lr" in point else dict(point)
+
+
+def distributions(optimizer):
+    """{name: optuna FloatDistribution} of the optimizer's RANGES (lr at the base batch size)."""
+    return {name: optuna.distributions.FloatDistribution(low, high, log=log)
+            for name, (low, high, log) in RANGES[optimizer].items()}
+
+
+def tpe_point(optimizer, batch_size, seed, history):
+    """The next point of `--search tpe` (lr at the base batch size): TPESampler over RANGES,
+    seeded by SeedSequence([seed, optimizer index, B, k]) with k = len(history), told the
+    finished trials `history` ([(point at the base batch size, objective)], objective: lower is
+    better). The same history gives the same point."""
+    sampler = optuna.samplers.TPESampler(
+        seed=_sampler_seed(seed, optimizer, batch_size, len(history)))
+    study = _scratch_study(sampler)
+    space = distributions(optimizer)
+    for point, value in history:
+        study.add_trial(optuna.trial.create_trial(
+            params={name: point[name] for name in space}, distributions=space, value=value))
+    return _draw(study, optimizer)
+
+
+def _sampler_seed(seed, optimizer, batch_size, *more):
+    """A sampler's seed (Optuna wants one int < 2**32) from the study's seed, the optimizer,
+    the batch size and `more`."""
+    words = [seed, OPTIMIZERS.index(optimizer), batch_size, *more]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _scratch_study(sampler):
+    """An in-memory Optuna study that only draws points (no trial of it runs)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # no line per trial
+    return optuna.create_study(sampler=sampler, direction="minimize")
+
+
+def _draw(study, optimizer):
+    """One point {name: value} drawn by the study's sampler from the optimizer's RANGES."""
+    trial = study.ask()
+    with warnings.catch_warnings():   # TPE's "independent sampling" notes are not ours to show
+        warnings.simplefilter("ignore")
+        point = {name: float(trial.suggest_float(name, d.low, d.high, log=d.log))
+                 for name, d in distributions(optimizer).items()}
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)   # only drawn, never run
+    return point

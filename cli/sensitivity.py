@@ -152,7 +152,8 @@ def sensitivity(**options):
     """
     study.check_targets(options)
     if options["search_kind"] != "grid":
-        raise click.UsageError("sensitivity maps a grid; --search random does not apply")
+        raise click.UsageError(f"sensitivity maps a grid; --search {options['search_kind']} "
+                               "does not apply")
     sizes = options["batch_sizes"]
     options["grid_entries"] = list(options["grid_entries"])
     grids = search.SENSITIVITY_GRIDS
@@ -166,7 +167,7 @@ def sensitivity(**options):
                 raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
                                        f"give {name} one value, not {len(values)}")
     root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
-    trials = study.run_trials(root, specs, options["jobs"], options["threads_per_job"])
+    specs, trials = study.run_trials(root, specs, options, "sensitivity")
     settings, results = study.aggregate(specs, trials)
     axes = {opt: search.grid(opt, overrides, grids) for opt in options["optimizers"]}
     factors = {b: search.lr_factor(options["lr_scaling"], b, base) for b in sizes}

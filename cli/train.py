@@ -164,6 +164,12 @@ def read_config_file(ctx, path):
 @click.option("--overwrite", is_flag=True,
               help="Replace the run.h5 and checkpoints (also the kept ones) of an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--prune-file", type=click.Path(dir_okay=False), default=None,
+              help="A file holding a step count S, read at the start and at every evaluation "
+                   "(it may shrink while the run trains): once the run has done S steps, and its "
+                   "evaluation at step S, without reaching its targets, it stops with status "
+                   "pruned (it cannot reach them in S steps or fewer; `minigrad scaling` uses "
+                   "it). Not part of the run's configuration: give it to each session.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Also write the checkpoint (and run.h5) every K steps.")
 @click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
@@ -186,6 +192,7 @@ def train(ctx, **options):
     from_file = _merge_config_file(ctx, options)
     out = options.pop("out")
     overwrite, resume = options.pop("overwrite"), options.pop("resume")
+    prune_file = options.pop("prune_file")
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     if options["epochs"] is not None and options["steps"] is not None:
@@ -218,7 +225,7 @@ def train(ctx, **options):
         if parallel.is_root(comm):
             check_writable(out)
         with limited_threads(config.get("threads")):
-            run(config, out, saved, overwrite)
+            run(config, out, saved, overwrite, prune_file)
 
 
 def _merge_config_file(ctx, options):

@@ -1,8 +1,10 @@
-"""Session-wide test set-up: two independent blocks.
+"""Session-wide test set-up: three independent blocks.
 
 1. "Data caches" (owned with datasets/): the tests never write to the user's data caches.
 2. "GPU test double" (owned with tests/cupy_double.py and tests/test_gpu.py): which CuPy the
    `cupy` fixture gives, real CuPy or the NumPy-backed double.
+3. "Study storage" (owned with cli/study/): the database URL (`study_storage_url`) that the
+   multi-worker study tests share a study through.
 
 Data caches.
 
@@ -147,3 +149,14 @@ def cupy(request):
         from tests import cupy_double
     with cupy_double.installed() as double:
         yield double
+
+
+# ============================================================================ study storage
+
+@pytest.fixture
+def study_storage_url(tmp_path):
+    """The --storage URL the multi-worker study tests (tests/test_cli_study_workers.py) share
+    their study through: SQLite in a temporary folder here. A test module or a conftest.py
+    closer to the tests that defines a fixture of this name (returning, say, a PostgreSQL
+    server's URL, or parametrized over several) runs the same tests against that database."""
+    return f"sqlite:///{tmp_path / 'study-storage.db'}"

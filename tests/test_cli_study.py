@@ -23,7 +23,7 @@ TINY = ["--hidden", "16", "--budget-epochs", "3", "--evals-per-epoch", "2"]
 SCALING = TINY + ["--optimizers", "sgd,kfac,trcg", "--batch-sizes", "256,512",
                   "--target-accuracy", "0.6", "--grid", "sgd.lr=0.1,0.4",
                   "--grid", "kfac.lr=0.05", "--grid", "kfac.damping=0.01,0.1",
-                  "--grid", "trcg.radius=1"]
+                  "--grid", "trcg.radius=1", "--no-prune"]   # every trial to its end
 
 
 def invoke(command, *args):

@@ -12,6 +12,12 @@ new trial instead of reusing an old one. Running a study again therefore resumes
 
 A trial that diverges ends with status "failed" and counts as not reaching the target.
 
+Where the trials run. Each (optimizer, batch size) search is an Optuna study in the study's
+storage (storage.py): its trials are queued there, and --jobs J worker processes on this
+machine, with those of any other machine running the same command with the same --storage
+(and a shared file system for the study folder), take them until all have ended; a worker's
+trial whose heartbeat stops is queued again and continued from its checkpoint (queue.py).
+
 What a trial is given. The study sets the data, model, optimizer, batch size, seed, budget
 (--budget-epochs E, or per batch size B1=E1,B2=E2,...), the evaluation interval (--eval-every K
 steps, or per batch size B1=K1,...; without it ceil(steps per epoch / --evals-per-epoch)) and the
@@ -26,7 +32,13 @@ before any trial starts.
     options.py    the options every study command takes, and reading them
     trials.py     one trial: the options every trial gets, its folder, what is left to do,
                   running it
-    pool.py       running many trials: worker processes, stop signals, mpiexec
+    storage.py    the Optuna storage the workers share: SQLite in the study folder, or
+                  --storage URL (any SQLAlchemy URL) for many machines
+    queue.py      each search's trials as a queue in its Optuna study: claiming, heartbeats,
+                  a dead worker's trial queued again, TPE's draws
+    workers.py    a worker process: takes trials until every trial of its searches has ended
+    pool.py       a session's trials: its worker processes, stop signals, mpiexec
+    pruning.py    scaling's exact early stopping (why it changes no reported figure)
     results.py    a trial's outcome, settings over seeds, the best trial (the module says how)
     files.py      the study folder and its HDF5 file with the trial table
     specs.py      the trials of a search as their options (trial_spec), before they run

@@ -112,9 +112,11 @@ def _search_options():
                           "trial that has not reached the target by then fails."),
         click.option("--search", "search_kind", type=click.Choice(search.SEARCHES),
                      default="grid", show_default=True,
-                     help="grid: every point of each optimizer's grid; random: --trials points."),
+                     help="grid: every point of each optimizer's grid; random: --trials points "
+                          "(Optuna's RandomSampler); tpe: --trials points of Optuna's TPE, each "
+                          "drawn from the results before it."),
         click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="Points per optimizer and batch size of --search random."),
+                     help="Points per optimizer and batch size of --search random or tpe."),
         click.option("--grid", "grid_entries", multiple=True, metavar="OPT.NAME=V1,V2",
                      help="Replace one axis of a grid, e.g. --grid sgd.lr=0.05,0.1 (repeatable)."),
         click.option("--lr-scaling", type=click.Choice(search.SCALING_RULES), default="sqrt",
@@ -144,7 +146,18 @@ def _trial_options():
         click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32",
                      show_default=True),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Trials run in parallel processes."),
+                     help="Worker processes on this machine, each taking the next trial nobody "
+                          "has taken from the study's storage."),
+        click.option("--storage", default=None, metavar="URL",
+                     help="The database the study's workers share (any SQLAlchemy URL, e.g. "
+                          "postgresql+psycopg://user@host/db): run the same command with it on "
+                          "more machines, which see the same study folder, to add workers. "
+                          "Default: SQLite in the study folder (optuna.db)."),
+        click.option("--heartbeat", type=click.IntRange(min=1), default=30, show_default=True,
+                     metavar="SECONDS",
+                     help="A worker records a heartbeat for its trial this often; a trial "
+                          "without one for 4 heartbeats is taken over by another worker, from "
+                          "its checkpoint."),
         click.option("--threads-per-job", type=click.IntRange(min=1), default=1,
                      show_default=True,
                      help="BLAS threads of each trial process (results depend on it through "

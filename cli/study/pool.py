@@ -1,21 +1,24 @@
-"""Running the trials of a study: in a pool of --jobs worker processes, or under mpiexec one
-after the other on all the processes; one line per trial as it ends; stop signals passed on.
+"""Running the trials of a study: --jobs worker processes on this machine (workers.py) that
+take them from the study's storage (storage.py, queue.py), together with any other machine's
+workers on the same study; or, under mpiexec, one after the other on all the processes. One
+line per trial this session ran as it ends; stop signals passed on.
 
-A trial runs `minigrad train` in a worker process (a concurrent.futures pool of --jobs J
-processes, "spawn" start method), with its output in the trial folder's train.log. Each worker
-gets --threads-per-job BLAS threads (default 1, through OMP/OPENBLAS/MKL_NUM_THREADS): the thread
-count changes the rounding of matrix products, so it is fixed whatever J is, and a trial is
-deterministic given its options (the seed is one of them): --jobs changes wall times, never
-results. (One thread per process is also the fast choice for small models on shared cores:
-OpenBLAS threads that wait for a busy core make a step several times slower.) Ctrl-C stops the
-running trials after their current step (each writes its checkpoint) and ends the study with
-exit status 130; the same command continues it.
+Each worker gets --threads-per-job BLAS threads (default 1, through OMP/OPENBLAS/MKL_NUM_THREADS,
+"spawn" start method): the thread count changes the rounding of matrix products, so it is
+fixed whatever J is, and a trial is deterministic given its options (the seed is one of them):
+--jobs, and the number of machines, change wall times, never results. (One thread per process
+is also the fast choice for small models on shared cores: OpenBLAS threads that wait for a busy
+core make a step several times slower.) Ctrl-C stops the running trials after their current
+step (each writes its checkpoint, and its trial goes back to the queue) and ends this session
+with exit status 130; the same command continues it. A worker that dies (killed, out of memory)
+is replaced; its trial is taken over by a worker once its heartbeat is overdue.
 """
-import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import queue as queues
 import signal
+import socket
 import sys
 import time
 
@@ -23,78 +26,160 @@ import click
 
 from .. import parallel
 from ..common import UserError
-from ..training.signals import EXIT_INTERRUPTED, STOP_SIGNALS
+from ..training.signals import EXIT_INTERRUPTED
+from . import queue, storage
+from .pruning import bound_file, tighten
 from .results import crashed_result, describe, outcome, trial_result
+from .specs import TPE_DRAW
 from .trials import STOP_FILE, STOPPED, TRIALS, execute, trial_mode, trial_name
+from .workers import searches_of, work
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+DEFAULT_HEARTBEAT = 30   # seconds between a running trial's heartbeats (--heartbeat)
 
 
-def run_trials(root, specs, jobs=1, threads=1):
-    """Run every spec (skipping finished ones) in `jobs` worker processes with `threads` BLAS
-    threads each, and return their results in order. Prints one line per trial; exits 130 if
-    interrupted, raises UserError if a trial could not start (bad options)."""
-    folders = [os.path.join(root, TRIALS, trial_name(s)) for s in specs]
-    report = _Report(specs, folders)
+def run_trials(root, specs, options, command, phase="search", prune=False):
+    """Run every spec (skipping finished ones) with options["jobs"] local workers of
+    options["threads_per_job"] BLAS threads each, through the storage options["storage"] (None:
+    SQLite in `root`); returns (specs, their results), TPE's placeholders replaced by the specs
+    drawn (specs.py). `command` and `phase` name the searches' Optuna studies
+    (storage.study_name); `prune`: scaling's early stopping (pruning.py). Prints one line per
+    trial; exits 130 if interrupted, raises UserError if a trial could not start (bad options)."""
+    folders = [None if TPE_DRAW in s else os.path.join(root, TRIALS, trial_name(s)) for s in specs]
+    report = _Report(len(specs))
     comm = parallel.communicator()
     if comm.world_size > 1:
-        return _run_trials_distributed(comm, root, specs, folders, report)
-    todo = []
-    for i, folder in enumerate(folders):
-        if trial_mode(folder) == "done":
-            report(i, 0, "done earlier", 0.0)
-        else:
-            todo.append(i)
-    interrupted = _run_in_pool(root, specs, folders, todo, jobs, threads, report) if todo else 0
-    if interrupted:
-        _interrupted(root, interrupted)
-    return [trial_result(f) for f in folders]
+        return specs, _run_trials_distributed(comm, root, specs, folders, report)
+    done = {}
+    for spec, folder in zip(specs, folders):
+        if folder is not None and trial_mode(folder, prune) == "done":
+            report(spec, folder, 0, "done earlier", 0.0)
+            done[os.path.basename(folder)] = trial_result(folder)
+    url = storage.storage_url(root, options.get("storage"))
+    heartbeat = options.get("heartbeat") or DEFAULT_HEARTBEAT
+    searches = searches_of(
+        specs, folders, lambda opt, b: storage.study_name(root, command, opt, b, phase),
+        (lambda name, names: bound_file(root, name, names)) if prune else None)
+    studies = _sync(url, heartbeat, searches, done, prune)
+    if not all(s.complete(st, prune) for st, s in zip(studies, searches)):
+        interrupted = _run_workers(root, searches, url, heartbeat, options, report)
+        if interrupted:
+            _interrupted(root, interrupted)
+    specs = list(specs)
+    for study, s in zip(studies, searches):
+        if s.tpe:
+            for i, spec in zip(s.indices, queue.drawn_specs(study, s.tpe)):
+                specs[i] = spec
+    return specs, [trial_result(os.path.join(root, TRIALS, trial_name(s))) for s in specs]
+
+
+def _sync(url, heartbeat, searches, done, prune):
+    """Open the storage and every search's Optuna study, and queue what is left to do
+    (queue.sync); the bound files start from what the storage knows."""
+    opened = storage.open_storage(url, heartbeat)
+    studies = []
+    for s in searches:
+        study = storage.load_or_create(opened, s.study)
+        queue.sync(study, s.names, s.specs, done, prune)
+        if s.tpe:
+            queue.draw(study, s.tpe)   # the first point, if not drawn yet
+        if s.bound is not None:
+            tighten(s.bound, queue.best_steps(study, set(s.names)))
+        studies.append(study)
+    return studies
 
 
 class _Report:
     """The line of a trial that ended: "[k/N] <trial>: <outcome>  <seconds or why>"; a trial
     that could not start (exit status 2: bad options) is a UserError."""
 
-    def __init__(self, specs, folders):
-        self.specs, self.folders, self.count = specs, folders, 0
-        self.width = len(str(len(specs)))
+    def __init__(self, total):
+        self.total, self.count = total, 0
+        self.width = len(str(total))
 
-    def __call__(self, i, code, message, seconds):
+    def __call__(self, spec, folder, code, message, seconds):
         self.count += 1
         if code == 2:
-            raise UserError(f"trial {self.folders[i]} could not start: {message}")
-        click.echo(f"[{self.count:>{self.width}}/{len(self.specs)}] {describe(self.specs[i])}: "
-                   f"{outcome(trial_result(self.folders[i]))}"
+            raise UserError(f"trial {folder} could not start: {message}")
+        click.echo(f"[{self.count:>{self.width}}/{self.total}] {describe(spec)}: "
+                   f"{outcome(trial_result(folder))}"
                    + (f"  ({message})" if message else f"  {seconds:.1f}s"))
 
 
-def _run_in_pool(root, specs, folders, todo, jobs, threads, report):
-    """Run the trials `todo` (indices into specs) in the worker pool; the exit status to leave
-    with, 0 if not interrupted."""
-    interrupted = 0
-    # Workers are spawned when tasks are submitted and inherit the environment then. Every
-    # trial runs in a worker, with the same BLAS thread count whatever --jobs is: a
-    # different thread count changes the rounding of matrix products, and so the run.
-    with _blas_threads(threads):
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(jobs, len(todo)), initializer=_worker_init,
-            mp_context=multiprocessing.get_context("spawn"))
-        with contextlib.suppress(FileNotFoundError):   # an earlier session's
-            os.remove(os.path.join(root, STOP_FILE))
-        try:
-            with _forward_stops(pool, root):
-                futures = {pool.submit(_timed, specs[i], folders[i]): i for i in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    code, message, seconds = future.result()
-                    if code in STOPPED:
-                        interrupted = interrupted or code
-                    else:
-                        report(futures[future], code, message, seconds)
-        except KeyboardInterrupt:
-            interrupted = EXIT_INTERRUPTED
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+def _run_workers(root, searches, url, heartbeat, options, report):
+    """Start options["jobs"] workers on `searches`, report what they ran, replace the ones that
+    die, until all have ended; the exit status to leave with, 0 if not interrupted."""
+    stop = os.path.join(root, f"{STOP_FILE}-{socket.gethostname()}-{os.getpid()}")
+    context = multiprocessing.get_context("spawn")
+    reports = context.Queue()
+    args = (root, searches, url, heartbeat, stop, reports)
+    interrupted, spare = 0, 2 * options["jobs"]   # replacements for workers that died
+
+    def start():
+        # Workers inherit the environment when they start: every trial runs with the same BLAS
+        # thread count whatever --jobs is (a different count changes the rounding, and the run)
+        with _blas_threads(options["threads_per_job"]):
+            worker = context.Process(target=work, args=args, daemon=True)
+            worker.start()
+        return worker
+    workers = [start() for _ in range(options["jobs"])]
+    try:
+        with _forward_stops(workers, stop):
+            while any(w.is_alive() for w in workers) or not reports.empty():
+                try:
+                    spec, folder, code, message, seconds = reports.get(timeout=0.2)
+                except queues.Empty:
+                    spare = _replace_dead(workers, start, spare, stop)
+                    continue
+                if code in STOPPED:
+                    interrupted = interrupted or code
+                else:
+                    report(spec, folder, code, message, seconds)
+    except KeyboardInterrupt:
+        interrupted = EXIT_INTERRUPTED
+    finally:
+        _stop_file(stop, interrupted or signal.SIGTERM)
+        for w in workers:
+            w.join()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stop)
     return interrupted
+
+
+def _replace_dead(workers, start, spare, stop):
+    """Replace (in the list `workers`) each worker that died (killed: a non-zero exit) by a new
+    one, as long as `spare` replacements are left; returns the replacements left."""
+    for k, w in enumerate(list(workers)):
+        if w.exitcode in (None, 0) or os.path.exists(stop):
+            continue
+        how = (f"signal {signal.Signals(-w.exitcode).name}" if w.exitcode < 0
+               else f"exit status {w.exitcode}")
+        click.echo(f"a worker (pid {w.pid}) died ({how}); its trial is taken over once its "
+                   "heartbeat is overdue", err=True)
+        if spare > 0:
+            workers[k] = start()
+            spare -= 1
+        else:
+            workers[k] = _Ended()
+    return spare
+
+
+class _Ended:
+    """In place of a dead worker that was not replaced."""
+    exitcode, pid = 0, None
+
+    def is_alive(self):
+        return False
+
+    def join(self):
+        pass
+
+
+def _stop_file(path, signum):
+    """The session's stop file: its workers take no more trials (and trials not yet started
+    return at once)."""
+    with open(path, "w") as fh:
+        fh.write(str(int(signum)))
 
 
 @contextlib.contextmanager
@@ -111,27 +196,18 @@ def _blas_threads(threads):
                 os.environ[k] = v
 
 
-def _worker_init():
-    # an idle worker ignores the stop signals; a training trial installs its own handlers
-    # (checkpoint, then exit 128 + signal) and so stops cleanly after its current step
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
 @contextlib.contextmanager
-def _forward_stops(pool, root):
-    """While the pool runs: SIGTERM/SIGUSR1 sent to the study's process (a scheduler's stop or
+def _forward_stops(workers, stop):
+    """While the workers run: SIGTERM/SIGUSR1 sent to the study's process (a scheduler's stop or
     preemption warning) goes on to every worker, whose trial then checkpoints after its step,
-    and STOP_FILE (holding the signal's number) makes the trials queued behind them return
-    without starting. The handler raises nothing: the pool's bookkeeping is never cut short,
-    and the study ends once every worker has returned. Ctrl-C at a terminal reaches the
-    workers itself."""
+    and the stop file (holding the signal's number) stops the workers from taking more. The
+    handler raises nothing: the study ends once every worker has returned. Ctrl-C at a
+    terminal reaches the workers itself."""
     def handle(signum, frame):
-        with open(os.path.join(root, STOP_FILE), "w") as fh:
-            fh.write(str(int(signum)))
-        for process in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(OSError):
-                os.kill(process.pid, signum)
+        _stop_file(stop, signum)
+        for worker in workers:
+            with contextlib.suppress(OSError, TypeError):
+                os.kill(worker.pid, signum)
     previous = {}
     try:
         for signum in (signal.SIGTERM, signal.SIGUSR1):
@@ -145,12 +221,6 @@ def _forward_stops(pool, root):
             signal.signal(signum, old)
 
 
-def _timed(spec, folder):
-    started = time.perf_counter()
-    code, message = execute(spec, folder)
-    return code, message, time.perf_counter() - started
-
-
 def _interrupted(root, code=EXIT_INTERRUPTED):
     parallel.echo(f"interrupted: finished trials are kept in {os.path.join(root, TRIALS)} "
                   "(stopped ones with their checkpoints); run the same command again to continue "
@@ -161,8 +231,12 @@ def _interrupted(root, code=EXIT_INTERRUPTED):
 def _run_trials_distributed(comm, root, specs, folders, report):
     """Under mpiexec: the trials one after the other, each trained by all P processes together
     (data parallelism inside a trial). Rank 0 decides what each trial needs (its files), reports
-    and writes; the other ranks follow."""
-    for i, (spec, folder) in enumerate(zip(specs, folders)):
+    and writes; the other ranks follow. (No storage: --search tpe is refused here.)"""
+    if any(folder is None for folder in folders):
+        raise click.UsageError("--search tpe draws its points through the study's storage; "
+                               "under mpiexec a study runs its trials one after the other "
+                               "without one: use --search grid or random")
+    for spec, folder in zip(specs, folders):
         mode = comm.broadcast_object(trial_mode(folder) if comm.rank == 0 else None)
         started = time.perf_counter()
         code, message = execute(spec, folder, mode)
@@ -171,6 +245,6 @@ def _run_trials_distributed(comm, root, specs, folders, report):
         if code == 2:   # a usage error of train: the same on every rank
             raise UserError(f"trial {folder} could not start: {message}")
         if comm.rank == 0:
-            report(i, code, message, time.perf_counter() - started)
+            report(spec, folder, code, message, time.perf_counter() - started)
         comm.barrier()   # rank 0 has read the trial's files before anyone moves on
     return [trial_result(f) if comm.rank == 0 else crashed_result(f) for f in folders]

@@ -7,7 +7,9 @@ split, --target-loss on the whole training split) was met at some evaluation; st
 the first evaluated step at which the last of them was met (so its resolution is the evaluation
 interval: --evals-per-epoch); epochs = steps / ceil(n / B); wall time (the optimizer steps'
 own time, run.h5 steps/step_time: evaluations and file writes excluded) and cost (gradient
-equivalents, cli/cost.py) are summed over the steps up to it.
+equivalents, cli/cost.py) are summed over the steps up to it. A trial stopped by `minigrad
+scaling`'s early stopping has status "pruned" (cli/study/pruning.py) and did not reach the
+target.
 """
 import json
 import math
@@ -34,6 +36,9 @@ def outcome(result):
         return f"crashed, see {os.path.join(result['folder'], LOG_FILE)}"
     if result["status"] == "failed":
         return "diverged"
+    if result["status"] == "pruned":
+        return (f"pruned at step {result['steps']}: cannot beat step "
+                f"{result.get('prune_bound', '?')}")
     if result["reached"]:
         return (f"target at step {result['steps_to_target']} "
                 f"(epoch {result['epochs_to_target']:.2f})")
@@ -98,6 +103,7 @@ def trial_result(folder):
         "final_train_split_loss": _last(evals.get("train_split_loss")),
         "final_test_loss": _last(evals.get("test_loss")),
         "final_test_accuracy": _last(evals.get("test_accuracy")),
+        **({"prune_bound": int(attrs["prune_bound"])} if "prune_bound" in attrs else {}),
     }
 
 

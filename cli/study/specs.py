@@ -1,6 +1,11 @@
 """The trials of a study as specs, {`minigrad train` option: value}: one trial's (trial_spec),
 and those of the search of every optimizer at every batch size (prepare), what scaling,
-sensitivity and compare do before their trials run."""
+sensitivity and compare do before their trials run.
+
+A TPE search's points are drawn while the study runs, each from the results before it
+(cli/search.py tpe_point): its trials are placeholders here, specs with the point's axes at 0
+and TPE_DRAW = {"index": k, "seed": --seed, "lr_factor": the lr's factor at this batch size},
+which the workers replace by drawn specs (cli/study/queue.py draw)."""
 import math
 
 import click
@@ -12,6 +17,8 @@ from ..training.hyperparameters import defaults
 from .files import study_folder
 from .options import per_batch
 from .trials import OPTIMIZER_DEFAULTS, fixed_train_options
+
+TPE_DRAW = "tpe_draw"   # the key of a placeholder spec of a TPE search (the module docstring)
 
 
 def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
@@ -40,21 +47,40 @@ def prepare(options, sizes, stop_at_target, command, grids=search.GRIDS):
         per_batch(options, "budget_epochs", b)
         if options["eval_every"]:
             per_batch(options, "eval_every", b)
+    if options["search_kind"] == "tpe" and options["seeds"] > 1:
+        raise click.UsageError("--search tpe draws each point from the results before it; "
+                               "with --seeds every point would need its seeds first: give one "
+                               "(--confirm-seeds retrains the best settings)")
     specs = []
     for optimizer in options["optimizers"]:
         for b in sizes:
-            for point in search.points(optimizer, b, base, options["lr_scaling"],
-                                       options["search_kind"], options["trials"], options["seed"],
-                                       overrides, grids):
-                for k in range(options["seeds"]):
-                    spec = trial_spec(options, optimizer, b, point, math.ceil(n / b),
-                                      stop_at_target, fixed[optimizer])
-                    specs.append(dict(spec, seed=options["seed"] + k))
+            specs += _search_specs(options, optimizer, b, base, math.ceil(n / b),
+                                   stop_at_target, fixed[optimizer], overrides, grids)
     root = study_folder(options["out"], command, options["jobs"])
     click.echo(f"{command}: {len(specs)} trials in {root} ({len(options['optimizers'])} "
                f"optimizer(s) x {len(sizes)} batch size(s), {options['search_kind']} search"
                + (f", {options['seeds']} seeds per setting" if options["seeds"] > 1 else "") + ")")
     return root, specs, n, base
+
+
+def _search_specs(options, optimizer, b, base, steps_per_epoch, stop_at_target, fixed,
+                  overrides, grids):
+    """The specs of the search of `optimizer` at batch size `b` (TPE's as placeholders)."""
+    if options["search_kind"] == "tpe":
+        template = trial_spec(options, optimizer, b, {name: 0.0 for name in search.AXES[optimizer]},
+                              steps_per_epoch, stop_at_target, fixed)
+        factor = search.lr_factor(options["lr_scaling"], b, base)
+        return [dict(template, **{TPE_DRAW: {"index": k, "seed": options["seed"],
+                                             "lr_factor": factor}})
+                for k in range(options["trials"])]
+    specs = []
+    for point in search.points(optimizer, b, base, options["lr_scaling"], options["search_kind"],
+                               options["trials"], options["seed"], overrides, grids):
+        for k in range(options["seeds"]):
+            spec = trial_spec(options, optimizer, b, point, steps_per_epoch, stop_at_target,
+                              fixed)
+            specs.append(dict(spec, seed=options["seed"] + k))
+    return specs
 
 
 def trial_spec(options, optimizer, batch_size, point, steps_per_epoch, stop_at_target,

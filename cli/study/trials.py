@@ -4,7 +4,9 @@ running it (execute). A trial's options as a whole come from trial_spec (cli/stu
 
 A trial runs the `minigrad train` command itself (cli/train.py) in this process, with its
 output in the trial folder's train.log; how many trials run at once, and where, is
-cli/study/pool.py's.
+cli/study/pool.py's. A trial of a study that prunes (`minigrad scaling`) is given
+`--prune-file` (cli/study/pruning.py); one that ended as pruned is done in such a study, and
+continued from its checkpoint to its end in any other.
 """
 import contextlib
 import hashlib
@@ -26,7 +28,7 @@ LOG_FILE = "train.log"
 DONE = ("finished", "failed")
 # what a trial exits with when a stop signal ended it after a step, with a checkpoint
 STOPPED = {128 + int(s) for s in STOP_SIGNALS}
-STOP_FILE = ".stop"   # in the study folder: trials not yet started return at once
+STOP_FILE = ".stop"   # in the study folder (+ this session's host and pid): no new trials
 # `minigrad train` options every trial gets unless --train-option says otherwise: a run stuck at
 # chance ends as diverged after 3 evaluations (train's --diverged-after rule) instead of using its
 # whole budget, and no per-layer statistics (no study reads them; at large batches they cost as
@@ -37,7 +39,7 @@ OPTIMIZER_DEFAULTS = "optimizer_defaults"
 # what the study itself sets: not for --train-option
 STUDY_SET = ("dataset", "model", "hidden", "optimizer", "batch_size", "epochs", "steps", "seed",
              "dtype", "eval_every", "target_accuracy", "target_loss", "stop_at_target", "out",
-             "overwrite", "resume", "config_file", "profile")
+             "overwrite", "resume", "config_file", "profile", "prune_file")
 
 
 def fixed_train_options(entries, optimizers):
@@ -87,9 +89,9 @@ def trial_name(spec):
     return f"{spec['optimizer']}-b{spec['batch_size']}-{digest}"
 
 
-def train_args(spec, folder, mode):
+def train_args(spec, folder, mode, prune_file=None):
     """The command line of a trial for `minigrad train` (mode: "new", "resume", "restart")."""
-    args = ["--out", folder]
+    args = ["--out", folder] + (["--prune-file", prune_file] if prune_file else [])
     if mode == "resume":
         return args + ["--resume"]
     args.append("--overwrite")   # "new" too: the folder already holds the trial's train.log
@@ -112,16 +114,17 @@ def train_args(spec, folder, mode):
 NEGATABLE = ("layer_stats",)   # train's on/off flags that default to on
 
 
-def trial_mode(folder):
+def trial_mode(folder, prune=False):
     """"done", "resume", "restart" or "new" (see the module docstring); a checkpoint.npz that
-    cannot be read (damaged, or of format 1: a pickle, refused unread) counts as none: "restart"."""
+    cannot be read (damaged, or of format 1: a pickle, refused unread) counts as none: "restart".
+    A pruned trial is done when the study prunes (`prune`), else it is continued."""
     if not os.path.isdir(folder) or not os.listdir(folder):
         return "new"
     try:
         status = runlog.read_run(folder)["attrs"].get("status")
     except Exception:   # missing or damaged run.h5: the trial did not get far
         status = None
-    if status in DONE:
+    if status in DONE or (prune and status == "pruned"):
         return "done"
     if os.path.isfile(checkpoint_path(folder)):
         try:
@@ -134,20 +137,20 @@ def trial_mode(folder):
     return "restart"
 
 
-def execute(spec, folder, mode=None):
+def execute(spec, folder, mode=None, stop=None, prune_file=None):
     """Run one trial (in this process) to its end; returns (exit code, message). The output of
-    `minigrad train` goes to folder/train.log (on rank 0; the other ranks' to os.devnull)."""
-    mode = mode or trial_mode(folder)
+    `minigrad train` goes to folder/train.log (on rank 0; the other ranks' to os.devnull).
+    `stop`: the session's stop file (pool.py); `prune_file`: train's --prune-file."""
+    mode = mode or trial_mode(folder, prune_file is not None)
     if mode == "done":
         return 0, "done earlier"
-    stop = os.path.join(os.path.dirname(os.path.dirname(folder)), STOP_FILE)
-    if os.path.exists(stop):   # the study was told to stop (pool.py, _forward_stops)
+    if stop and os.path.exists(stop):   # the study was told to stop (pool.py, _forward_stops)
         with open(stop) as fh:
             return 128 + int(fh.read().strip() or signal.SIGTERM), "not started: the study stopped"
     root = parallel.is_root()
     if root:
         os.makedirs(folder, exist_ok=True)
-    args = train_args(spec, folder, mode)
+    args = train_args(spec, folder, mode, prune_file)
     log_path = os.path.join(folder, LOG_FILE) if root else os.devnull
     with open(log_path, "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):

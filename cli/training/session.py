@@ -11,6 +11,8 @@ a resumed run (or prepares the folder of a new one), and lets the Trainer train.
                              exit status 130
     diverged or non-finite   run.h5 "failed", one line; exit status 1 (all ranks when agreed,
                              else this rank's failure aborts the job)
+    pruned (--prune-file)    checkpoint and run.h5 "pruned" (with its bound, prune_bound), one
+                             line; exit status 0. A --resume without the file trains on
     a failed write           one line naming the file and what is kept; exit status 1
 """
 import os
@@ -31,15 +33,15 @@ from .model import build_model
 from .optimizers import build_optimizer
 from .run_folder import make_run_folder, write_process_file
 from .signals import EXIT_INTERRUPTED, StopRequested
-from .stopping import Diverged, finished_before
+from .stopping import Diverged, Pruned, finished_before
 from .trainer import Trainer
 
 
-def run(config, out, saved, overwrite):
+def run(config, out, saved, overwrite, prune_file=None):
     """Train the run of `config` in the folder `out` to its end: from the checkpoint `saved`
     (read_checkpoint's (model_state, state)), or anew (with `overwrite`, replacing an old run's
-    files). Adds to `config` what readers of run.h5 need (train_examples, steps_per_epoch,
-    world_size; schedule_steps in the first session)."""
+    files); `prune_file`: --prune-file. Adds to `config` what readers of run.h5 need
+    (train_examples, steps_per_epoch, world_size; schedule_steps in the first session)."""
     comm = parallel.communicator()
     splits = load_splits(config, comm)
     model = build_model(config, splits.shape, splits.classes)
@@ -60,10 +62,14 @@ def run(config, out, saved, overwrite):
         optimizer.distribute(comm)
     comm.stats.reset()
     trainer = Trainer(config, out, model, optimizer, splits, comm, total,
-                      interactive=progress.stdout_is_terminal() and comm.rank == 0)
+                      interactive=progress.stdout_is_terminal() and comm.rank == 0,
+                      prune_file=prune_file)
     if not _begin(trainer, saved, overwrite):
         return
-    train_loss, acc = _train(trainer)
+    ended = _train(trainer)
+    if ended is None:   # pruned
+        return
+    train_loss, acc = ended
     parallel.echo(summary(trainer, train_loss, acc))
     if config.get("profile"):
         parallel.echo(_profile(trainer))
@@ -95,7 +101,8 @@ def _begin(trainer, saved, overwrite):
 
 
 def _train(trainer):
-    """trainer.train(), with every way it can end early reported (the module docstring)."""
+    """trainer.train(), with every way it can end early reported (the module docstring); None
+    when the run was pruned."""
     out = trainer.out
     try:
         return trainer.train()
@@ -103,6 +110,12 @@ def _train(trainer):
         hint = "; free space, then resume with: minigrad train --out {out} --resume" \
             if "is kept" in (e.kept or "") else ""
         parallel.fail(f"{e}{hint.format(out=out)}")
+    except Pruned as pruned:   # agreed by all ranks (one bound, broadcast)
+        trainer.pruned_bound = pruned.args[0]
+        trainer.snapshot("pruned")
+        parallel.echo(f"pruned at step {trainer.steps_done}: cannot beat step {pruned.args[0]} "
+                      f"(--prune-file); checkpoint written  [{out}]")
+        return None
     except StopRequested as stop:   # agreed by all ranks
         trainer.safe_snapshot("interrupted")
         signum = stop.args[0]

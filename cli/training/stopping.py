@@ -1,5 +1,6 @@
 """When a run ends before its last step: its targets are reached (--target-accuracy,
---target-loss with --stop-at-target), or it is stuck at chance (--diverged-after).
+--target-loss with --stop-at-target), it is stuck at chance (--diverged-after), or it can no
+longer beat a bound on the steps to its targets (--prune-file).
 
 "At chance" is a test accuracy <= 1/C + CHANCE_ACCURACY_MARGIN together with a mean training
 loss >= CHANCE_LOSS_SHARE ln C, C the number of classes (ln C is the loss of predicting 1/C for
@@ -15,6 +16,29 @@ CHANCE_LOSS_SHARE = 0.99
 
 class Diverged(FloatingPointError):
     """--diverged-after: the run has been at chance for that many evaluations (after a step)."""
+
+
+class Pruned(Exception):
+    """--prune-file: the run has done S steps (args[0]), evaluated at step S if an evaluation
+    was due, and not reached its targets: it cannot reach them in S steps or fewer."""
+
+
+def read_bound(path):
+    """The step count S in the --prune-file `path` (one integer), None while there is none (no
+    file, or not yet written whole: it is replaced atomically, so a partial read is rare)."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cannot_win(steps_done, total, bound, reached):
+    """Whether a run that has done `steps_done` of `total` steps (and its evaluation at this step,
+    if one was due) can stop as pruned by `bound`: it has not reached its targets and has done
+    at least `bound` steps, so any step at which it would reach them is after `bound`. The last
+    step is never pruned: its evaluation comes after this check (the run ends there anyway)."""
+    return bound is not None and not reached and bound <= steps_done < total
 
 
 def at_chance(accuracy, train_loss, classes):

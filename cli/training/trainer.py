@@ -15,7 +15,10 @@ After every step (step):
 - the ranks agree on whether a stop signal came (cli/training/signals.py);
 - the checkpoint is written every --checkpoint-every steps, after any step once
   --checkpoint-seconds have passed since the last one, and at an evaluation once min(that,
-  EVAL_CHECKPOINT_SPACING) seconds have; run.h5 at every evaluation (snapshot).
+  EVAL_CHECKPOINT_SPACING) seconds have; run.h5 at every evaluation (snapshot);
+- with --prune-file, the bound S in that file (read again at every evaluation, by rank 0 for
+  all ranks): a run that has done S steps without reaching its targets raises Pruned (its
+  evaluation at step S, if one is due, comes first: reaching them exactly at S still counts).
 
 The end of the run evaluates once more (unless it stopped at an evaluation) and writes both
 files as "finished". How a session starts and how each way of ending is reported is
@@ -38,7 +41,7 @@ from . import evaluation, steps
 from .optimizers import restore_optimizer
 from .progress import progress_bar
 from .signals import DeferredInterrupt, StopRequested
-from .stopping import Diverged, at_chance, targets_met
+from .stopping import Diverged, Pruned, at_chance, cannot_win, read_bound, targets_met
 
 DEFAULT_CHECKPOINT_SECONDS = 300
 # an evaluation writes a checkpoint once this many seconds (or --checkpoint-seconds, if less) have
@@ -50,9 +53,11 @@ EVAL_CHECKPOINT_SPACING = 10.0
 class Trainer:
     """The training of one run in `out` with `model`, `optimizer` and the Splits `splits`, for
     `total` steps, on the ranks of `comm` (rank 0 alone prints and writes). `interactive`: a
-    progress bar is drawn (stdout is a terminal)."""
+    progress bar is drawn (stdout is a terminal); `prune_file`: the --prune-file (a path or
+    None)."""
 
-    def __init__(self, config, out, model, optimizer, splits, comm, total, interactive=False):
+    def __init__(self, config, out, model, optimizer, splits, comm, total, interactive=False,
+                 prune_file=None):
         self.config, self.out, self.comm = config, out, comm
         self.model, self.optimizer, self.splits = model, optimizer, splits
         self.root = comm.rank == 0
@@ -81,6 +86,8 @@ class Trainer:
         self.last_checkpoint = None      # the step of the last checkpoint written
         self.first_step, self.started, self.last_checkpoint_time = 0, None, None
         self.last_acc, self.stopped = None, False
+        self.prune_file, self.bound = prune_file, None   # --prune-file and its last value
+        self.pruned_bound = None         # the bound that pruned the run (run.h5 prune_bound)
 
     # ------------------------------------------------------------------ state and files
     def restore(self, saved):
@@ -127,7 +134,8 @@ class Trainer:
             write_checkpoint(self.out, self.model, self.state(),
                              keep=self.config.get("keep_checkpoints", False))
         runlog.write_run(self.out, self.config, self.history, status, self.steps_done,
-                         self.target_step, self.wall(), target_loss_step=self.loss_step)
+                         self.target_step, self.wall(), target_loss_step=self.loss_step,
+                         prune_bound=self.pruned_bound)
 
     def safe_snapshot(self, status, checkpoint=True):
         """snapshot() where the run is ending for another reason: a failed write is added to
@@ -149,6 +157,7 @@ class Trainer:
         self.last_acc = (self.history["evals"].get(self.acc_key) or [None])[-1]
         # --stop-at-target ended the run at an evaluation (a resumed run may have ended there)
         self.stopped = bool(self.config.get("stop_at_target")) and self.targets_reached()
+        self._read_bound()
         with DeferredInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"), \
                 progress_bar(self.steps_done, self.total, self.interactive) as bar:
             while self.steps_done < self.total and not self.stopped:
@@ -239,6 +248,9 @@ class Trainer:
             if self.config.get("stop_at_target") and self.targets_reached():
                 self.stopped = True
                 return True
+            self._read_bound()
+        if cannot_win(self.steps_done, self.total, self.bound, self.targets_reached()):
+            raise Pruned(self.bound)
         bar.update(1, f"loss {loss:.4f}" + ("" if self.last_acc is None
                                             else f"  {self.acc_label} {self.last_acc:.4f}"))
         stop = interrupt.agreed(self.comm)   # every rank the same, after every step
@@ -246,6 +258,13 @@ class Trainer:
             raise StopRequested(stop)
         self._checkpoint_if_due(evaluated)
         return False
+
+    def _read_bound(self):
+        """The --prune-file's bound, read by rank 0 and the same on every rank (a bound that
+        only ever decreases: an older value prunes later, never wrongly)."""
+        if self.prune_file is not None:
+            found = read_bound(self.prune_file) if self.root else None
+            self.bound = self.comm.broadcast_object(found)
 
     def _checkpoint_if_due(self, evaluated):
         """The checkpoint when one is due (the module docstring), run.h5 at an evaluation; the

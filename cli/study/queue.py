@@ -1,0 +1,290 @@
+"""The trials of a search as a queue in its Optuna study, which any number of workers, on any
+number of machines, take trials from: what is queued, how a worker claims a trial, what it
+records when the trial ends, and what happens to the trial of a worker that died.
+
+A grid or random search's trials are known before any of them runs (cli/search.py), so the
+set of trials never depends on how many workers there are or in what order they run. A TPE
+search draws its k-th point once its first k - 1 trials have all ended, from their results
+(draw): every worker that draws it draws the same point, and the same name is queued at most
+once in effect (duplicates, below). Each Optuna trial carries, as user attributes, the trial's folder name
+("trial": <optimizer>-b<B>-<hash>, which says everything the trial trains with), its options
+("spec", JSON) and its place in the search ("index"). One trial folder may have several Optuna
+trials over time (a dead worker's trial queued again, a second study session); the *latest* one
+(highest number, duplicates aside) says where the trial stands:
+
+    none, or failed      queued (again) when a session starts (sync)
+    waiting              queued: the next worker free takes it (claim)
+    running              a worker trains it and records a heartbeat
+    complete             ended by itself: finished, diverged or reached its target (the run
+                         folder's run.h5 holds the outcome; user attributes repeat its status
+                         and steps to target)
+    pruned               stopped by --prune-file (scaling: it could not beat the best)
+    failed, "ended"      crashed (see its train.log), or its worker died too often: the session
+                         moves on, the next session queues it again
+
+Claiming. A worker claims the oldest waiting trial by setting it running: the database lets
+one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewhere). Two workers
+that started together may both have queued a trial folder; so a worker that claims a trial
+whose folder has an older trial waiting or running marks its own one a duplicate (failed, user
+attribute "duplicate") and claims again: one trial per folder trains at any time, and a trial
+folder already done is never trained again (cli/study/trials.py execute finds it done).
+
+A dead worker. Every worker records a heartbeat for the trial it trains (storage.py); a running
+trial whose heartbeat is too old is failed by the next worker that looks (Optuna's
+fail_stale_trials), and any worker that finds a folder's latest trial failed without "ended"
+queues a copy (requeue), at most MAX_RETRIES times: the copy's worker continues the trial from
+its checkpoint (`minigrad train --resume`). A stopped worker (Ctrl-C, SIGTERM) does the same
+for the trial it stopped.
+"""
+import contextlib
+import hashlib
+import json
+import threading
+
+from .. import search
+from .specs import TPE_DRAW
+from .storage import retry
+from .trials import trial_name
+
+TRIAL, SPEC, INDEX = "trial", "spec", "index"     # user attributes of every Optuna trial
+SEARCH, POINT = "search", "point"                 # a TPE trial's: its search, its point at B0
+DUPLICATE, ENDED, RETRIES = "duplicate", "ended", "retries"
+STATUS, STEPS = "status", "steps_to_target"        # set when a trial ends
+MAX_RETRIES = 3   # a trial whose worker died this often counts as crashed for the session
+
+
+def _states():
+    from optuna.trial import TrialState
+    return TrialState
+
+
+def latest(study, wanted=None):
+    """{trial folder name: its latest Optuna trial (a FrozenTrial)}, duplicates aside; only the
+    names in `wanted` if given."""
+    out = {}
+    for t in retry(lambda: study.get_trials(deepcopy=False)):
+        name = t.user_attrs.get(TRIAL)
+        if name is None or t.user_attrs.get(DUPLICATE) or (wanted is not None and name not in wanted):
+            continue
+        if name not in out or t.number > out[name].number:
+            out[name] = t
+    return out
+
+
+def is_done(trial, prune):
+    """Whether a folder's latest trial has ended for this session (pruned ones only when the
+    study prunes: otherwise they are trained to their end)."""
+    S = _states()
+    return trial.state == S.COMPLETE or (trial.state == S.PRUNED and prune) or \
+        (trial.state == S.FAIL and bool(trial.user_attrs.get(ENDED)))
+
+
+def enqueue(study, name, spec, index, retries=0, more=None):
+    """Queue the trial folder `name` (options `spec`, place `index` in its search; `more`: other
+    user attributes)."""
+    import optuna
+
+    attrs = {TRIAL: name, SPEC: json.dumps(spec, sort_keys=True), INDEX: int(index),
+             RETRIES: int(retries), **(more or {})}
+    retry(lambda: study.add_trial(optuna.trial.create_trial(
+        state=_states().WAITING, user_attrs=attrs)))
+
+
+def record_done(study, name, spec, index, result, prune):
+    """Record a trial whose folder was found done (by an earlier study session, perhaps before
+    the study had a storage) as ended, without running it."""
+    import optuna
+
+    S = _states()
+    state = S.PRUNED if result["status"] == "pruned" and prune else S.COMPLETE
+    attrs = {TRIAL: name, SPEC: json.dumps(spec, sort_keys=True), INDEX: int(index),
+             **outcome_attrs(result)}
+    retry(lambda: study.add_trial(optuna.trial.create_trial(
+        state=state, user_attrs=attrs, value=None if state == S.PRUNED else objective(result))))
+
+
+def sync(study, names, specs, done, prune):
+    """At the start of a session: queue every trial folder of `names` (in order; `specs` their
+    options) that is not waiting, running or done in the study; `done` maps the names whose
+    folder is done to their results (recorded as ended where the study has no record)."""
+    found = latest(study, set(names))
+    S = _states()
+    for index, name in enumerate(names):
+        t = found.get(name)
+        if t is not None and t.state in (S.WAITING, S.RUNNING):
+            continue
+        if name in done:
+            if t is None or not is_done(t, prune):
+                record_done(study, name, specs[index], index, done[name], prune)
+        else:   # not done on disk, whatever the study says (a folder removed, a --no-prune)
+            enqueue(study, name, specs[index], index)
+
+
+def claim(study, wanted):
+    """Claim the oldest waiting trial of a folder in `wanted` (a set of names): set it running
+    and return it (a FrozenTrial), None if there is none to take (see the module docstring for
+    duplicates)."""
+    S = _states()
+    storage = study._storage
+    waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
+               if t.user_attrs.get(TRIAL) in wanted]
+    for t in sorted(waiting, key=lambda t: t.number):
+        if not retry(lambda: storage.set_trial_state_values(t._trial_id, S.RUNNING)):
+            continue   # another worker was first
+        retry(lambda: storage.record_heartbeat(t._trial_id))
+        if _older_twin(study, t):
+            retry(lambda: storage.set_trial_user_attr(t._trial_id, DUPLICATE, True))
+            retry(lambda: storage.set_trial_state_values(t._trial_id, S.FAIL))
+            continue
+        return t
+    return None
+
+
+def _older_twin(study, trial):
+    """Whether an older Optuna trial of the same folder is waiting or running."""
+    S = _states()
+    name = trial.user_attrs[TRIAL]
+    return any(t.user_attrs.get(TRIAL) == name and t.number < trial.number
+               and not t.user_attrs.get(DUPLICATE)
+               for t in retry(lambda: study.get_trials(deepcopy=False,
+                                                       states=(S.WAITING, S.RUNNING))))
+
+
+@contextlib.contextmanager
+def heartbeat(study, trial, seconds):
+    """While training `trial`: its heartbeat recorded every `seconds` by a thread."""
+    storage, stop = study._storage, threading.Event()
+
+    def beat():
+        while not stop.wait(seconds):
+            with contextlib.suppress(Exception):   # a missed beat; the next one may pass
+                retry(lambda: storage.record_heartbeat(trial._trial_id))
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def objective(result):
+    """The value Optuna records for an ended trial (lower is better): its steps to target, inf
+    where it did not reach the target."""
+    return float(result["steps_to_target"]) if result["reached"] else float("inf")
+
+
+def outcome_attrs(result):
+    return {STATUS: result["status"],
+            STEPS: -1 if result["steps_to_target"] is None else int(result["steps_to_target"])}
+
+
+def finish(study, trial, result, prune, crashed=False):
+    """Record the end of the claimed `trial` with its `result` (trial_result of its folder):
+    complete, pruned (when the study prunes), or failed and "ended" if it crashed."""
+    S = _states()
+    storage = study._storage
+    attrs = dict(outcome_attrs(result), **({ENDED: "crashed"} if crashed else {}))
+    for key, value in attrs.items():
+        retry(lambda: storage.set_trial_user_attr(trial._trial_id, key, value))
+    if crashed:
+        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.FAIL))
+    elif result["status"] == "pruned" and prune:
+        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.PRUNED))
+    else:
+        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.COMPLETE,
+                                                     [objective(result)]))
+
+
+def give_back(study, trial):
+    """The claimed `trial` was stopped (a stop signal): failed, and queued again for any
+    worker to continue from its checkpoint."""
+    retry(lambda: study._storage.set_trial_state_values(trial._trial_id, _states().FAIL))
+    requeue(study, trial, died=False)
+
+
+def requeue(study, trial, died=True):
+    """Queue a copy of the failed `trial` (its worker died, or stopped: not `died`), or, after
+    MAX_RETRIES copies for dead workers, record the folder as ended for this session."""
+    import optuna
+
+    retries = int(trial.user_attrs.get(RETRIES, 0)) + int(died)
+    if retries > MAX_RETRIES:
+        attrs = dict(trial.user_attrs, **{ENDED: f"its worker died {MAX_RETRIES + 1} times"})
+        retry(lambda: study.add_trial(optuna.trial.create_trial(
+            state=_states().FAIL, user_attrs=attrs)))
+        return
+    enqueue(study, trial.user_attrs[TRIAL], json.loads(trial.user_attrs[SPEC]),
+            trial.user_attrs[INDEX], retries,
+            {k: trial.user_attrs[k] for k in (SEARCH, POINT) if k in trial.user_attrs})
+
+
+def repair(study, wanted):
+    """Fail the running trials whose heartbeat stopped, and queue again every folder of
+    `wanted` whose latest trial failed without ending (requeue)."""
+    import optuna
+
+    retry(lambda: optuna.storages.fail_stale_trials(study))
+    S = _states()
+    for t in latest(study, wanted).values():
+        if t.state == S.FAIL and not t.user_attrs.get(ENDED):
+            requeue(study, t)
+
+
+def complete(study, wanted, prune):
+    """Whether every folder of `wanted` has ended for this session."""
+    found = latest(study, wanted)
+    return len(found) == len(wanted) and all(is_done(t, prune) for t in found.values())
+
+
+def best_steps(study, wanted):
+    """The fewest steps to target among the ended trials of `wanted` that reached it (the
+    --prune-file bound), None if none did."""
+    S = _states()
+    steps = [t.user_attrs.get(STEPS, -1) for t in latest(study, wanted).values()
+             if t.state == S.COMPLETE]
+    steps = [s for s in steps if s is not None and s >= 0]
+    return min(steps) if steps else None
+
+
+def tpe_search(placeholder, trials):
+    """What a worker needs to draw the points of the TPE search whose first placeholder spec
+    (cli/study/specs.py) is `placeholder`, of `trials` points."""
+    template = {k: v for k, v in placeholder.items() if k != TPE_DRAW}
+    key = hashlib.sha1(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+    return dict(placeholder[TPE_DRAW], template=template, trials=trials, key=key)
+
+
+def drawn(study, tpe):
+    """{index: trial folder name} of the points the TPE search `tpe` (tpe_search) has drawn."""
+    return {t.user_attrs[INDEX]: t.user_attrs[TRIAL]
+            for t in retry(lambda: study.get_trials(deepcopy=False))
+            if t.user_attrs.get(SEARCH) == tpe["key"] and not t.user_attrs.get(DUPLICATE)}
+
+
+def draw(study, tpe):
+    """Queue the next point of the TPE search `tpe` if it has fewer than its trials and every
+    trial before it has ended (the history then is the same for every worker)."""
+    names = drawn(study, tpe)
+    if len(names) >= tpe["trials"]:
+        return
+    found = latest(study, set(names.values()))
+    if len(found) < len(names) or not all(is_done(t, False) for t in found.values()):
+        return
+    history = []
+    for k in sorted(names):
+        t = found[names[k]]
+        value = t.value if t.state == _states().COMPLETE and t.value is not None else float("inf")
+        history.append((json.loads(t.user_attrs[POINT]), value))
+    template = tpe["template"]
+    point = search.tpe_point(template["optimizer"], template["batch_size"], tpe["seed"], history)
+    spec = dict(template, **search.scale_lr(point, tpe["lr_factor"]))
+    enqueue(study, trial_name(spec), spec, len(names),
+            more={SEARCH: tpe["key"], POINT: json.dumps(point)})
+
+
+def drawn_specs(study, tpe):
+    """The specs of the TPE search's drawn points, in the order they were drawn."""
+    names = drawn(study, tpe)
+    found = latest(study, set(names.values()))
+    return [json.loads(found[names[k]].user_attrs[SPEC]) for k in sorted(names)]

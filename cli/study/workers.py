@@ -1,0 +1,131 @@
+"""A worker: one process that takes the trials of a study's searches from their queues in the
+storage (cli/study/queue.py), trains each in this process (trials.py execute) with a heartbeat,
+records how it ended, and stops when every trial of its searches has ended (trained by it or by
+any other worker, on this machine or another), when its session's stop file appears, or when the
+process that started it is gone.
+
+A worker with nothing to take while other workers still train waits (POLL_SECONDS), and looks
+for trials whose worker died (queue.repair) and draws the next points of TPE searches whose
+trials have all ended (queue.draw) meanwhile.
+"""
+import json
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+
+from . import queue
+from .pruning import tighten
+from .specs import TPE_DRAW
+from .results import trial_result
+from .storage import load_or_create, open_storage
+from .trials import STOPPED, TRIALS, execute
+
+POLL_SECONDS = 0.5
+ENDED_BY_ITSELF = ("finished", "failed", "pruned")   # run.h5 statuses of a trial that ended
+
+
+@dataclasses.dataclass
+class Search:
+    """The trials of one optimizer at one batch size, in their Optuna study `study`: their
+    folder names `names` and options `specs` (in the search's order), their places `indices` in
+    the session's list of trials, and the search's bound file (pruning.py; None: no pruning).
+    A TPE search has `tpe` (queue.tpe_search) instead of names and specs."""
+    study: str
+    names: list
+    specs: list
+    indices: list
+    bound: str = None
+    tpe: dict = None
+
+    def wanted(self, study):
+        """The trial folders of the search (a TPE search's drawn so far)."""
+        return set(queue.drawn(study, self.tpe).values()) if self.tpe else set(self.names)
+
+    def complete(self, study, prune):
+        """Whether every trial of the search has ended (all of a TPE search's drawn)."""
+        wanted = self.wanted(study)
+        return (not self.tpe or len(wanted) == self.tpe["trials"]) and \
+            queue.complete(study, wanted, prune)
+
+
+def work(root, searches, url, heartbeat, stop, reports):
+    """The worker process's life (the module docstring); `reports` (a multiprocessing queue)
+    gets (spec, folder, exit code, message, seconds) for every trial this worker ran or found
+    done."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        # an idle worker ignores the stop signals (the stop file tells it to stop); a training
+        # trial installs its own handlers (checkpoint, then exit 128 + signal)
+        signal.signal(signum, signal.SIG_IGN)
+    parent = os.getppid()
+    storage = open_storage(url, heartbeat, checked=True)
+    studies = [load_or_create(storage, s.study) for s in searches]
+    while not os.path.exists(stop) and os.getppid() == parent:
+        taken = _take(studies, searches)
+        if taken is not None:
+            if _run(root, *taken, heartbeat, stop, reports) in STOPPED:
+                return
+            continue
+        if all(s.complete(study, s.bound is not None) for study, s in zip(studies, searches)):
+            return
+        for study, s in zip(studies, searches):
+            queue.repair(study, s.wanted(study))
+            if s.tpe:
+                queue.draw(study, s.tpe)
+        time.sleep(POLL_SECONDS)
+
+
+def _take(studies, searches):
+    """(study, search, claimed trial) of the first search with a trial waiting, or None."""
+    for study, search in zip(studies, searches):
+        trial = queue.claim(study, search.wanted(study))
+        if trial is not None:
+            return study, search, trial
+    return None
+
+
+def _run(root, study, search, trial, heartbeat, stop, reports):
+    """Train the claimed `trial` of `search` and record its end; returns train's exit code."""
+    spec = json.loads(trial.user_attrs[queue.SPEC])
+    folder = os.path.join(root, TRIALS, trial.user_attrs[queue.TRIAL])
+    prune = search.bound is not None
+    if prune:   # what the storage knows may be newer than the file
+        tighten(search.bound, queue.best_steps(study, set(search.names)))
+    started = time.perf_counter()
+    with queue.heartbeat(study, trial, heartbeat):
+        code, message = execute(spec, folder, stop=stop, prune_file=search.bound)
+    seconds = time.perf_counter() - started
+    if code in STOPPED:
+        queue.give_back(study, trial)
+    else:
+        result = trial_result(folder)
+        crashed = code == 2 or result["status"] not in ENDED_BY_ITSELF
+        queue.finish(study, trial, result, prune, crashed)
+        if prune and result["reached"]:
+            tighten(search.bound, result["steps_to_target"])
+    with contextlib.suppress(Exception):   # the session that started us is gone
+        reports.put((spec, folder, code, message, seconds))
+    return code
+
+
+def searches_of(specs, folders, study_of, bound_of=None):
+    """The Search of every (optimizer, batch size) in `specs` (folders: theirs, None for TPE's
+    placeholders), in order of first appearance; study_of(optimizer, B): its Optuna study's
+    name; bound_of(study name, names): its bound file, or None."""
+    groups = {}
+    for i, (spec, folder) in enumerate(zip(specs, folders)):
+        key = (spec["optimizer"], spec["batch_size"])
+        if key not in groups:
+            groups[key] = Search(study_of(*key), [], [], [])
+        if folder is None:
+            groups[key].tpe = queue.tpe_search(spec, spec[TPE_DRAW]["index"] + 1)
+            groups[key].indices.append(i)
+            continue
+        groups[key].names.append(os.path.basename(folder))
+        groups[key].specs.append(spec)
+        groups[key].indices.append(i)
+    for s in groups.values():
+        s.bound = bound_of(s.study, s.names) if bound_of and not s.tpe else None
+    return list(groups.values())
+
