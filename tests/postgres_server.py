@@ -5,7 +5,7 @@ fixture.
 (trust authentication: no passwords), starts the server with ``pg_ctl`` and creates the database
 ``minigrad``. It yields a ``Server`` whose ``url`` is a SQLAlchemy URL, e.g.
 
-    postgresql+psycopg://postgres@/minigrad?host=/tmp/minigrad-pg-x1y2z3
+    postgresql+psycopg://postgres@/minigrad?host=/tmp/minigrad-pg-x1y2z3&port=5432
 
 On leaving, also through an exception, it stops the server (``pg_ctl stop -m fast``) and deletes
 the folder. The server listens on a Unix socket in that folder and on no TCP port, so it cannot
@@ -48,9 +48,10 @@ REQUIRE = os.environ.get("MINIGRAD_REQUIRE_POSTGRES") == "1"
 BINARIES = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postgres"      # the role initdb creates; trust authentication lets anyone use it
 DATABASE = "minigrad"
+PORT = 5432                 # names the socket file only: the server has no TCP port
 # Settings for a server whose data may be lost: no waiting for the disk on any commit.
-SETTINGS = {"listen_addresses": "''", "fsync": "off", "synchronous_commit": "off",
-            "full_page_writes": "off", "max_connections": "100"}
+SETTINGS = {"listen_addresses": "''", "port": str(PORT), "fsync": "off",
+            "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "100"}
 TIMEOUT_S = 120             # for each of initdb, start and stop on a busy machine
 
 
@@ -156,8 +157,8 @@ def postgres_server():
                                "-t", str(TIMEOUT_S), "-l", os.path.join(folder, "server.log"),
                                "-o", f"-k {shlex.quote(folder)} {options}"])
         _create_database(folder)
-        yield Server(url=f"postgresql+psycopg://{SUPERUSER}@/{DATABASE}?host={folder}",
-                     folder=folder, pid=_postmaster_pid(data))
+        url = f"postgresql+psycopg://{SUPERUSER}@/{DATABASE}?host={folder}&port={PORT}"
+        yield Server(url=url, folder=folder, pid=_postmaster_pid(data))
     finally:
         _stop(binaries, account, folder, data)
         shutil.rmtree(folder, ignore_errors=True)
@@ -166,9 +167,10 @@ def postgres_server():
 def _make_folder(account):
     """A new temporary folder owned by the server's account. Under root it goes where that
     account can reach it: the usual temporary folder if every folder above it lets others pass
-    (pytest's own temporary folders under /tmp/pytest-of-root do not), else /tmp."""
+    (pytest's own temporary folders under /tmp/pytest-of-root do not), else /tmp. /tmp also when
+    the usual one's path is too long for the socket's (about 100 bytes on Linux and macOS)."""
     parent = tempfile.gettempdir()
-    if account is not None and not _others_can_pass(parent):
+    if len(parent) > 60 or account is not None and not _others_can_pass(parent):
         parent = "/tmp"
     folder = tempfile.mkdtemp(prefix="minigrad-pg-", dir=parent)
     if account is not None:
@@ -189,10 +191,12 @@ def _others_can_pass(path):
 def _run(account, folder, command):
     """Run one of PostgreSQL's programs as the server's account; raise with its output if it
     fails. It starts in `folder` (root's working folder may be closed to the account), in the C
-    locale so that initdb does not depend on which locales the machine has."""
+    locale so that initdb does not depend on which locales the machine has, and without the
+    user's PG* variables (PGPORT, PGDATA, ... would override the settings here)."""
     switch = {} if account is None else {"user": account[0], "group": account[1],
                                          "extra_groups": []}
-    env = dict(os.environ, LC_ALL="C", LANG="C", HOME=folder)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(LC_ALL="C", LANG="C", HOME=folder)
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT_S, **switch)
     if done.returncode != 0:
@@ -204,7 +208,8 @@ def _run(account, folder, command):
 
 def _create_database(folder):
     import psycopg
-    with psycopg.connect(host=folder, user=SUPERUSER, dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(host=folder, port=PORT, user=SUPERUSER, dbname="postgres",
+                         autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")
 
 

@@ -78,7 +78,8 @@ print(json.dumps(numbers), flush=True)
 """
 
 
-def test_two_processes_share_an_optuna_study_and_no_trial_is_given_twice(postgres_url):  # noqa: F811
+def test_two_processes_share_an_optuna_study_and_no_trial_is_given_twice(
+        postgres_url):  # noqa: F811 - the imported fixture
     optuna = pytest.importorskip("optuna")
     rounds = 15
     optuna.create_study(study_name="check-two-workers", storage=postgres_url)   # makes the tables
