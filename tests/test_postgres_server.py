@@ -8,6 +8,7 @@ normally or by an exception, the server process is gone and so is its folder.
 """
 import contextlib
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -80,7 +81,7 @@ print(json.dumps(numbers), flush=True)
 
 def test_two_processes_share_an_optuna_study_and_no_trial_is_given_twice(
         postgres_url):  # noqa: F811 - the imported fixture
-    optuna = pytest.importorskip("optuna")
+    optuna = _optuna()
     rounds = 15
     optuna.create_study(study_name="check-two-workers", storage=postgres_url)   # makes the tables
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, postgres_url, "check-two-workers",
@@ -108,6 +109,14 @@ def test_two_processes_share_an_optuna_study_and_no_trial_is_given_twice(
     assert all(t.value == t.params["x"] ** 2 for t in trials)
 
 
+def _optuna():
+    """Optuna, or skip (fail under MINIGRAD_REQUIRE_POSTGRES=1, where the test extra has it)."""
+    if postgres_server.REQUIRE:
+        import optuna
+        return optuna
+    return pytest.importorskip("optuna")
+
+
 @pytest.mark.parametrize("leaving", ["normally", "by an exception"])
 def test_the_server_and_its_folder_are_gone_after_the_context_exits(leaving):
     postgres_server.require_postgres()
@@ -122,6 +131,10 @@ def test_the_server_and_its_folder_are_gone_after_the_context_exits(leaving):
             with engine.connect() as conn:
                 assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
             assert postgres_server.is_running(server.pid)
+            account = postgres_server.server_account()      # None: not root, the server is ours
+            server_uid = os.geteuid() if account is None else account[0]
+            if os.path.isdir(f"/proc/{server.pid}"):        # Linux: whose process it is
+                assert server_uid != 0 and os.stat(f"/proc/{server.pid}").st_uid == server_uid
             if leaving == "by an exception":
                 raise Leave
     assert not postgres_server.is_running(server.pid), server
