@@ -49,7 +49,7 @@ BINARIES = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postgres"      # the role initdb creates; trust authentication lets anyone use it
 DATABASE = "minigrad"
 PORT = 5432                 # names the socket file only: the server has no TCP port
-# Settings for a server whose data may be lost: no waiting for the disk on any commit.
+# The Unix socket only, and no waiting for the disk on any commit (the data may be lost).
 SETTINGS = {"listen_addresses": "''", "port": str(PORT), "fsync": "off",
             "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "100"}
 TIMEOUT_S = 120             # for each of initdb, start and stop on a busy machine
