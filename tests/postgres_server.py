@@ -11,8 +11,9 @@ On leaving, also through an exception, it stops the server (``pg_ctl stop -m fas
 the folder. The server listens on a Unix socket in that folder and on no TCP port, so it cannot
 collide with another server or another test session on the same machine.
 
-``postgres_url`` is the session-scoped pytest fixture around it: one server for the whole test
-session. A test module gets it with ``from postgres_server import postgres_url``.
+``postgres_url`` is the session-scoped pytest fixture around it. A test module gets it with
+``from postgres_server import postgres_url``; every module that imports it so starts its own
+server (once), while the same import in ``tests/conftest.py`` would share one over the session.
 
 Where the server runs:
 
