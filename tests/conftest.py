@@ -26,6 +26,7 @@ import shutil
 import tempfile
 
 import pytest
+from postgres_server import fresh_database, postgres_url  # noqa: F401 (one server per session)
 
 # ============================================================================ data caches
 
@@ -153,10 +154,13 @@ def cupy(request):
 
 # ============================================================================ study storage
 
-@pytest.fixture
-def study_storage_url(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_storage_url(request, tmp_path):
     """The --storage URL the multi-worker study tests (tests/test_cli_study_workers.py) share
-    their study through: SQLite in a temporary folder here. A test module or a conftest.py
-    closer to the tests that defines a fixture of this name (returning, say, a PostgreSQL
-    server's URL, or parametrized over several) runs the same tests against that database."""
-    return f"sqlite:///{tmp_path / 'study-storage.db'}"
+    their study through, each test once per database: SQLite in a temporary folder, and an
+    empty database of its own on the session's throwaway PostgreSQL server (tests/
+    postgres_server.py: skipped without PostgreSQL's binaries or driver, failed instead under
+    MINIGRAD_REQUIRE_POSTGRES=1)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study-storage.db'}"
+    return fresh_database(request.getfixturevalue("postgres_url"))

@@ -11,9 +11,9 @@ On leaving, also through an exception, it stops the server (``pg_ctl stop -m fas
 the folder. The server listens on a Unix socket in that folder and on no TCP port, so it cannot
 collide with another server or another test session on the same machine.
 
-``postgres_url`` is the session-scoped pytest fixture around it. A test module gets it with
-``from postgres_server import postgres_url``; every module that imports it so starts its own
-server (once), while the same import in ``tests/conftest.py`` would share one over the session.
+``postgres_url`` is the session-scoped pytest fixture around it; tests/conftest.py imports it, so
+one server serves the whole session, and ``fresh_database(url)`` gives a test an empty database
+of its own on it.
 
 Where the server runs:
 
@@ -42,6 +42,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -207,11 +208,21 @@ def _run(account, folder, command):
                            f"{done.returncode}:\n{done.stdout}{done.stderr}{tail}")
 
 
-def _create_database(folder):
+def _create_database(folder, name=DATABASE):
     import psycopg
     with psycopg.connect(host=folder, port=PORT, user=SUPERUSER, dbname="postgres",
                          autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {DATABASE}")
+        conn.execute(f"CREATE DATABASE {name}")
+
+
+def fresh_database(url):
+    """The URL of a new, empty database on the server of `url` (a test that must not see
+    another test's tables: the study tests name their Optuna studies after the study folder's
+    name, which two tests may share)."""
+    folder = url.split("host=", 1)[1].split("&", 1)[0]
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    _create_database(folder, name)
+    return url.replace(f"/{DATABASE}?", f"/{name}?", 1)
 
 
 def _postmaster_pid(data):
