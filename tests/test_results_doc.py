@@ -91,3 +91,35 @@ def test_numbers_finds_figures_and_skips_years_and_list_markers():
     assert numbers("1. K-FAC took 34.3 steps at B = 4096 (Ma et al. 2020), 0.49 e; 520-690 "
                    "on LeNet-5 as Zhang et al. (2019) say, 3.7x on 8x8") == \
         {"34.3", "4096", "0.49", "520", "690", "3.7"}
+
+
+def test_every_command_of_the_study_script_parses(tmp_path):
+    """The study script's minigrad command lines, recorded by a stand-in `minigrad` on PATH,
+    each parse with the command's own options (click's parsing only: nothing runs)."""
+    import json
+    import subprocess
+    import sys
+
+    log = tmp_path / "calls.jsonl"
+    fake = tmp_path / "bin" / "minigrad"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, sys; "
+                    f"print(json.dumps(sys.argv[1:]))' \"$@\" >> {log}\n")
+    fake.chmod(0o755)
+    script = os.path.join(RESULTS, "fashion-mnist", "run-study.sh")
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(["bash", script, str(tmp_path / "studies"), "2"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    names = [c[0] for c in calls]
+    assert names == ["scaling", "train", "scaling", "scaling", "compare", "scaling", "scaling",
+                     "sensitivity"]
+    for argv in calls:
+        with main.commands[argv[0]].make_context(argv[0], argv[1:]) as ctx:
+            assert ctx.params["out"].startswith(str(tmp_path / "studies"))
+    # FIRST_STEP and LAST_STEP select the steps
+    log.unlink()
+    subprocess.run(["bash", script, str(tmp_path / "studies"), "2", "5", "5"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    assert [json.loads(line)[0] for line in log.read_text().splitlines()] == ["scaling"]
