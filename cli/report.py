@@ -7,8 +7,8 @@ reads the summary files of `minigrad scaling`, `sensitivity` and `compare` studi
 of any data sets and models; cli/report_data.py) and writes DIR/report.md, with its figures next
 to it (scaling.png, robustness.png, noise-scale.png; matplotlib, cli/report_plots.py), or
 FILE.md with its figures in the folder FILE/, and prints its main table. --preface and
---discussion set hand-written markdown before and after what it computes. One row per method (an optimizer, with the train options a study fixed
-for it): its order, success cases, data efficiency, scalability, robustness and cost, each
+--discussion set hand-written markdown before and after what it computes. One row per method
+(an optimizer, with the train options a study fixed for it): its order, success cases, data efficiency, scalability, robustness and cost, each
 cell a verdict with the figures it rests on; the words follow the rules of cli/report_rules.py,
 which report.md states. Then the figures per data set and model, and the measured critical batch
 sizes beside the gradient noise scale B_simple of the --noise-run reference runs.
@@ -230,8 +230,9 @@ def compute_text(c):
     if not known:
         return "The study files hold no trial tables: their compute is not known."
     hours = sum(k.seconds for k in known) / 3600
-    return (f"In all, {sum(k.trials for k in known)} trials took {count(sum(k.steps for k in known))} "
-            f"optimizer steps, {count(sum(k.grad_evals for k in known))} gradient evaluations "
+    steps = count(sum(k.steps for k in known))
+    return (f"In all, {sum(k.trials for k in known)} trials took {steps} optimizer steps,"
+            f" {count(sum(k.grad_evals for k in known))} gradient evaluations "
             f"and {hours:.1f} hours of step time (the optimizer steps' own time; evaluations and "
             "file writes excluded).")
 

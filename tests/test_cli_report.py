@@ -26,7 +26,8 @@ from minigrad.cli.train import train
 STUDY = ["--hidden", "8", "--evals-per-epoch", "2", "--optimizers", "sgd,kfac",
          "--target-accuracy", "0.7", "--grid", "sgd.momentum=0.9", "--grid", "kfac.lr=0.05"]
 SCALING = STUDY + ["--budget-epochs", "3", "--batch-sizes", "64,128,256", "--grid", "sgd.lr=0.2",
-                   "--grid", "kfac.damping=0.01", "--grid", "kfac.kl_clip=0", "--confirm-seeds", "2"]
+                   "--grid", "kfac.damping=0.01", "--grid", "kfac.kl_clip=0",
+                   "--confirm-seeds", "2"]
 SENSITIVITY = STUDY + ["--budget-epochs", "2", "--batch-sizes", "64,256",
                        "--grid", "sgd.lr=0.05,0.4", "--grid", "kfac.damping=0.01,1"]
 NOISE_RUN = ["--hidden", "8", "--epochs", "3", "--batch-size", "64", "--eval-every", "6",
