@@ -1,0 +1,49 @@
+"""The races a study's queue (cli/study/queue.py) and its session (cli/study/pool.py) meet when
+several workers share one storage, each played out in one process: a worker claiming from a list
+of waiting trials that another worker has since claimed and ended; a worker recording the end of
+a trial that another worker failed as stale meanwhile; a session interrupted while a worker takes
+a trial; a session whose workers all ended before the trials did.
+
+The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
+database on the session's throwaway PostgreSQL server)."""
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from minigrad.cli.scaling import scaling
+from minigrad.cli.study import pool, queue, storage
+from minigrad.cli.study.trials import STOPPED, execute
+
+RESULT = {"status": "finished", "reached": True, "steps_to_target": 12}
+
+
+def a_study(url, names=("sgd-b8-a", "sgd-b8-b")):
+    study = storage.load_or_create(storage.open_storage(url, 30), "s/scaling/sgd-b8")
+    for index, name in enumerate(names):
+        queue.enqueue(study, name, {"optimizer": "sgd", "batch_size": 8}, index)
+    return study
+
+
+def test_a_claim_skips_a_trial_another_worker_claimed_and_ended(study_storage_url, monkeypatch):
+    study = a_study(study_storage_url)
+    stale = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))   # both waiting
+    first = queue.claim(study, {"sgd-b8-a", "sgd-b8-b"})   # another worker, which ends it
+    queue.finish(study, first, RESULT, prune=True)
+    monkeypatch.setattr(study, "get_trials", lambda **kw: stale if kw.get("states") == (
+        TrialState.WAITING,) else type(study).get_trials(study, **kw))
+    taken = queue.claim(study, {"sgd-b8-a", "sgd-b8-b"})   # from the list read before
+    assert taken is not None and taken.user_attrs[queue.TRIAL] == "sgd-b8-b"
+
+
+def test_the_end_of_a_trial_failed_as_stale_meanwhile_is_not_recorded(study_storage_url):
+    study = a_study(study_storage_url, ("sgd-b8-a",))
+    mine = queue.claim(study, {"sgd-b8-a"})
+    study._storage.set_trial_state_values(mine._trial_id, TrialState.FAIL)   # another worker
+    queue.finish(study, mine, RESULT, prune=True)   # neither raises nor records
+    queue.give_back(study, mine)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert queue.STATUS not in trials[0].user_attrs
