@@ -6,10 +6,6 @@ a trial; a session whose workers all ended before the trials did.
 
 The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
 database on the session's throwaway PostgreSQL server)."""
-import json
-import os
-
-import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -47,3 +43,23 @@ def test_the_end_of_a_trial_failed_as_stale_meanwhile_is_not_recorded(study_stor
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL]
     assert queue.STATUS not in trials[0].user_attrs
+
+
+def test_an_interrupted_session_stops_its_workers_with_a_stop_signal(tmp_path, monkeypatch):
+    """What the session writes to its stop file on Ctrl-C, read by a worker that has just
+    claimed a trial, is a stop (the trial goes back to the queue), not a crash."""
+    written = []
+
+    def interrupted(workers, stop):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pool, "_forward_stops", interrupted)
+    real = pool._stop_file
+    monkeypatch.setattr(pool, "_stop_file",
+                        lambda path, signum: (written.append(signum), real(path, signum)))
+    options = {"jobs": 1, "threads_per_job": 1}
+    assert pool._run_workers(str(tmp_path), [], "sqlite:///" + str(tmp_path / "db"), 30,
+                             options, None) == 130
+    stop = tmp_path / "stop"
+    real(str(stop), written[-1])
+    code, _ = execute({"optimizer": "sgd", "batch_size": 8}, str(tmp_path / "t"), stop=str(stop))
+    assert code == 130 and code in STOPPED

@@ -137,8 +137,8 @@ def _run_workers(root, searches, url, heartbeat, options, report):
                     report(spec, folder, code, message, seconds)
     except KeyboardInterrupt:
         interrupted = EXIT_INTERRUPTED
-    finally:
-        _stop_file(stop, interrupted or signal.SIGTERM)
+    finally:   # the stop file holds a signal (interrupted: its exit status, 128 + signal)
+        _stop_file(stop, interrupted - 128 if interrupted else signal.SIGTERM)
         for w in workers:
             w.join()
         with contextlib.suppress(FileNotFoundError):
