@@ -6,6 +6,7 @@ a trial; a session whose workers all ended before the trials did.
 
 The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
 database on the session's throwaway PostgreSQL server)."""
+
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -63,3 +64,16 @@ def test_an_interrupted_session_stops_its_workers_with_a_stop_signal(tmp_path, m
     real(str(stop), written[-1])
     code, _ = execute({"optimizer": "sgd", "batch_size": 8}, str(tmp_path / "t"), stop=str(stop))
     assert code == 130 and code in STOPPED
+
+
+def test_a_session_whose_workers_all_died_reports_no_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool, "_run_workers", lambda *args: 0)   # no trial was run
+    out = tmp_path / "s"
+    result = CliRunner().invoke(scaling, [
+        "--hidden", "8", "--budget-epochs", "1", "--optimizers", "sgd", "--batch-sizes", "256",
+        "--target-accuracy", "0.5", "--grid", "sgd.lr=0.1", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: the trials of 1 of 1 searches did not all end") and \
+        "run the same command again" in last
+    assert not (out / "scaling.h5").exists()

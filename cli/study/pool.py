@@ -65,6 +65,7 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
         interrupted = _run_workers(root, searches, url, heartbeat, options, report)
         if interrupted:
             _interrupted(root, interrupted)
+        _check_ended(studies, searches, prune)
     specs = list(specs)
     for study, s in zip(studies, searches):
         if s.tpe:
@@ -87,6 +88,17 @@ def _sync(url, heartbeat, searches, done, prune):
             tighten(s.bound, queue.best_steps(study, set(s.names)))
         studies.append(study)
     return studies
+
+
+def _check_ended(studies, searches, prune):
+    """UserError unless every search has ended: the workers have all returned, but they may
+    have died (more often than they were replaced) before the trials were done."""
+    left = [s.study for st, s in zip(studies, searches) if not s.complete(st, prune)]
+    if left:
+        raise UserError(f"the trials of {len(left)} of {len(searches)} searches did not all end "
+                        f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}): the "
+                        "workers stopped (see above why); run the same command again to "
+                        "continue the study")
 
 
 class _Report:
