@@ -2,11 +2,13 @@
 several workers share one storage, each played out in one process: a worker claiming from a list
 of waiting trials that another worker has since claimed and ended; a worker recording the end of
 a trial that another worker failed as stale meanwhile; a session interrupted while a worker takes
-a trial; a session whose workers all ended before the trials did.
+a trial; a session whose workers all ended before the trials did; a worker killed as it claims
+a trial.
 
 The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
 database on the session's throwaway PostgreSQL server)."""
 
+import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -77,3 +79,28 @@ def test_a_session_whose_workers_all_died_reports_no_table(tmp_path, monkeypatch
     assert last.startswith("Error: the trials of 1 of 1 searches did not all end") and \
         "run the same command again" in last
     assert not (out / "scaling.h5").exists()
+
+
+def test_a_worker_killed_as_it_claims_leaves_a_trial_that_goes_stale(study_storage_url,
+                                                                      monkeypatch):
+    """A running trial without any heartbeat is never found stale (Optuna's fail_stale_trials):
+    the heartbeat comes before the claim, so a worker killed between the two leaves a trial the
+    others take over."""
+    import optuna
+    import time
+
+    study = a_study(study_storage_url, ("sgd-b8-a",))
+    backend = study._storage._backend
+
+    def killed(trial_id):
+        raise SystemExit(137)   # the worker dies right after it set the trial running
+    running = backend.set_trial_state_values
+    monkeypatch.setattr(backend, "set_trial_state_values", lambda *a, **kw: (
+        running(*a, **kw), killed(a[0]))[0])
+    with pytest.raises(SystemExit):
+        queue.claim(study, {"sgd-b8-a"})
+    monkeypatch.setattr(backend, "set_trial_state_values", running)
+    monkeypatch.setattr(backend, "grace_period", 0)
+    time.sleep(1.1)   # SQLite's clock has whole seconds
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]

@@ -129,6 +129,9 @@ def claim(study, wanted):
     waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
                if t.user_attrs.get(TRIAL) in wanted]
     for t in sorted(waiting, key=lambda t: t.number):
+        # a heartbeat first: a running trial without one is never found stale, so a worker
+        # killed right after its claim would leave the trial running for ever
+        retry(lambda: storage.record_heartbeat(t._trial_id))
         if not _set_state(storage, t, S.RUNNING):
             continue   # another worker was first (and may have ended it since we looked)
         retry(lambda: storage.record_heartbeat(t._trial_id))
