@@ -3,7 +3,7 @@ several workers share one storage, each played out in one process: a worker clai
 of waiting trials that another worker has since claimed and ended; a worker recording the end of
 a trial that another worker failed as stale meanwhile; a session interrupted while a worker takes
 a trial; a session whose workers all ended before the trials did; a worker killed as it claims
-a trial.
+a trial; a storage that keeps refusing (one line, not a traceback).
 
 The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
 database on the session's throwaway PostgreSQL server)."""
@@ -104,3 +104,17 @@ def test_a_worker_killed_as_it_claims_leaves_a_trial_that_goes_stale(study_stora
     time.sleep(1.1)   # SQLite's clock has whole seconds
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+
+
+def test_a_storage_that_keeps_refusing_is_one_line(monkeypatch):
+    import sqlalchemy.exc
+
+    from minigrad.cli.common import UserError
+
+    def refused():
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(
+            "connection to server at \"db\" failed: Connection refused\n\tIs the server running?"))
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    with pytest.raises(UserError) as raised:
+        storage.retry(refused)
+    assert "\n" not in str(raised.value) and "Connection refused" in str(raised.value)
