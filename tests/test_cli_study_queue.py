@@ -3,7 +3,8 @@ several workers share one storage, each played out in one process: a worker clai
 of waiting trials that another worker has since claimed and ended; a worker recording the end of
 a trial that another worker failed as stale meanwhile; a session interrupted while a worker takes
 a trial; a session whose workers all ended before the trials did; a worker killed as it claims
-a trial; a storage that keeps refusing (one line, not a traceback).
+a trial; a storage that keeps refusing (one line, not a traceback); two sessions that started
+together and both queued every trial.
 
 The storage comes from the `study_storage_url` fixture (tests/conftest.py: SQLite, and an empty
 database on the session's throwaway PostgreSQL server)."""
@@ -118,3 +119,23 @@ def test_a_storage_that_keeps_refusing_is_one_line(monkeypatch):
     with pytest.raises(UserError) as raised:
         storage.retry(refused)
     assert "\n" not in str(raised.value) and "Connection refused" in str(raised.value)
+
+
+def test_a_second_sessions_copy_of_a_folder_found_done_is_not_recorded_twice(
+        study_storage_url, tmp_path, monkeypatch):
+    """Two sessions that start together both queue every trial; the copy claimed once the
+    first one has ended finds its folder done and is dropped: one ended record per folder."""
+    from minigrad.cli.study import workers
+    from minigrad.cli.study.trials import DONE_EARLIER
+
+    study = a_study(study_storage_url, ("sgd-b8-a", "sgd-b8-a"))   # two sessions' syncs
+    first = queue.claim(study, {"sgd-b8-a"})
+    queue.finish(study, first, RESULT, prune=False)
+    second = queue.claim(study, {"sgd-b8-a"})
+    monkeypatch.setattr(workers, "execute", lambda *args, **kwargs: (0, DONE_EARLIER))
+    monkeypatch.setattr(workers, "trial_result", lambda folder: RESULT)
+    search = workers.Search(study.study_name, ["sgd-b8-a"], [{}], [0])
+    workers._run(str(tmp_path), study, search, second, 30, None, None)
+    ended = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert [t.number for t in ended] == [first.number]
+    assert queue.complete(study, {"sgd-b8-a"}, False)

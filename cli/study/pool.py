@@ -31,7 +31,8 @@ from . import queue, storage
 from .pruning import bound_file, tighten
 from .results import crashed_result, describe, outcome, trial_result
 from .specs import TPE_DRAW
-from .trials import STOP_FILE, STOPPED, TRIALS, execute, trial_mode, trial_name
+from .trials import (DONE_EARLIER, STOP_FILE, STOPPED, TRIALS, execute, trial_mode,
+                     trial_name)
 from .workers import searches_of, work
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -53,7 +54,7 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
     done = {}
     for spec, folder in zip(specs, folders):
         if folder is not None and trial_mode(folder, prune) == "done":
-            report(spec, folder, 0, "done earlier", 0.0)
+            report(spec, folder, 0, DONE_EARLIER, 0.0)
             done[os.path.basename(folder)] = trial_result(folder)
     url = storage.storage_url(root, options.get("storage"))
     heartbeat = options.get("heartbeat") or DEFAULT_HEARTBEAT

@@ -27,7 +27,9 @@ one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewher
 that started together may both have queued a trial folder; so a worker that claims a trial
 whose folder has an older trial waiting or running marks its own one a duplicate (failed, user
 attribute "duplicate") and claims again: one trial per folder trains at any time, and a trial
-folder already done is never trained again (cli/study/trials.py execute finds it done).
+folder already done is never trained again (cli/study/trials.py execute finds it done; such a
+copy is dropped as a duplicate too when an older trial of the folder ended complete, so each
+folder has one record of its end).
 
 A dead worker. Every worker records a heartbeat for the trial it trains (storage.py); a running
 trial whose heartbeat is too old is failed by the next worker that looks (Optuna's
@@ -136,11 +138,29 @@ def claim(study, wanted):
             continue   # another worker was first (and may have ended it since we looked)
         retry(lambda: storage.record_heartbeat(t._trial_id))
         if _older_twin(study, t):
-            retry(lambda: storage.set_trial_user_attr(t._trial_id, DUPLICATE, True))
-            retry(lambda: storage.set_trial_state_values(t._trial_id, S.FAIL))
+            drop(study, t)
             continue
         return t
     return None
+
+
+def drop(study, trial):
+    """Record the claimed `trial` as a duplicate (failed): an older trial of its folder stands
+    for it."""
+    retry(lambda: study._storage.set_trial_user_attr(trial._trial_id, DUPLICATE, True))
+    _set_state(study._storage, trial, _states().FAIL)
+
+
+def ended_before(study, trial, prune):
+    """Whether an older trial of the same folder (duplicates aside) has ended complete (or
+    pruned, when the study prunes): then the claimed `trial`, which found its folder done, is
+    the copy of a second session that queued it while the first one's trial trained (two
+    sessions that started together), and is dropped rather than recorded twice."""
+    S, name = _states(), trial.user_attrs[TRIAL]
+    return any(t.user_attrs.get(TRIAL) == name and t.number < trial.number
+               and not t.user_attrs.get(DUPLICATE)
+               and (t.state == S.COMPLETE or (t.state == S.PRUNED and prune))
+               for t in retry(lambda: study.get_trials(deepcopy=False)))
 
 
 def _older_twin(study, trial):
