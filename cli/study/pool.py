@@ -31,7 +31,8 @@ from . import queue, storage
 from .pruning import bound_file, tighten
 from .results import crashed_result, describe, outcome, trial_result
 from .specs import TPE_DRAW
-from .trials import STOP_FILE, STOPPED, TRIALS, execute, trial_mode, trial_name
+from .trials import (DONE_EARLIER, STOP_FILE, STOPPED, TRIALS, execute, trial_mode,
+                     trial_name)
 from .workers import searches_of, work
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -53,7 +54,7 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
     done = {}
     for spec, folder in zip(specs, folders):
         if folder is not None and trial_mode(folder, prune) == "done":
-            report(spec, folder, 0, "done earlier", 0.0)
+            report(spec, folder, 0, DONE_EARLIER, 0.0)
             done[os.path.basename(folder)] = trial_result(folder)
     url = storage.storage_url(root, options.get("storage"))
     heartbeat = options.get("heartbeat") or DEFAULT_HEARTBEAT
@@ -65,6 +66,7 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
         interrupted = _run_workers(root, searches, url, heartbeat, options, report)
         if interrupted:
             _interrupted(root, interrupted)
+        _check_ended(studies, searches, prune)
     specs = list(specs)
     for study, s in zip(studies, searches):
         if s.tpe:
@@ -87,6 +89,17 @@ def _sync(url, heartbeat, searches, done, prune):
             tighten(s.bound, queue.best_steps(study, set(s.names)))
         studies.append(study)
     return studies
+
+
+def _check_ended(studies, searches, prune):
+    """UserError unless every search has ended: the workers have all returned, but they may
+    have died (more often than they were replaced) before the trials were done."""
+    left = [s.study for st, s in zip(studies, searches) if not s.complete(st, prune)]
+    if left:
+        raise UserError(f"the trials of {len(left)} of {len(searches)} searches did not all end "
+                        f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}): the "
+                        "workers stopped (see above why); run the same command again to "
+                        "continue the study")
 
 
 class _Report:
@@ -137,8 +150,8 @@ def _run_workers(root, searches, url, heartbeat, options, report):
                     report(spec, folder, code, message, seconds)
     except KeyboardInterrupt:
         interrupted = EXIT_INTERRUPTED
-    finally:
-        _stop_file(stop, interrupted or signal.SIGTERM)
+    finally:   # the stop file holds a signal (interrupted: its exit status, 128 + signal)
+        _stop_file(stop, interrupted - 128 if interrupted else signal.SIGTERM)
         for w in workers:
             w.join()
         with contextlib.suppress(FileNotFoundError):

@@ -27,7 +27,9 @@ one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewher
 that started together may both have queued a trial folder; so a worker that claims a trial
 whose folder has an older trial waiting or running marks its own one a duplicate (failed, user
 attribute "duplicate") and claims again: one trial per folder trains at any time, and a trial
-folder already done is never trained again (cli/study/trials.py execute finds it done).
+folder already done is never trained again (cli/study/trials.py execute finds it done; such a
+copy is dropped as a duplicate too when an older trial of the folder ended complete, so each
+folder has one record of its end).
 
 A dead worker. Every worker records a heartbeat for the trial it trains (storage.py); a running
 trial whose heartbeat is too old is failed by the next worker that looks (Optuna's
@@ -129,15 +131,36 @@ def claim(study, wanted):
     waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
                if t.user_attrs.get(TRIAL) in wanted]
     for t in sorted(waiting, key=lambda t: t.number):
-        if not retry(lambda: storage.set_trial_state_values(t._trial_id, S.RUNNING)):
-            continue   # another worker was first
+        # a heartbeat first: a running trial without one is never found stale, so a worker
+        # killed right after its claim would leave the trial running for ever
+        retry(lambda: storage.record_heartbeat(t._trial_id))
+        if not _set_state(storage, t, S.RUNNING):
+            continue   # another worker was first (and may have ended it since we looked)
         retry(lambda: storage.record_heartbeat(t._trial_id))
         if _older_twin(study, t):
-            retry(lambda: storage.set_trial_user_attr(t._trial_id, DUPLICATE, True))
-            retry(lambda: storage.set_trial_state_values(t._trial_id, S.FAIL))
+            drop(study, t)
             continue
         return t
     return None
+
+
+def drop(study, trial):
+    """Record the claimed `trial` as a duplicate (failed): an older trial of its folder stands
+    for it."""
+    retry(lambda: study._storage.set_trial_user_attr(trial._trial_id, DUPLICATE, True))
+    _set_state(study._storage, trial, _states().FAIL)
+
+
+def ended_before(study, trial, prune):
+    """Whether an older trial of the same folder (duplicates aside) has ended complete (or
+    pruned, when the study prunes): then the claimed `trial`, which found its folder done, is
+    the copy of a second session that queued it while the first one's trial trained (two
+    sessions that started together), and is dropped rather than recorded twice."""
+    S, name = _states(), trial.user_attrs[TRIAL]
+    return any(t.user_attrs.get(TRIAL) == name and t.number < trial.number
+               and not t.user_attrs.get(DUPLICATE)
+               and (t.state == S.COMPLETE or (t.state == S.PRUNED and prune))
+               for t in retry(lambda: study.get_trials(deepcopy=False)))
 
 
 def _older_twin(study, trial):
@@ -179,28 +202,46 @@ def outcome_attrs(result):
             STEPS: -1 if result["steps_to_target"] is None else int(result["steps_to_target"])}
 
 
+def _set_state(storage, trial, state, values=None):
+    """Set the state of `trial` (and its values); False where another worker was first: it
+    claimed the trial, or it has ended (another worker ended it, or failed it as stale)."""
+    import optuna
+
+    try:
+        return retry(lambda: storage.set_trial_state_values(trial._trial_id, state, values))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
 def finish(study, trial, result, prune, crashed=False):
     """Record the end of the claimed `trial` with its `result` (trial_result of its folder):
-    complete, pruned (when the study prunes), or failed and "ended" if it crashed."""
+    complete, pruned (when the study prunes), or failed and "ended" if it crashed. Nothing is
+    recorded if another worker failed the trial as stale meanwhile (its heartbeat was late):
+    the copy queued for it finds the folder done."""
+    import optuna
+
     S = _states()
     storage = study._storage
     attrs = dict(outcome_attrs(result), **({ENDED: "crashed"} if crashed else {}))
-    for key, value in attrs.items():
-        retry(lambda: storage.set_trial_user_attr(trial._trial_id, key, value))
+    try:
+        for key, value in attrs.items():
+            retry(lambda: storage.set_trial_user_attr(trial._trial_id, key, value))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
     if crashed:
-        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.FAIL))
+        _set_state(storage, trial, S.FAIL)
     elif result["status"] == "pruned" and prune:
-        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.PRUNED))
+        _set_state(storage, trial, S.PRUNED)
     else:
-        retry(lambda: storage.set_trial_state_values(trial._trial_id, S.COMPLETE,
-                                                     [objective(result)]))
+        _set_state(storage, trial, S.COMPLETE, [objective(result)])
 
 
 def give_back(study, trial):
     """The claimed `trial` was stopped (a stop signal): failed, and queued again for any
-    worker to continue from its checkpoint."""
-    retry(lambda: study._storage.set_trial_state_values(trial._trial_id, _states().FAIL))
-    requeue(study, trial, died=False)
+    worker to continue from its checkpoint (unless another worker failed it as stale first:
+    then a copy is queued by whoever finds it failed)."""
+    if _set_state(study._storage, trial, _states().FAIL):
+        requeue(study, trial, died=False)
 
 
 def requeue(study, trial, died=True):

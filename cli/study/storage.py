@@ -23,6 +23,8 @@ import warnings
 
 import click
 
+from ..common import UserError
+
 DB_FILE = "optuna.db"   # the default storage, in the study folder
 GRACE_BEATS = 4         # missed heartbeats before a running trial counts as dead
 RETRIES = 20            # attempts of a storage operation the database refused (busy, locked)
@@ -110,16 +112,19 @@ def _safe(url):
 
 def retry(operation):
     """operation(), tried again (up to RETRIES times, waiting a little longer each time) when
-    the database refuses it for now (SQLite busy or locked, a dropped connection)."""
+    the database refuses it for now (SQLite busy or locked, a dropped connection); a UserError
+    (one line) if it still does."""
     import optuna
     import sqlalchemy.exc
 
     for attempt in range(RETRIES):
         try:
             return operation()
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError):
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as e:
             if attempt == RETRIES - 1:
-                raise
+                cause = e.orig if isinstance(e, sqlalchemy.exc.DBAPIError) else e
+                text = " ".join(str(cause).split()) or type(cause).__name__
+                raise UserError(f"the study's storage refused {RETRIES} times: {text}") from e
             time.sleep(min(0.05 * 2 ** attempt, 2.0))
 
 

@@ -26,6 +26,7 @@ from ..training.signals import EXIT_INTERRUPTED, STOP_SIGNALS
 TRIALS = "trials"
 LOG_FILE = "train.log"
 DONE = ("finished", "failed")
+DONE_EARLIER = "done earlier"   # execute's message for a trial whose folder is done
 # what a trial exits with when a stop signal ended it after a step, with a checkpoint
 STOPPED = {128 + int(s) for s in STOP_SIGNALS}
 STOP_FILE = ".stop"   # in the study folder (+ this session's host and pid): no new trials
@@ -143,7 +144,7 @@ def execute(spec, folder, mode=None, stop=None, prune_file=None):
     `stop`: the session's stop file (pool.py); `prune_file`: train's --prune-file."""
     mode = mode or trial_mode(folder, prune_file is not None)
     if mode == "done":
-        return 0, "done earlier"
+        return 0, DONE_EARLIER
     if stop and os.path.exists(stop):   # the study was told to stop (pool.py, _forward_stops)
         with open(stop) as fh:
             return 128 + int(fh.read().strip() or signal.SIGTERM), "not started: the study stopped"

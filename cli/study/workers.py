@@ -20,7 +20,7 @@ from .pruning import tighten
 from .specs import TPE_DRAW
 from .results import trial_result
 from .storage import load_or_create, open_storage
-from .trials import STOPPED, TRIALS, execute
+from .trials import DONE_EARLIER, STOPPED, TRIALS, execute
 
 POLL_SECONDS = 0.5
 ENDED_BY_ITSELF = ("finished", "failed", "pruned")   # run.h5 statuses of a trial that ended
@@ -100,8 +100,11 @@ def _run(root, study, search, trial, heartbeat, stop, reports):
         queue.give_back(study, trial)
     else:
         result = trial_result(folder)
-        crashed = code == 2 or result["status"] not in ENDED_BY_ITSELF
-        queue.finish(study, trial, result, prune, crashed)
+        if message == DONE_EARLIER and queue.ended_before(study, trial, prune):
+            queue.drop(study, trial)   # recorded already
+        else:
+            crashed = code == 2 or result["status"] not in ENDED_BY_ITSELF
+            queue.finish(study, trial, result, prune, crashed)
         if prune and result["reached"]:
             tighten(search.bound, result["steps_to_target"])
     with contextlib.suppress(Exception):   # the session that started us is gone
