@@ -155,10 +155,12 @@ def test_two_workers_on_one_storage_give_the_table_of_one(unpruned, tmp_path, st
     assert not (out / storage.DB_FILE).exists()   # the study went to --storage
 
 
-# a few hundred steps per trial: long enough to be killed in the middle
+# a few hundred steps per trial: long enough to be killed in the middle. A heartbeat of 3 s
+# (stale after 12 s): short enough to keep the test quick, long enough that a live worker on a
+# loaded 2-core machine is not taken for dead (which would train its trial twice)
 LONG = ["--hidden", "32", "--budget-epochs", "6", "--evals-per-epoch", "1", "--optimizers",
         "sgd", "--batch-sizes", "32", "--target-accuracy", "0.999", "--grid", "sgd.lr=0.02,0.05",
-        "--train-option", "checkpoint_every=10", "--heartbeat", "1"]
+        "--train-option", "checkpoint_every=10", "--heartbeat", "3"]
 
 
 def kill_a_training_worker(out, timeout=120):
