@@ -25,7 +25,7 @@ import numpy as np
 
 from . import search
 from .common import UserError
-from .study.results import edge_values
+from .study.results import edge_values, is_off
 from .study.trials import TRIAL_DEFAULTS
 from .training.config import APPLIES
 
@@ -182,7 +182,7 @@ def _settings(f, g, optimizers, sizes):
     that batch size (read from the study's trial table, cli/study/results.py edge_values: the
     optimum may lie beyond the grid); an optional hyperparameter's OFF (kl_clip 0) reads
     "off"."""
-    trials = f["trials"] if "trials" in f else None
+    tried = _tried(f["trials"]) if "trials" in f else lambda *key: []
     out = []
     for i, (optimizer, size) in enumerate(zip(optimizers, sizes)):
         parts = []
@@ -190,22 +190,26 @@ def _settings(f, g, optimizers, sizes):
             value = float(g[name][i]) if name in g else math.nan
             if not math.isfinite(value):
                 continue
-            off = name in search.EXTRA_AXES[optimizer] and value == 0
-            tried = _tried(trials, optimizer, size, name)
-            edge = any(math.isclose(value, v) for v in edge_values(optimizer, name, tried))
-            parts.append(f"{name}={'off' if off else f'{value:.3g}'}{' (edge)' if edge else ''}")
+            edges = edge_values(optimizer, name, tried(optimizer, size, name))
+            edge = any(math.isclose(value, v) for v in edges)
+            text = "off" if is_off(optimizer, name, value) else f"{value:.3g}"
+            parts.append(f"{name}={text}{' (edge)' if edge else ''}")
         out.append(" ".join(parts))
     return out
 
 
-def _tried(trials, optimizer, size, name):
-    """The values of `name` the trial table holds for `optimizer` at batch size `size`."""
-    if trials is None or name not in trials:
-        return []
-    mine = (np.array([_text(o) for o in trials["optimizer"][()]]) == optimizer) & \
-        (trials["batch_size"][()] == size)
-    values = trials[name][()][mine]
-    return sorted(set(values[np.isfinite(values)].tolist()))
+def _tried(trials):
+    """tried(optimizer, size, name): the values of `name` the trial table `trials` holds for
+    `optimizer` at batch size `size` (the table's optimizer and batch-size columns read once)."""
+    optimizers = np.array([_text(o) for o in trials["optimizer"][()]])
+    sizes = trials["batch_size"][()]
+
+    def tried(optimizer, size, name):
+        if name not in trials:
+            return []
+        values = trials[name][()][(optimizers == optimizer) & (sizes == size)]
+        return sorted(set(values[np.isfinite(values)].tolist()))
+    return tried
 
 
 def _spreads(g, n):

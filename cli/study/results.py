@@ -19,8 +19,8 @@ import textwrap
 import numpy as np
 
 from .. import runlog, search
-from ..training.hyperparameters import OFF, OPTIONS, declaration
 from ..search import HYPERPARAMETERS
+from ..training.hyperparameters import OFF, OPTIONS, declaration
 from .trials import LOG_FILE
 
 
@@ -197,9 +197,13 @@ def edge_values(optimizer, name, values):
     is an edge. A one-value axis has none."""
     if len(values) < 2:
         return ()
-    optional = declaration(optimizer, name).optional if name in OPTIONS[optimizer] else False
-    finite = [v for v in values if not (optional and v == OFF)]
+    finite = [v for v in values if not is_off(optimizer, name, v)]
     return (min(finite),) if len(finite) < len(values) else (min(values), max(values))
+
+
+def is_off(optimizer, name, value):
+    """Whether `value` is an optional hyperparameter's OFF (K-FAC's kl_clip 0: no clip)."""
+    return name in OPTIONS[optimizer] and declaration(optimizer, name).optional and value == OFF
 
 
 def grid_edges(options, specs, best, base):
