@@ -9,8 +9,13 @@ robustness measure of Ma et al. (AAAI 2020) is the fraction of the grid that rea
 
     robustness(optimizer, B) = #{grid points reaching the target within the budget} / #grid
 
-Trials run to the end of the budget (no stop at the target), so the final accuracy is comparable
-across the grid; they are different trials from a scaling study's (which stop at the target).
+Trials run to the end of the budget by default, so the final accuracy is comparable across the
+grid; they are different trials from a scaling study's (which stop at the target). With
+`--stop-at-target` a trial stops at the evaluation where it reaches the target, as in `scaling`:
+the fraction reached and the steps-to-target maps are the same as without it (a trial's
+evaluations up to the target do not depend on whether it goes on), the accuracy map then holds
+the accuracy where each trial stopped, and a grid most of whose points reach the target early
+costs a fraction of the full budget.
 
 Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study/),
 sensitivity.h5, sensitivity.png (steps-to-target maps) and sensitivity-accuracy.png (final
@@ -142,6 +147,10 @@ def plot(all_maps, grids, sizes, key, path, title, log, fmt, cmap):
 @study.study_options(click.option("--batch-sizes", callback=study.int_list,
                                   default="64,256,1024", show_default=True,
                                   help="Comma-separated batch sizes."))
+@click.option("--stop-at-target", is_flag=True,
+              help="Stop each trial where it reaches the target: the same fractions and steps "
+                   "maps for less compute; the accuracy map then shows the accuracy where a "
+                   "trial stopped.")
 @one_line_errors
 def sensitivity(**options):
     """Every point of each optimizer's hyperparameter grid at each batch size: heat maps of
@@ -166,7 +175,7 @@ def sensitivity(**options):
             if name in search.EXTRA_AXES[opt] and len(values) > 1:
                 raise click.UsageError(f"--grid {opt}.{name}: sensitivity maps {' x '.join(search.AXES[opt])}; "
                                        f"give {name} one value, not {len(values)}")
-    root, specs, n, base = prepare(options, sizes, False, "sensitivity", grids)
+    root, specs, n, base = prepare(options, sizes, options["stop_at_target"], "sensitivity", grids)
     specs, trials = study.run_trials(root, specs, options, "sensitivity")
     settings, results = study.aggregate(specs, trials)
     axes = {opt: search.grid(opt, overrides, grids) for opt in options["optimizers"]}
@@ -195,8 +204,10 @@ def sensitivity(**options):
     what = f"{options['dataset']} {options['model']}"
     plot(all_maps, axes, sizes, "steps_to_target", os.path.join(root, "sensitivity.png"),
          f"{what}: steps to {target_text(options)} (grey: not reached)", True, ".0f", "viridis_r")
+    ended = ("where the trial stopped (at the target or after "
+             if options["stop_at_target"] else "after ")
     plot(all_maps, axes, sizes, "final_test_accuracy",
          os.path.join(root, "sensitivity-accuracy.png"),
-         f"{what}: final test accuracy after {study.per_batch_text(options, 'budget_epochs')} "
-         "epochs (grey: diverged)",
+         f"{what}: test accuracy {ended}{study.per_batch_text(options, 'budget_epochs')} "
+         f"epochs{')' if options['stop_at_target'] else ''} (grey: diverged)",
          False, ".2f", "viridis")

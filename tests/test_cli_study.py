@@ -309,6 +309,38 @@ def test_sensitivity_maps_every_grid_point(tmp_path):
     assert "robustness" in result.output
 
 
+def test_sensitivity_stopped_at_the_target_gives_the_same_fractions_and_steps(tmp_path):
+    args = (*TINY, "--optimizers", "sgd", "--batch-sizes", "256,512", "--target-accuracy", "0.6",
+            "--grid", "sgd.lr=0.02,0.4", "--grid", "sgd.momentum=0,0.9")
+    ok(invoke(sensitivity, *args, "--out", tmp_path / "full"))
+    ok(invoke(sensitivity, *args, "--stop-at-target", "--out", tmp_path / "stopped"))
+    runs = {}
+    for name in ("full", "stopped"):
+        trials = trial_results(tmp_path / name)
+        with h5py.File(tmp_path / name / "sensitivity.h5") as f:
+            folders = [os.path.basename(x.decode() if isinstance(x, bytes) else x)
+                       for x in f["trials/folder"][()]]
+            maps = {k: v[()] for k, v in f["maps/sgd"].items()}
+        runs[name] = maps, {i: read_run(trials[folders[maps["trial"][i]]]["folder"])
+                            for i in np.ndindex(maps["reached"].shape)}
+    (full, full_runs), (stop, stop_runs) = runs["full"], runs["stopped"]
+    assert 0 < full["reached"].sum() < full["reached"].size   # both kinds of grid point
+    for key in ("reached", "fraction_reached", "steps_to_target"):
+        np.testing.assert_array_equal(stop[key], full[key])
+    early = 0
+    for i, run in stop_runs.items():
+        assert json.loads(run["attrs"]["config"])["stop_at_target"]
+        last = run["evals"]["step"][-1]
+        if full["reached"][i]:   # it stopped at the evaluation that reached the target
+            assert last == full["steps_to_target"][i] <= full_runs[i]["evals"]["step"][-1]
+            early += last < full_runs[i]["evals"]["step"][-1]
+            assert stop["final_test_accuracy"][i] >= 0.6
+        else:                    # it used the whole budget, as without the flag
+            assert last == full_runs[i]["evals"]["step"][-1]
+            assert stop["final_test_accuracy"][i] == full["final_test_accuracy"][i]
+    assert early > 0   # the flag saved steps
+
+
 def test_sensitivity_refuses_random_search(tmp_path):
     result = invoke(sensitivity, "--target-accuracy", "0.5", "--search", "random",
                     "--out", tmp_path / "x")
