@@ -88,7 +88,7 @@ step 5 && minigrad scaling --dataset fashion-mnist --model lenet --batch-sizes "
     --eval-every 128=50,256=25,512=20,1024=10,2048=8,4096=5,8192=4 \
     --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs" \
     --grid sgd.lr=0.0015625,0.003125,0.00625,0.0125,0.025,0.05,0.1,0.2 \
-    --grid kfac.lr=0.0125,0.05,0.2 --grid kfac.damping=0.01,0.1,1 --grid kfac.kl_clip=0,0.001 \
+    --grid kfac.lr=0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.01,0.1,1 --grid kfac.kl_clip=0,0.001 \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 \
     --optimizers sgd,kfac,trcg,strcg --out "$out/lenet"
 # 6. the MLP to a training-loss target: optimization speed apart from generalization
