@@ -40,7 +40,11 @@ def study_status(study_dir, url):
                         "if its workers use another database)")
     import optuna
 
-    opened = storage.open_storage(storage.storage_url(study_dir, url), 30)
+    full_url = storage.storage_url(study_dir, url)
+    if _has_tables(full_url) is False:   # say so, and leave the database as it is
+        raise UserError(f"no study in --storage {storage.safe_url(full_url)}: it has no Optuna "
+                        "tables (is it the URL the study's workers were given?)")
+    opened = storage.open_storage(full_url, 30, create=False)
     prefix = os.path.basename(os.path.abspath(study_dir)) + "/"
     names = sorted(s.study_name for s in storage.retry(
         lambda: optuna.get_all_study_summaries(opened, include_best_trial=False))
@@ -51,6 +55,25 @@ def study_status(study_dir, url):
     rows = [_row(name[len(prefix):], optuna.load_study(study_name=name, storage=opened))
             for name in names]
     click.echo(table(HEADER, rows))
+
+
+def _has_tables(url):
+    """Whether the database at `url` has Optuna's tables (a study was ever created in it);
+    None where it cannot be asked (a bad URL, a missing driver, no server: open_storage then
+    says which). A SQLite file that does not exist is not created."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and not os.path.isfile(parsed.database or ""):
+            return False
+        engine = sqlalchemy.create_engine(parsed)
+        try:
+            return sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception:   # noqa: BLE001 -- open_storage turns it into the one-line error
+        return None
 
 
 def _row(name, study):

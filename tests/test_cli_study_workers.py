@@ -228,6 +228,18 @@ def test_study_status_errors_are_one_line(tmp_path, args, words):
     assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output
 
 
+def test_study_status_leaves_an_empty_database_empty(study_storage_url, tmp_path):
+    import sqlalchemy
+    result = invoke(study_status, tmp_path, "--storage", study_storage_url)
+    assert result.exit_code == 1 and "no Optuna tables" in result.output
+    assert "Traceback" not in result.output
+    engine = sqlalchemy.create_engine(study_storage_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------------------ TPE
 def test_tpe_draws_the_same_trials_whatever_the_number_of_workers(tmp_path):
     from minigrad.cli.compare import compare

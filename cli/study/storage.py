@@ -52,12 +52,13 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 
-def open_storage(url, heartbeat, checked=False):
+def open_storage(url, heartbeat, checked=False, create=True):
     """An optuna RDBStorage at `url` with a heartbeat every `heartbeat` seconds (a dead trial
     after GRACE_BEATS of them). SQLite gets one writer at a time (BEGIN IMMEDIATE: a trial is
     claimed by one worker only) and waits up to a minute for a lock; a URL that cannot be
     opened is a click.UsageError naming it. `checked`: the session opened it already (its
-    tables exist, their version is right), a worker skips those checks."""
+    tables exist, their version is right), a worker skips those checks. `create` False: a
+    reader, which leaves a database without Optuna's tables as it found it."""
     import optuna
 
     quiet_optuna()
@@ -68,15 +69,15 @@ def open_storage(url, heartbeat, checked=False):
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat),
                 grace_period=int(GRACE_BEATS * heartbeat), skip_compatibility_check=checked,
-                skip_table_creation=checked)
+                skip_table_creation=checked or not create)
             break
         except ImportError as e:
-            raise click.UsageError(f"--storage {_safe(url)}: its database driver is missing "
+            raise click.UsageError(f"--storage {safe_url(url)}: its database driver is missing "
                                    f"({e}); for PostgreSQL: pip install "
                                    "'minigrad-curvature[postgres]'")
         except Exception as e:   # a bad URL, no server, a file not writable; or two sessions
             if attempt == OPEN_ATTEMPTS - 1:   # creating the tables at once: try again
-                raise click.UsageError(f"--storage {_safe(url)}: cannot open it: "
+                raise click.UsageError(f"--storage {safe_url(url)}: cannot open it: "
                                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
             time.sleep(0.2 * (attempt + 1))
     if sqlite:
@@ -101,7 +102,7 @@ def _one_writer(engine):
     engine.dispose()   # connections opened before the listeners are dropped
 
 
-def _safe(url):
+def safe_url(url):
     """The URL without its password."""
     head, at, tail = url.rpartition("@")
     if not at:
