@@ -285,3 +285,22 @@ def test_a_real_file_size_limit_is_one_line_and_no_crash(tmp_path):
         assert read_checkpoint(str(out))[1]["step"] == step
     if (out / RUN_FILE).exists():
         assert read_run(str(out))["attrs"]["status"] == "running"
+
+
+def test_a_failed_write_at_a_failing_run_is_added_to_the_reason_in_one_line(tmp_path,
+                                                                           monkeypatch):
+    """A run that stops (a non-finite loss) and cannot write its run log says both, in one
+    line: why it stopped, and what could not be written."""
+    out = tmp_path / "run"
+    fail_at(monkeypatch, "write", only=RUN_FILE)
+    result = invoke("train", "--hidden", 8, "--steps", 12, "--eval-every", 4, "--lr", 1e12,
+                    "--out", out)
+    monkeypatch.undo()
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    assert errors[0].startswith("Error: training stopped at step 3 (no checkpoint was written): "
+                                "step 3: non-finite loss"), errors
+    assert errors[0].endswith(f"; and cannot write {out / RUN_FILE}: No space left on device; "
+                              "no checkpoint was written"), errors
+    assert temp_files(out) == []

@@ -117,29 +117,31 @@ def _train(trainer):
                       f"(--prune-file); checkpoint written  [{out}]")
         return None
     except StopRequested as stop:   # agreed by all ranks
-        trainer.safe_snapshot("interrupted")
+        unwritten = trainer.safe_snapshot("interrupted")
         signum = stop.args[0]
+        saved = unwritten or (f"checkpoint written to {os.path.join(out, CHECKPOINT_FILE)}. "
+                              f"Resume with: minigrad train --out {out} --resume")
         parallel.echo(f"\n{signal.Signals(signum).name}: stopped at step {trainer.steps_done}; "
-                      f"checkpoint "
-                      f"written to {os.path.join(out, CHECKPOINT_FILE)}. Resume with: "
-                      f"minigrad train --out {out} --resume", err=True)
+                      f"{saved}", err=True)
         parallel.exit_together(128 + signum)
     except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): mid-step
-        trainer.safe_snapshot("interrupted", checkpoint=False)
+        unwritten = trainer.safe_snapshot("interrupted", checkpoint=False)
         kept = (f"the checkpoint of step {trainer.last_checkpoint} is kept; resume with: "
                 f"minigrad train --out {out} --resume" if trainer.last_checkpoint is not None
                 else "no checkpoint was written")
-        click.echo(f"\ninterrupted during step {trainer.steps_done + 1}; {kept}", err=True)
+        click.echo(f"\ninterrupted during step {trainer.steps_done + 1}; {kept}"
+                   + (f"; and {unwritten}" if unwritten else ""), err=True)
         sys.exit(EXIT_INTERRUPTED)
     except FloatingPointError as e:
         if trainer.comm.world_size > 1 and not getattr(e, "agreed", False):
             raise   # this rank's own failure: abort the job (parallel.abort_on_error)
-        trainer.safe_snapshot("failed", checkpoint=False)
+        unwritten = trainer.safe_snapshot("failed", checkpoint=False)
         kept = (f"the checkpoint of step {trainer.last_checkpoint} is kept"
                 if trainer.last_checkpoint is not None else "no checkpoint was written")
         # Diverged comes after its step, any other failure during the next one
         at = trainer.steps_done if isinstance(e, Diverged) else trainer.steps_done + 1
-        parallel.fail(f"training stopped at step {at} ({kept}): {e}", together=True)
+        parallel.fail(f"training stopped at step {at} ({kept}): {e}"
+                      + (f"; and {unwritten}" if unwritten else ""), together=True)
     finally:
         if isinstance(trainer.optimizer, KFAC):
             trainer.optimizer.close()

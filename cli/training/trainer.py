@@ -138,12 +138,14 @@ class Trainer:
                          prune_bound=self.pruned_bound)
 
     def safe_snapshot(self, status, checkpoint=True):
-        """snapshot() where the run is ending for another reason: a failed write is added to
-        the message instead of hiding the reason."""
+        """snapshot() where the run is ending for another reason: None if it was written, else
+        the write error's message, for the caller to add to its one line about that reason (a
+        failed write must not hide why the run ended, nor the reason the failed write)."""
         try:
             self.snapshot(status, checkpoint)
         except WriteError as e:
-            click.echo(f"Error: {e}", err=True)
+            return str(e)
+        return None
 
     def targets_reached(self):
         return targets_met(self.config, self.target_step, self.loss_step)
