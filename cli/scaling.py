@@ -35,7 +35,8 @@ scaling.h5::
 --confirm-seeds K: the search runs with one seed (--seed); then each batch size's best setting
 is trained again with seeds --seed+1, ..., --seed+K-1 and the curve's point becomes that
 setting's K-seed mean, reached if every seed reached the target, with steps_min/steps_max the
-spread. The choice of the setting stays the search's (choosing again on the means would favour
+spread. A batch size whose best setting did not reach the target is not retrained (it cannot
+count as reached; its point is the search's trial). The choice of the setting stays the search's (choosing again on the means would favour
 whichever setting was lucky on more seeds); the extra trials are in trials/ with their seed.
 """
 import math
@@ -62,11 +63,13 @@ def best_per_batch(specs, results, optimizer, sizes):
 
 def confirm_specs(specs, curves, seeds):
     """The trials that train each curve point's setting (the search's best at that batch size)
-    again with the next seeds - 1 seeds (--confirm-seeds)."""
+    again with the next seeds - 1 seeds (--confirm-seeds). A point whose best trial did not
+    reach the target gets none: it counts as reached only if every seed reaches the target, so
+    its outcome is known, and its seeds would each run the whole budget."""
     extra = []
     for c in curves.values():
-        for trial in c["trial"]:
-            if trial >= 0:
+        for trial, reached in zip(c["trial"], c["reached"]):
+            if trial >= 0 and reached:
                 extra += [dict(specs[trial], seed=specs[trial]["seed"] + k) for k in range(1, seeds)]
     return extra
 
@@ -182,7 +185,8 @@ def plot(curves, path, title):
 @click.option("--confirm-seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="After the search, train each batch size's best setting again with seeds "
                    "--seed+1, ..., --seed+K-1; the curve shows its K-seed mean and spread (the "
-                   "choice stays the search's).")
+                   "choice stays the search's). Settings that did not reach the target are not "
+                   "retrained.")
 @one_line_errors
 def scaling(**options):
     """Steps to a target vs batch size for each optimizer, each tuned per batch size.

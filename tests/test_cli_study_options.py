@@ -195,3 +195,19 @@ def test_confirm_seeds_retrain_the_chosen_setting_and_report_its_seed_mean(tmp_p
             assert (g["steps_min"][k], g["steps_max"][k]) == (min(three), max(three))
         # the other setting is not retrained
         assert sorted(seeds.tolist()).count(0) == 4 and len(seeds) == 4 + 2 * 2
+
+
+def test_confirm_seeds_skip_a_batch_size_whose_best_setting_missed_the_target(tmp_path):
+    """Where no setting reaches the target the point is not reached whatever the other seeds
+    do: no trial with another seed is run for it, and its point is the search's own trial."""
+    out = tmp_path / "s"
+    ok(invoke(scaling, "--optimizers", "sgd", "--batch-sizes", "256,1024", "--hidden", "16",
+              "--target-accuracy", "0.8", "--grid", "sgd.lr=0.05,0.2", "--budget-epochs",
+              "256=6,1024=1", "--eval-every", "1", "--confirm-seeds", "3", "--out", out))
+    with h5py.File(out / "scaling.h5") as f:
+        g = f["best/sgd"]
+        assert g["reached"][()].tolist() == [True, False]
+        seeds, sizes = f["trials/seed"][()], f["trials/batch_size"][()]
+        assert sorted(seeds[sizes == 256].tolist()) == [0, 0, 1, 2]
+        assert seeds[sizes == 1024].tolist() == [0, 0]
+        assert seeds[g["trial"][1]] == 0 and sizes[g["trial"][1]] == 1024
