@@ -5,7 +5,7 @@
 #
 #   bash docs/results/fashion-mnist/run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP] [LAST_STEP]
 #
-# FIRST_STEP and LAST_STEP (default 1 and 7) run only the steps between them. A trial's folder
+# FIRST_STEP and LAST_STEP (default 1 and 8) run only the steps between them. A trial's folder
 # name hashes its options (with the optimizer's defaults of the code that runs it), so a study
 # continued with the same code reuses every finished trial; scaling studies stop a trial early
 # once it can no longer beat the best finished one (exact: no reported figure changes).
@@ -29,12 +29,13 @@
 #   K-FAC    the true Fisher (labels sampled from the model, Martens & Grosse; minigrad's
 #            default), factors every step, eigenbases every 20 steps; step 2 adds the empirical
 #            Fisher (the true labels' gradients) and step 3 the form of a common PyTorch
-#            implementation (factors from the identity, damping on the eigenvalues)
+#            implementation (factors from the identity, damping on the eigenvalues); step 8
+#            changes the update periods
 set -euo pipefail
 out=${1:?usage: run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP] [LAST_STEP]}
 jobs=${2:-2}
 first=${3:-1}
-last=${4:-7}
+last=${4:-8}
 step() { [ "$1" -ge "$first" ] && [ "$1" -le "$last" ]; }   # whether step $1 runs
 
 SIZES=128,256,512,1024,2048,4096,8192,16384
@@ -101,4 +102,14 @@ step 7 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,
     --batch-sizes 256,2048,16384 --budget-epochs 256=15,2048=40,16384=114 \
     --eval-every 256=8,2048=2,16384=1 --target-accuracy 0.85 --stop-at-target --lr-scaling sqrt \
     --base-batch-size 128 --jobs "$jobs" --optimizers sgd,kfac,trcg,strcg --out "$out/mlp-sensitivity"
+# 8. K-FAC's update periods at a small, a medium and a large batch size, each with step 1's
+#    grid: eigenbases every step instead of every 20, and the sparse schedule common in
+#    practice (factors every 10 steps, eigenbases every 100)
+K_SIZES=(--batch-sizes 512,4096,16384 --budget-epochs 512=20,4096=57,16384=114
+         --eval-every 512=5,4096=1,16384=1)
+step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
+    --optimizers kfac --train-option kfac.inv_update_every=1 --out "$out/mlp-kfac-eigen-every-step"
+step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
+    --optimizers kfac --train-option kfac.cov_update_every=10 \
+    --train-option kfac.inv_update_every=100 --out "$out/mlp-kfac-sparse-updates"
 true   # the status of the script is that of its steps, not of the last step test
