@@ -7,6 +7,7 @@ conftest.py: SQLite in a temporary folder); a fixture of that name returning ano
 them against that database."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,31 @@ def test_a_pruned_trial_runs_to_its_end_in_a_study_that_does_not_prune(tmp_path,
     result = ok(invoke(scaling, *PRUNABLE, "--no-prune", "--out", out))
     assert result.output.count("done earlier") == 6   # the 2 pruned ones were continued
     np.testing.assert_array_equal(trial_table(out)["steps"], trial_table(unpruned)["steps"])
+    assert_same_best(out, unpruned)
+
+
+def test_a_session_starts_from_the_storages_bound_not_a_stale_file(tmp_path, unpruned):
+    """A bound file left smaller than any finished trial's steps (as one whose trial folder
+    was removed since can be) is rewritten from the storage when a session starts: the removed
+    trial reruns to its old outcome, and no figure changes."""
+    out = tmp_path / "s"
+    ok(invoke(scaling, *PRUNABLE, "--out", out))
+    table = trial_table(out)
+    reached = np.flatnonzero(table["reached"])
+    best = reached[np.argmin(table["steps_to_target"][reached])]
+    folder = table["folder"][best].decode()
+    bounds = os.path.join(out, ".bounds")
+    stale = [os.path.join(bounds, n) for n in os.listdir(bounds)
+             if open(os.path.join(bounds, n)).read().strip() == str(table["steps_to_target"][best])]
+    assert stale
+    shutil.rmtree(os.path.join(out, folder))
+    for path in stale:   # smaller than every trial's steps to target
+        with open(path, "w") as fh:
+            fh.write("1\n")
+    ok(invoke(scaling, *PRUNABLE, "--out", out))
+    again = trial_table(out)
+    assert again["status"][best] == table["status"][best]
+    assert again["steps_to_target"][best] == table["steps_to_target"][best]
     assert_same_best(out, unpruned)
 
 

@@ -28,7 +28,7 @@ from .. import parallel
 from ..common import UserError
 from ..training.signals import EXIT_INTERRUPTED
 from . import queue, storage
-from .pruning import bound_file, tighten
+from .pruning import bound_file, reset
 from .results import crashed_result, describe, outcome, trial_result
 from .specs import TPE_DRAW
 from .trials import (DONE_EARLIER, STOP_FILE, STOPPED, TRIALS, execute, trial_mode,
@@ -77,7 +77,7 @@ def run_trials(root, specs, options, command, phase="search", prune=False):
 
 def _sync(url, heartbeat, searches, done, prune):
     """Open the storage and every search's Optuna study, and queue what is left to do
-    (queue.sync); the bound files start from what the storage knows."""
+    (queue.sync); the bound files start from what the storage knows (pruning.reset)."""
     opened = storage.open_storage(url, heartbeat)
     studies = []
     for s in searches:
@@ -86,7 +86,7 @@ def _sync(url, heartbeat, searches, done, prune):
         if s.tpe:
             queue.draw(study, s.tpe)   # the first point, if not drawn yet
         if s.bound is not None:
-            tighten(s.bound, queue.best_steps(study, set(s.names)))
+            reset(s.bound, queue.best_steps(study, set(s.names)))
         studies.append(study)
     return studies
 

@@ -18,7 +18,9 @@ trials known to the worker that wrote it, replaced atomically. A worker writes i
 starts a trial (from the storage) and after a trial of the search reaches the target; the
 trial (`minigrad train --prune-file FILE`) reads it at every evaluation (cli/training/
 trainer.py). Any value written is some finished trial's steps to target, so a worker writing
-an older, larger value only prunes later, never wrongly.
+an older, larger value only prunes later, never wrongly. A session starts by writing the
+storage's own value (reset): a bound left by a trial whose folder was removed since (it is
+queued again, and the storage no longer counts it) must not prune its rerun or the others.
 
 Pruning is off for sensitivity (it needs every trial's whole budget), for --confirm-seeds'
 trials, with --seeds K > 1 (a setting's figure is a mean over seeds, which a bound on one seed
@@ -26,6 +28,7 @@ says nothing about), with --search tpe (its draws depend on every trial's whole 
 mpiexec (trials run one after the other there, without the storage) and with --no-prune; a pruned trial is continued from its checkpoint to its
 end by a later session that does not prune.
 """
+import contextlib
 import hashlib
 import os
 
@@ -41,6 +44,22 @@ def bound_file(root, study_name, names):
     return os.path.join(root, BOUNDS, f"{study_name.replace('/', '-')}-{digest}")
 
 
+def reset(path, steps):
+    """Make the bound file `path` hold `steps` (no file where it is None): what the storage
+    knows now, whatever an earlier session left there."""
+    if steps is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda tmp: _write(tmp, steps))
+
+
+def _write(tmp, steps):
+    with open(tmp, "w") as fh:
+        fh.write(f"{int(steps)}\n")
+
+
 def tighten(path, steps):
     """Write `steps` to the bound file `path` unless it holds a smaller bound already."""
     if steps is None:
@@ -49,8 +68,4 @@ def tighten(path, steps):
     if now is not None and now <= steps:
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(f"{int(steps)}\n")
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: _write(tmp, steps))
