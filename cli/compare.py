@@ -125,7 +125,8 @@ def compare(**options):
                "epochs; each "
                "optimizer's best trial:")
     print_table(best, settings, results)
-    note = grid_edges(options, settings, [(opt, size, i) for opt, i in best.items()], base)
+    note = grid_edges(options, settings, [(opt, size, i) for opt, i in best.items()], base,
+                      results)
     if note:
         click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'compare.h5')}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import search
 from .common import UserError
-from .study.results import edge_values, is_off
+from .study.results import edge_values, is_off, on_edge
 from .study.trials import TRIAL_DEFAULTS
 from .training.config import APPLIES
 
@@ -178,11 +178,15 @@ def _seeds(options):
 def _settings(f, g, optimizers, sizes):
     """The best settings of a best/ group's rows (optimizer, batch size) in words: the
     hyperparameters the optimizer's search varies (search.AXES and EXTRA_AXES) that the group
-    records, each marked "(edge)" where it is the smallest or largest value its search tried at
-    that batch size (read from the study's trial table, cli/study/results.py edge_values: the
-    optimum may lie beyond the grid); an optional hyperparameter's OFF (kl_clip 0) reads
-    "off"."""
-    tried = _tried(f["trials"]) if "trials" in f else lambda *key: []
+    records, each marked "(edge)" where it sits on an edge of the values its search tried at
+    that batch size that a wider grid could improve on (read from the study's trial table,
+    cli/study/results.py on_edge: the smallest or largest value, not tied by the trial next to
+    it inside the grid); an optional hyperparameter's OFF (kl_clip 0) reads "off"."""
+    trials = f["trials"] if "trials" in f else None
+    tried = _tried(trials) if trials is not None else lambda *key: []
+    known = trials is not None and "reached" in trials and "steps_to_target" in trials
+    rows = _trial_rows(trials) if known else []
+    index = _best_rows(g, trials if known else None, len(optimizers))
     out = []
     for i, (optimizer, size) in enumerate(zip(optimizers, sizes)):
         parts = []
@@ -190,8 +194,11 @@ def _settings(f, g, optimizers, sizes):
             value = float(g[name][i]) if name in g else math.nan
             if not math.isfinite(value):
                 continue
-            edges = edge_values(optimizer, name, tried(optimizer, size, name))
-            edge = any(math.isclose(value, v) for v in edges)
+            values = tried(optimizer, size, name)
+            if index[i] is None:
+                edge = any(math.isclose(value, v) for v in edge_values(optimizer, name, values))
+            else:
+                edge = on_edge(optimizer, name, values, rows[index[i]], rows)
             text = "off" if is_off(optimizer, name, value) else f"{value:.3g}"
             parts.append(f"{name}={text}{' (edge)' if edge else ''}")
         out.append(" ".join(parts))
@@ -210,6 +217,37 @@ def _tried(trials):
         values = trials[name][()][(optimizers == optimizer) & (sizes == size)]
         return sorted(set(values[np.isfinite(values)].tolist()))
     return tried
+
+
+def _trial_rows(trials):
+    """The trial table as results.on_edge reads it: one dict per trial with its optimizer,
+    batch_size, seed, hyperparameter columns (None where nan) and steps (to the target, None
+    where not reached)."""
+    columns = [k for k in search.HYPERPARAMETERS if k in trials]
+    data = {k: trials[k][()] for k in columns + ["batch_size", "seed", "reached",
+                                                  "steps_to_target"] if k in trials}
+    optimizers = [_text(o) for o in trials["optimizer"][()]]
+    rows = []
+    for i, optimizer in enumerate(optimizers):
+        row = {k: (None if not np.isfinite(data[k][i]) else float(data[k][i])) for k in columns}
+        row.update(optimizer=optimizer, batch_size=int(data["batch_size"][i]),
+                   seed=int(data["seed"][i]) if "seed" in data else None,
+                   steps=float(data["steps_to_target"][i]) if data["reached"][i] else None)
+        rows.append(row)
+    return rows
+
+
+def _best_rows(g, trials, n):
+    """For each of the n rows of a best/ group, its trial's index in the trial table (scaling's
+    and seeded compare's "trial" column, else the same folder), None where unknown."""
+    if trials is None:
+        return [None] * n
+    if "trial" in g:
+        return [int(t) if t >= 0 else None for t in g["trial"][()]]
+    if "folder" in g and "folder" in trials:
+        where = {_text(name): i for i, name in enumerate(trials["folder"][()])}
+        return [where.get(_text(name)) for name in g["folder"][()]]
+    return [None] * n
 
 
 def _spreads(g, n):

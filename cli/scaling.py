@@ -231,7 +231,8 @@ def scaling(**options):
     print_table(curves)
     note = study.grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
                                              for opt, c in curves.items()
-                                             for b, i in zip(c["batch_size"], c["trial"])], base)
+                                             for b, i in zip(c["batch_size"], c["trial"])], base,
+                             trials)
     if note:
         click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'scaling.h5')}")

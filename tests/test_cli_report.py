@@ -761,3 +761,27 @@ def test_best_settings_are_marked_where_they_sit_on_an_edge_of_what_was_tried(tm
         assert _settings(f, g, ["kfac", "kfac"], [64, 128]) == [
             "lr=0.2 damping=0.1 (edge) kl_clip=0.01",
             "lr=0.2 (edge) damping=0.1 (edge) kl_clip=off"]
+
+
+def test_an_edge_tied_by_the_trial_next_to_it_inside_the_grid_is_not_marked(tmp_path):
+    # K-FAC at B = 64 over lr {0.1, 0.2, 0.4} x kl_clip {0.001, 0.01}, damping 0.1. With the
+    # clip 0.001 every lr reaches the target at step 30 (the clip sets the step length): the
+    # best, lr 0.1, ties its neighbour lr 0.2, so lr is flat there, not on an edge; kl_clip
+    # 0.001 beats 0.01 (40 steps): an edge a smaller clip could improve on
+    from minigrad.cli.report_data import _settings
+    rows = [(lr, c, 30 if c == 0.001 else 40) for lr in (0.1, 0.2, 0.4) for c in (0.001, 0.01)]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        t = f.create_group("trials")
+        t["optimizer"] = np.array(["kfac"] * len(rows), dtype=object).astype("S")
+        t["batch_size"] = np.full(len(rows), 64)
+        t["seed"] = np.zeros(len(rows), np.int64)
+        t["damping"] = np.full(len(rows), 0.1)
+        t["lr"], t["kl_clip"], t["steps_to_target"] = (np.array(c) for c in zip(*rows))
+        t["reached"] = np.ones(len(rows), bool)
+        g = f.create_group("best/kfac")
+        g["trial"], g["lr"], g["damping"], g["kl_clip"] = [0], [0.1], [0.1], [0.001]
+        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 damping=0.1 kl_clip=0.001 (edge)"]
+        t["steps_to_target"][2] = 35   # lr 0.2 with the clip 0.001 now slower: lr 0.1 an edge
+        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 (edge) damping=0.1 kl_clip=0.001 (edge)"]
+        t["reached"][2] = False        # or not reaching the target at all
+        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 (edge) damping=0.1 kl_clip=0.001 (edge)"]

@@ -419,6 +419,20 @@ def test_grid_edges_take_kl_clip_off_as_the_far_end_of_its_axis():
     assert "kfac kl_clip=0.01 at B=64" in grid_edges(options, specs, [("kfac", 64, 2)], base=64)
 
 
+def test_grid_edges_leave_out_an_edge_tied_by_the_trial_next_to_it():
+    # the best (lr 0.1, the smallest) reaches the target at step 20, as lr 0.2 does: steps are
+    # flat across the edge, so no note; once lr 0.2 needs 24 steps, lr 0.1 is an edge again
+    from minigrad.cli.study import grid_edges
+    options = {"search_kind": "grid", "grid_entries": ["sgd.lr=0.1,0.2,0.4"], "lr_scaling": "none"}
+    specs = [{"optimizer": "sgd", "batch_size": 64, "seed": 0, "lr": lr, "momentum": 0.9}
+             for lr in (0.1, 0.2, 0.4)]
+    results = [{"reached": True, "steps_to_target": s} for s in (20, 20, 30)]
+    assert grid_edges(options, specs, [("sgd", 64, 0)], 64, results) == ""
+    results[1]["steps_to_target"] = 24
+    assert "sgd lr=0.1 (at B0) at B=64" in grid_edges(options, specs, [("sgd", 64, 0)], 64, results)
+    assert "sgd lr=0.1" in grid_edges(options, specs, [("sgd", 64, 0)], 64)   # no results: as before
+
+
 def test_a_trial_without_a_run_log_counts_as_crashed(tmp_path):
     folder = tmp_path / "t"
     folder.mkdir()

@@ -201,18 +201,49 @@ def edge_values(optimizer, name, values):
     return (min(finite),) if len(finite) < len(values) else (min(values), max(values))
 
 
+def on_edge(optimizer, name, values, best, rows):
+    """Whether the best trial `best` sits on an edge of the axis `name` (tried `values`) that a
+    wider grid could improve on: its value is an edge (edge_values), and the trial one value
+    inside the axis with the best's other hyperparameters, batch size and seed (found in `rows`)
+    did not tie it by reaching the target at the same step. Where that trial ties, the steps are
+    flat across the edge and only the search's order picked the edge value (K-FAC under an
+    active KL clip, whose step length does not depend on lr, ties along the whole lr axis).
+    `best` and `rows` are dicts with the axes' values, "optimizer", "batch_size", "seed" and
+    "steps" (steps to target, None where not reached); a best that did not reach the target
+    keeps every edge."""
+    value = best[name]
+    if not any(math.isclose(value, v) for v in edge_values(optimizer, name, values)):
+        return False
+    ordered = sorted(v for v in values if not is_off(optimizer, name, v)) + \
+        [v for v in values if is_off(optimizer, name, v)]   # OFF after every finite value
+    inside = ordered[1] if math.isclose(value, ordered[0]) else ordered[-2]
+    if best["steps"] is None:
+        return True
+    others = [n for n in search.AXES[optimizer] + search.EXTRA_AXES[optimizer]
+              if n != name and best.get(n) is not None]
+    for row in rows:
+        if (row["optimizer"] == optimizer and row["batch_size"] == best["batch_size"]
+                and row.get("seed") == best.get("seed") and row.get(name) is not None
+                and math.isclose(row[name], inside)
+                and all(row.get(n) is not None and math.isclose(row[n], best[n]) for n in others)):
+            return row["steps"] != best["steps"]
+    return True
+
+
 def is_off(optimizer, name, value):
     """Whether `value` is an optional hyperparameter's OFF (K-FAC's kl_clip 0: no clip)."""
     return name in OPTIONS[optimizer] and declaration(optimizer, name).optional and value == OFF
 
 
-def grid_edges(options, specs, best, base):
+def grid_edges(options, specs, best, base, results=None):
     """A note naming the best settings that sit on the edge of their grid axis (the optimum may
     lie outside the grid), or "" (random search, or nothing on an edge). best: [(optimizer,
-    batch size, trial index or None)]."""
+    batch size, trial index or None)]. With `results` (one per spec) an edge that the trial
+    next to it inside the grid ties is not named (on_edge)."""
     if options["search_kind"] != "grid":
         return ""
     overrides = search.parse_grid(options["grid_entries"])
+    rows = None if results is None else [_edge_row(s, r) for s, r in zip(specs, results)]
     found = {}
     for optimizer, size, i in best:
         if i is None:
@@ -220,8 +251,15 @@ def grid_edges(options, specs, best, base):
         axes = search.grid(optimizer, overrides)
         factor = search.lr_factor(options["lr_scaling"], size, base)
         for name, values in axes.items():
-            value = specs[i][name] / factor if name == "lr" else specs[i][name]
-            if any(math.isclose(value, v) for v in edge_values(optimizer, name, values)):
+            scale = factor if name == "lr" else 1.0
+            scaled = [v * scale for v in values]
+            if rows is None:
+                edge = any(math.isclose(specs[i][name], v)
+                           for v in edge_values(optimizer, name, scaled))
+            else:
+                edge = on_edge(optimizer, name, scaled, rows[i], rows)
+            if edge:
+                value = specs[i][name] / scale
                 found.setdefault((optimizer, name, min(values, key=lambda v: abs(v - value))),
                                  []).append(size)
     if not found:
@@ -231,3 +269,8 @@ def grid_edges(options, specs, best, base):
     return textwrap.fill("note: best setting on the edge of its grid, the optimum may lie beyond "
                          "it (widen it with --grid): " + "; ".join(parts), width=100,
                          subsequent_indent="  ")
+
+
+def _edge_row(spec, result):
+    """A trial as on_edge reads it: its spec with "steps" (to target, None if not reached)."""
+    return dict(spec, steps=result["steps_to_target"] if result["reached"] else None)
