@@ -3,6 +3,8 @@ against finite differences in float64, the Module machinery (parameters, modules
 Sequential, hooks, state dicts, error messages) and initialization (seeds and the formulas)."""
 import math
 
+import re
+
 import numpy as np
 import pytest
 
@@ -343,6 +345,19 @@ def test_dtype_argument_and_repr():
     assert nn.Linear(2, 3).weight.dtype == mg.get_default_dtype()
     assert nn.BatchNorm2d(2, dtype=F64).running_var.dtype == F64
     assert "Linear(in_features=2, out_features=3, bias=True)" in repr(nn.Sequential(lin))
+    assert repr(nn.Softplus(2.0)) == "Softplus(beta=2.0)"
+    assert repr(nn.LeakyReLU(0.2)) == "LeakyReLU(negative_slope=0.2)"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: nn.Softplus(0.0), "Softplus: beta must be > 0, got beta=0.0"),
+    (lambda: nn.Softplus(float("nan")), "Softplus: beta must be > 0, got beta=nan"),
+    (lambda: nn.LeakyReLU(float("inf")), "LeakyReLU: negative_slope must be finite, got "
+                                         "negative_slope=inf"),
+])
+def test_activation_layers_refuse_bad_parameters_when_built(make, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        make()
 
 
 # ------------------------------------------------------------------------- initialization

@@ -144,21 +144,36 @@ class Sigmoid(_Activation):
 
 
 class Softplus(Module):
+    """log(1 + e^(beta x)) / beta elementwise (F.softplus)."""
+
     def __init__(self, beta=1.0):
         super().__init__()
+        if not beta > 0:   # (also refuses nan) checked here, not at the first forward
+            raise ValueError(f"Softplus: beta must be > 0, got beta={beta}")
         self.beta = beta
 
     def forward(self, x):
         return F.softplus(x, self.beta)
 
+    def extra_repr(self):
+        return f"beta={self.beta}"
+
 
 class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise (F.leaky_relu)."""
+
     def __init__(self, negative_slope=0.01):
         super().__init__()
+        if not math.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be finite, got "
+                             f"negative_slope={negative_slope}")
         self.negative_slope = negative_slope
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
 
 
 class Dropout(Module):
