@@ -2,7 +2,6 @@
 against finite differences in float64, the Module machinery (parameters, modules, modes,
 Sequential, hooks, state dicts, error messages) and initialization (seeds and the formulas)."""
 import math
-
 import re
 
 import numpy as np
