@@ -47,8 +47,8 @@ MLP=(--dataset fashion-mnist --model mlp --hidden 256,256 --batch-sizes "$SIZES"
 SGD=(--grid sgd.lr=0.0125,0.025,0.05,0.1,0.2,0.4)
 KFAC=(--grid kfac.lr=0.0001953125,0.00078125,0.003125,0.0125,0.05,0.2
       --grid kfac.damping=0.00001,0.0001,0.001,0.01,0.1 --grid kfac.kl_clip=0,0.0001,0.001,0.01)
-KFAC_WIDE=(--grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2,0.8 --grid kfac.damping=0.0001,0.001,0.01,0.1,1
-           --grid kfac.kl_clip=0,0.001,0.01)
+KFAC_WIDE=(--grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2,0.8
+           --grid kfac.damping=0.0001,0.001,0.01,0.1,1 --grid kfac.kl_clip=0,0.001,0.01)
 TR=(--grid trcg.radius=0.01,0.1,1,10,20 --grid strcg.radius=0.01,0.1,1,10,20)
 
 # 1. the four optimizers on the MLP (K-FAC as minigrad's defaults have it: the true Fisher,
