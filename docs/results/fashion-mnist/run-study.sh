@@ -76,7 +76,8 @@ step 3 && minigrad scaling "${MLP[@]}" --target-accuracy 0.85 "${KFAC_WIDE[@]}" 
     --out "$out/mlp-kfac-identity-eigen"
 # 4. LeNet-5: can every optimizer reach 88% test accuracy at B = 128 within 20 epochs? (the
 #    check behind the LeNet-5 target; docs/results.md)
-step 4 && minigrad compare --dataset fashion-mnist --model lenet --batch-size 128 --target-accuracy 0.88 \
+step 4 && minigrad compare --dataset fashion-mnist --model lenet --batch-size 128 \
+    --target-accuracy 0.88 \
     --budget-epochs 20 --eval-every 50 --jobs "$jobs" \
     --grid sgd.lr=0.01,0.02,0.05,0.1 --grid kfac.lr=0.05 --grid kfac.damping=0.001,0.01,0.1 \
     --train-option kfac.fisher=empirical \
@@ -89,7 +90,8 @@ step 5 && minigrad scaling --dataset fashion-mnist --model lenet --batch-sizes "
     --eval-every 128=50,256=25,512=20,1024=10,2048=8,4096=5,8192=4 \
     --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs" \
     --grid sgd.lr=0.0015625,0.003125,0.00625,0.0125,0.025,0.05,0.1,0.2 \
-    --grid kfac.lr=0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.01,0.1,1 --grid kfac.kl_clip=0,0.001 \
+    --grid kfac.lr=0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.01,0.1,1 \
+    --grid kfac.kl_clip=0,0.001 \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 \
     --optimizers sgd,kfac,trcg,strcg --out "$out/lenet"
 # 6. the MLP to a training-loss target: optimization speed apart from generalization
@@ -101,7 +103,8 @@ step 6 && minigrad scaling "${MLP[@]}" --target-loss 0.25 "${SGD[@]}" "${KFAC[@]
 step 7 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,256 \
     --batch-sizes 256,2048,16384 --budget-epochs 256=15,2048=40,16384=114 \
     --eval-every 256=8,2048=2,16384=1 --target-accuracy 0.85 --stop-at-target --lr-scaling sqrt \
-    --base-batch-size 128 --jobs "$jobs" --optimizers sgd,kfac,trcg,strcg --out "$out/mlp-sensitivity"
+    --base-batch-size 128 --jobs "$jobs" --optimizers sgd,kfac,trcg,strcg \
+    --out "$out/mlp-sensitivity"
 # 8. K-FAC's update periods at a small, a medium and a large batch size, each with step 1's
 #    grid: eigenbases every step instead of every 20, and the sparse schedule common in
 #    practice (factors every 10 steps, eigenbases every 100)
