@@ -25,7 +25,7 @@ import numpy as np
 
 from . import search
 from .common import UserError
-from .study.results import edge_values, is_off, on_edge
+from .study.results import edge_values, is_off, on_edge, reached_rank
 from .study.trials import TRIAL_DEFAULTS
 from .training.config import APPLIES
 
@@ -184,8 +184,9 @@ def _settings(f, g, optimizers, sizes):
     it inside the grid); an optional hyperparameter's OFF (kl_clip 0) reads "off"."""
     trials = f["trials"] if "trials" in f else None
     tried = _tried(trials) if trials is not None else lambda *key: []
-    known = trials is not None and "reached" in trials and "steps_to_target" in trials
-    rows = _trial_rows(trials) if known else []
+    known = trials is not None and all(k in trials for k in (
+        "seed", "reached", "steps_to_target", "cost_to_target", "final_test_accuracy"))
+    rows = _trial_rows(trials, _seeds_per_setting(f) > 1) if known else []
     index = _best_rows(g, trials if known else None, len(optimizers))
     out = []
     for i, (optimizer, size) in enumerate(zip(optimizers, sizes)):
@@ -219,22 +220,36 @@ def _tried(trials):
     return tried
 
 
-def _trial_rows(trials):
+def _trial_rows(trials, by_setting):
     """The trial table as results.on_edge reads it: one dict per trial with its optimizer,
-    batch_size, seed, hyperparameter columns (None where nan) and steps (to the target, None
-    where not reached)."""
+    batch_size, seed, hyperparameter columns (None where nan) and rank (results.reached_rank
+    from its steps, cost and final test accuracy; None where not reached). `by_setting` (the
+    study's --seeds K > 1, whose search chose on the K-seed means): each trial's dict is its
+    setting's, with the means, reached only if every seed reached the target."""
     columns = [k for k in search.HYPERPARAMETERS if k in trials]
-    data = {k: trials[k][()] for k in columns + ["batch_size", "seed", "reached",
-                                                  "steps_to_target"] if k in trials}
+    data = {k: trials[k][()] for k in columns + ["batch_size", "seed", "reached", "steps_to_target",
+                                                  "cost_to_target", "final_test_accuracy"]}
     optimizers = [_text(o) for o in trials["optimizer"][()]]
-    rows = []
+    groups = {}
     for i, optimizer in enumerate(optimizers):
-        row = {k: (None if not np.isfinite(data[k][i]) else float(data[k][i])) for k in columns}
-        row.update(optimizer=optimizer, batch_size=int(data["batch_size"][i]),
-                   seed=int(data["seed"][i]) if "seed" in data else None,
-                   steps=float(data["steps_to_target"][i]) if data["reached"][i] else None)
-        rows.append(row)
+        values = tuple(None if not np.isfinite(data[k][i]) else float(data[k][i]) for k in columns)
+        key = (optimizer, int(data["batch_size"][i]), values) + (() if by_setting else (i,))
+        groups.setdefault(key, []).append(i)
+    rows = [None] * len(optimizers)
+    for (optimizer, size, values, *_), idx in groups.items():
+        reached = bool(all(data["reached"][i] for i in idx))
+        mean = {k: float(np.mean([data[k][i] for i in idx]))
+                for k in ("steps_to_target", "cost_to_target", "final_test_accuracy")}
+        row = dict(zip(columns, values), optimizer=optimizer, batch_size=size,
+                   seed=int(data["seed"][idx[0]]), rank=reached_rank(mean) if reached else None)
+        for i in idx:
+            rows[i] = row
     return rows
+
+
+def _seeds_per_setting(f):
+    """A study's --seeds (each setting trained with that many seeds, chosen on their means)."""
+    return int(json.loads(f.attrs.get("options", "{}")).get("seeds") or 1)
 
 
 def _best_rows(g, trials, n):

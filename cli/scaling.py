@@ -206,6 +206,10 @@ def scaling(**options):
     specs, trials = study.run_trials(root, specs, options, "scaling", prune=prune)
     settings, results = study.aggregate(specs, trials)
     curves = {opt: curve(settings, results, opt, sizes) for opt in options["optimizers"]}
+    # the edges of the search's choice, by the figures it chose on (the K-seed means of --seeds)
+    note = study.grid_edges(options, settings, [(opt, b, i) for opt in curves for b, i in
+                                                best_per_batch(settings, results, opt, sizes)],
+                            base, results)
     extra = confirm_specs(specs, curves, options["confirm_seeds"])
     if extra:
         click.echo(f"confirming the best settings with {options['confirm_seeds']} seeds: "
@@ -229,10 +233,6 @@ def scaling(**options):
                f"{options['model']}, best of each search; budget "
                f"{study.per_batch_text(options, 'budget_epochs')} epochs):")
     print_table(curves)
-    note = study.grid_edges(options, specs, [(opt, int(b), None if i < 0 else int(i))
-                                             for opt, c in curves.items()
-                                             for b, i in zip(c["batch_size"], c["trial"])], base,
-                             trials)
     if note:
         click.echo(note)
     click.echo(f"results written to {os.path.join(root, 'scaling.h5')}")

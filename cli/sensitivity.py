@@ -3,8 +3,9 @@
 Where `minigrad scaling` keeps only the best trial, this keeps them all: for each optimizer its
 two key hyperparameters (cli/search.py AXES and SENSITIVITY_GRIDS: lr x momentum for SGD, lr x
 damping for K-FAC, radius x hessian_fraction for TRCG/STRCG; `--grid` replaces an axis) span a
-grid, every point is trained for the full budget at every batch size, and the maps of final test
-accuracy and of steps to the target show how wide the region of good settings is. The
+grid, every point is trained for the full budget at every batch size (to the target with
+--stop-at-target), and the maps of final test accuracy and of steps to the target show how
+wide the region of good settings is. The
 robustness measure of Ma et al. (AAAI 2020) is the fraction of the grid that reaches the target:
 
     robustness(optimizer, B) = #{grid points reaching the target within the budget} / #grid
@@ -13,8 +14,8 @@ Trials run to the end of the budget by default, so the final accuracy is compara
 grid; they are different trials from a scaling study's (which stop at the target). With
 `--stop-at-target` a trial stops at the evaluation where it reaches the target, as in `scaling`:
 the fraction reached and the steps-to-target maps are the same as without it (a trial's
-evaluations up to the target do not depend on whether it goes on), the accuracy map then holds
-the accuracy where each trial stopped, and a grid most of whose points reach the target early
+evaluations up to the target do not depend on whether it goes on), the accuracy and train-loss maps
+then hold the values where each trial stopped, and a grid most of whose points reach the target early
 costs a fraction of the full budget.
 
 Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study/),
@@ -149,8 +150,8 @@ def plot(all_maps, grids, sizes, key, path, title, log, fmt, cmap):
                                   help="Comma-separated batch sizes."))
 @click.option("--stop-at-target", is_flag=True,
               help="Stop each trial where it reaches the target: the same fractions and steps "
-                   "maps for less compute; the accuracy map then shows the accuracy where a "
-                   "trial stopped.")
+                   "maps for less compute; the accuracy and train-loss maps then show the "
+                   "values where a trial stopped.")
 @one_line_errors
 def sensitivity(**options):
     """Every point of each optimizer's hyperparameter grid at each batch size: heat maps of

@@ -42,6 +42,9 @@ def study_status(study_dir, url):
 
     full_url = storage.storage_url(study_dir, url)
     if _has_tables(full_url) is False:   # say so, and leave the database as it is
+        if url is None:
+            raise UserError(f"no study in {study_dir!r}: its {storage.DB_FILE} has no Optuna "
+                            "tables")
         raise UserError(f"no study in --storage {storage.safe_url(full_url)}: it has no Optuna "
                         "tables (is it the URL the study's workers were given?)")
     opened = storage.open_storage(full_url, 30, create=False)

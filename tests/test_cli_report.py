@@ -763,25 +763,56 @@ def test_best_settings_are_marked_where_they_sit_on_an_edge_of_what_was_tried(tm
             "lr=0.2 (edge) damping=0.1 (edge) kl_clip=off"]
 
 
+def edge_table(f, rows, best, seeds=1):
+    """A K-FAC study file at B = 64 whose trial table holds `rows` (lr, kl_clip, seed, steps to
+    target or None, cost, final test accuracy; damping 0.1) and whose best/ row is trial
+    `best`."""
+    f.attrs["options"] = json.dumps({"seeds": seeds})
+    t = f.create_group("trials")
+    t["optimizer"] = np.array(["kfac"] * len(rows), dtype=object).astype("S")
+    t["batch_size"] = np.full(len(rows), 64)
+    t["damping"] = np.full(len(rows), 0.1)
+    lr, clip, seed, steps, cost, acc = zip(*rows)
+    t["lr"], t["kl_clip"], t["seed"] = np.array(lr), np.array(clip), np.array(seed)
+    t["reached"] = np.array([s is not None for s in steps])
+    t["steps_to_target"] = np.array([-1 if s is None else s for s in steps])
+    t["cost_to_target"], t["final_test_accuracy"] = np.array(cost), np.array(acc)
+    g = f.create_group("best/kfac")
+    g["trial"], g["damping"] = [best], [0.1]
+    g["lr"], g["kl_clip"] = [lr[best]], [clip[best]]
+    return g
+
+
 def test_an_edge_tied_by_the_trial_next_to_it_inside_the_grid_is_not_marked(tmp_path):
-    # K-FAC at B = 64 over lr {0.1, 0.2, 0.4} x kl_clip {0.001, 0.01}, damping 0.1. With the
-    # clip 0.001 every lr reaches the target at step 30 (the clip sets the step length): the
-    # best, lr 0.1, ties its neighbour lr 0.2, so lr is flat there, not on an edge; kl_clip
-    # 0.001 beats 0.01 (40 steps): an edge a smaller clip could improve on
+    # lr {0.1, 0.2, 0.4} x kl_clip {0.001, 0.01}. With the clip 0.001 every lr reaches the
+    # target at step 30 at the same cost and accuracy (the clip sets the step length): the
+    # best, lr 0.1, ties its neighbour lr 0.2 on everything the search ranks by, so lr is
+    # flat there, not on an edge; kl_clip 0.001 beats 0.01 (40 steps): an edge
     from minigrad.cli.report_data import _settings
-    rows = [(lr, c, 30 if c == 0.001 else 40) for lr in (0.1, 0.2, 0.4) for c in (0.001, 0.01)]
-    with h5py.File(tmp_path / "s.h5", "w") as f:
-        t = f.create_group("trials")
-        t["optimizer"] = np.array(["kfac"] * len(rows), dtype=object).astype("S")
-        t["batch_size"] = np.full(len(rows), 64)
-        t["seed"] = np.zeros(len(rows), np.int64)
-        t["damping"] = np.full(len(rows), 0.1)
-        t["lr"], t["kl_clip"], t["steps_to_target"] = (np.array(c) for c in zip(*rows))
-        t["reached"] = np.ones(len(rows), bool)
-        g = f.create_group("best/kfac")
-        g["trial"], g["lr"], g["damping"], g["kl_clip"] = [0], [0.1], [0.1], [0.001]
-        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 damping=0.1 kl_clip=0.001 (edge)"]
-        t["steps_to_target"][2] = 35   # lr 0.2 with the clip 0.001 now slower: lr 0.1 an edge
-        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 (edge) damping=0.1 kl_clip=0.001 (edge)"]
-        t["reached"][2] = False        # or not reaching the target at all
-        assert _settings(f, g, ["kfac"], [64]) == ["lr=0.1 (edge) damping=0.1 kl_clip=0.001 (edge)"]
+
+    def rows(neighbour=(30, 50.0, 0.9)):
+        return [(lr, c, 0, *((40, 60.0, 0.9) if c == 0.01 else
+                             neighbour if lr == 0.2 else (30, 50.0, 0.9)))
+                for lr in (0.1, 0.2, 0.4) for c in (0.001, 0.01)]
+    for k, (neighbour, marked) in enumerate([
+            ((30, 50.0, 0.9), "lr=0.1"),            # a tie: not an edge
+            ((35, 55.0, 0.9), "lr=0.1 (edge)"),     # more steps
+            ((30, 50.0, 0.89), "lr=0.1 (edge)"),    # the same steps, lower accuracy
+            ((None, np.nan, 0.7), "lr=0.1 (edge)")]):   # not reached
+        with h5py.File(tmp_path / f"s{k}.h5", "w") as f:
+            g = edge_table(f, rows(neighbour), best=0)
+            assert _settings(f, g, ["kfac"], [64]) == [f"{marked} damping=0.1 kl_clip=0.001 (edge)"]
+
+
+def test_with_several_seeds_an_edge_compares_the_settings_means(tmp_path):
+    # --seeds 2: lr 0.1 reaches the target at steps 20 and 30 (mean 25), lr 0.2 at 20 and 40
+    # (mean 30): the setting lr 0.1 is better, an edge, though its first seed ties lr 0.2's;
+    # with lr 0.2 at 25 and 25 the means tie and lr 0.1 is no edge, though the seeds differ
+    from minigrad.cli.report_data import _settings
+    for k, (steps, marked) in enumerate([((20, 40), "lr=0.1 (edge)"), ((25, 25), "lr=0.1")]):
+        table = [(0.1, 0.0, seed, s, 50.0, 0.9) for seed, s in enumerate((20, 30))] + \
+                [(0.2, 0.0, seed, s, 50.0, 0.9) for seed, s in enumerate(steps)] + \
+                [(0.4, 0.0, seed, 50, 50.0, 0.9) for seed in range(2)]
+        with h5py.File(tmp_path / f"s{k}.h5", "w") as f:
+            g = edge_table(f, table, best=0, seeds=2)
+            assert _settings(f, g, ["kfac"], [64]) == [f"{marked} damping=0.1 kl_clip=off"]

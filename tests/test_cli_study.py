@@ -420,17 +420,36 @@ def test_grid_edges_take_kl_clip_off_as_the_far_end_of_its_axis():
 
 
 def test_grid_edges_leave_out_an_edge_tied_by_the_trial_next_to_it():
-    # the best (lr 0.1, the smallest) reaches the target at step 20, as lr 0.2 does: steps are
-    # flat across the edge, so no note; once lr 0.2 needs 24 steps, lr 0.1 is an edge again
+    # the best (lr 0.1, the smallest) reaches the target at step 20 at the same cost and
+    # accuracy as lr 0.2: flat across the edge, so no note; once lr 0.2 loses on accuracy or
+    # needs 24 steps, lr 0.1 is an edge again
     from minigrad.cli.study import grid_edges
     options = {"search_kind": "grid", "grid_entries": ["sgd.lr=0.1,0.2,0.4"], "lr_scaling": "none"}
     specs = [{"optimizer": "sgd", "batch_size": 64, "seed": 0, "lr": lr, "momentum": 0.9}
              for lr in (0.1, 0.2, 0.4)]
-    results = [{"reached": True, "steps_to_target": s} for s in (20, 20, 30)]
+    results = [{"reached": True, "steps_to_target": s, "cost_to_target": 2.0 * s,
+                "final_test_accuracy": 0.9} for s in (20, 20, 30)]
     assert grid_edges(options, specs, [("sgd", 64, 0)], 64, results) == ""
-    results[1]["steps_to_target"] = 24
+    results[1]["final_test_accuracy"] = 0.89   # the same steps, but lr 0.1 won on accuracy
+    assert "sgd lr=0.1 (at B0) at B=64" in grid_edges(options, specs, [("sgd", 64, 0)], 64, results)
+    results[1].update(steps_to_target=24, final_test_accuracy=0.9)
     assert "sgd lr=0.1 (at B0) at B=64" in grid_edges(options, specs, [("sgd", 64, 0)], 64, results)
     assert "sgd lr=0.1" in grid_edges(options, specs, [("sgd", 64, 0)], 64)   # no results: as before
+
+
+def test_the_neighbour_of_the_smallest_clip_is_off_when_it_is_the_only_other_value():
+    # kl_clip {0.001, off}: 0.001 is the edge and off (the far end) the value next to it
+    from minigrad.cli.study import grid_edges
+    options = {"search_kind": "grid", "grid_entries": ["kfac.kl_clip=0,0.001"],
+               "lr_scaling": "none"}
+    specs = [{"optimizer": "kfac", "batch_size": 64, "seed": 0, "lr": 0.05, "damping": 0.01,
+              "kl_clip": c} for c in (0.0, 0.001)]
+    results = [{"reached": True, "steps_to_target": 20, "cost_to_target": 40.0,
+                "final_test_accuracy": 0.9} for _ in specs]
+    assert grid_edges(options, specs, [("kfac", 64, 1)], 64, results) == ""   # ties off
+    results[0]["steps_to_target"] = 22
+    assert "kfac kl_clip=0.001 at B=64" in grid_edges(options, specs, [("kfac", 64, 1)], 64,
+                                                      results)
 
 
 def test_a_trial_without_a_run_log_counts_as_crashed(tmp_path):

@@ -256,14 +256,29 @@ def test_study_status_errors_are_one_line(tmp_path, args, words):
 
 def test_study_status_leaves_an_empty_database_empty(study_storage_url, tmp_path):
     import sqlalchemy
+    sqlite = study_storage_url.startswith("sqlite")
+    if sqlite:   # an existing, empty SQLite file (a file that does not exist stays absent)
+        missing = tmp_path / "missing.db"
+        result = invoke(study_status, tmp_path, "--storage", f"sqlite:///{missing}")
+        assert result.exit_code == 1 and "no Optuna tables" in result.output
+        assert not missing.exists()
+        open(study_storage_url[len("sqlite:///"):], "wb").close()
     result = invoke(study_status, tmp_path, "--storage", study_storage_url)
-    assert result.exit_code == 1 and "no Optuna tables" in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"no study in --storage {study_storage_url}: it has no Optuna tables" in result.output
     engine = sqlalchemy.create_engine(study_storage_url)
     try:
         assert sqlalchemy.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+    if sqlite:   # the study folder's own database, empty: named as the folder's
+        empty = tmp_path / "study"
+        empty.mkdir()
+        (empty / "optuna.db").write_bytes(b"")
+        result = invoke(study_status, empty)
+        assert result.exit_code == 1 and f"no study in {str(empty)!r}: its optuna.db has no " \
+            "Optuna tables" in result.output
+        assert (empty / "optuna.db").stat().st_size == 0
 
 
 # ------------------------------------------------------------------------------------ TPE

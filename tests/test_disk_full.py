@@ -304,3 +304,29 @@ def test_a_failed_write_at_a_failing_run_is_added_to_the_reason_in_one_line(tmp_
     assert errors[0].endswith(f"; and cannot write {out / RUN_FILE}: No space left on device; "
                               "no checkpoint was written"), errors
     assert temp_files(out) == []
+
+
+def test_a_stop_signal_with_a_failing_run_log_write_says_both_and_how_to_resume(tmp_path,
+                                                                               monkeypatch):
+    """SIGTERM after step 8, and from then on run.h5 cannot be written: the checkpoint of step 8
+    is kept, and the one line says so, why run.h5 is missing, and how to resume."""
+    from minigrad.cli.training import steps as step_module
+    real = step_module.one_step
+
+    def step_then_signal(name, model, optimizer, xb, yb, step, *rows):
+        if step == 7:
+            fail_at(monkeypatch, "write", only=RUN_FILE)
+            os.kill(os.getpid(), signal.SIGTERM)   # deferred: the step finishes first
+        return real(name, model, optimizer, xb, yb, step, *rows)
+
+    monkeypatch.setattr(step_module, "one_step", step_then_signal)
+    out = tmp_path / "run"
+    result = invoke("train", "--hidden", 8, "--steps", 20, "--eval-every", 20, "--out", out)
+    monkeypatch.undo()
+    assert result.exit_code == 128 + signal.SIGTERM and "Traceback" not in result.output
+    line = [x for x in result.output.splitlines() if x.strip()][-1]
+    assert line == (f"SIGTERM: stopped at step 8; and cannot write {out / RUN_FILE}: No space "
+                    "left on device; the last checkpoint, step 8, is kept; resume with: "
+                    f"minigrad train --out {out} --resume"), line
+    assert read_checkpoint(str(out))[1]["step"] == 8 and temp_files(out) == []
+    ok(invoke("train", "--out", out, "--resume"))

@@ -153,24 +153,29 @@ def aggregate(specs, results):
 
 def best_index(results):
     """The best trial: among those that reached the target, the fewest steps, then the lowest
-    cost, then the best final test accuracy; if none reached it, the best final test accuracy,
-    then the lowest final train loss. Wall time never decides (it is noisy; the rest is
-    deterministic). Ties left after that go to the first trial. None if there are no trials."""
+    cost, then the best final test accuracy (reached_rank); if none reached it, the best final
+    test accuracy, then the lowest final train loss. Wall time never decides (it is noisy; the
+    rest is deterministic). Ties left after that go to the first trial. None if there are no
+    trials."""
     if not results:
         return None
-
-    def worst_if_nan(value, sign=1.0):
-        return np.inf if value is None or math.isnan(value) else sign * value
-
     reached = [i for i, r in enumerate(results) if r["reached"]]
     if reached:
-        return min(reached, key=lambda i: (results[i]["steps_to_target"],
-                                           worst_if_nan(results[i]["cost_to_target"]),
-                                           worst_if_nan(results[i]["final_test_accuracy"], -1.0),
-                                           i))
+        return min(reached, key=lambda i: reached_rank(results[i]) + (i,))
     return min(range(len(results)),
-               key=lambda i: (worst_if_nan(results[i]["final_test_accuracy"], -1.0),
-                              worst_if_nan(results[i]["final_train_loss"]), i))
+               key=lambda i: (_worst_if_nan(results[i]["final_test_accuracy"], -1.0),
+                              _worst_if_nan(results[i]["final_train_loss"]), i))
+
+
+def reached_rank(result):
+    """What best_index orders the trials that reached the target by (smaller is better): steps
+    to target, cost to target, final test accuracy (higher first)."""
+    return (result["steps_to_target"], _worst_if_nan(result["cost_to_target"]),
+            _worst_if_nan(result["final_test_accuracy"], -1.0))
+
+
+def _worst_if_nan(value, sign=1.0):
+    return np.inf if value is None or math.isnan(value) else sign * value
 
 
 def target_text(options):
@@ -205,20 +210,20 @@ def on_edge(optimizer, name, values, best, rows):
     """Whether the best trial `best` sits on an edge of the axis `name` (tried `values`) that a
     wider grid could improve on: its value is an edge (edge_values), and the trial one value
     inside the axis with the best's other hyperparameters, batch size and seed (found in `rows`)
-    did not tie it by reaching the target at the same step. Where that trial ties, the steps are
-    flat across the edge and only the search's order picked the edge value (K-FAC under an
-    active KL clip, whose step length does not depend on lr, ties along the whole lr axis).
-    `best` and `rows` are dicts with the axes' values, "optimizer", "batch_size", "seed" and
-    "steps" (steps to target, None where not reached); a best that did not reach the target
-    keeps every edge."""
+    does not tie it on everything best_index ranks by (reached_rank: steps to target, cost,
+    accuracy). Where that trial ties, only the search's order picked the edge value (K-FAC
+    under an active KL clip, whose step length does not depend on lr, ties along the whole lr
+    axis). `best` and `rows` are dicts with the axes' values, "optimizer", "batch_size", "seed"
+    and "rank" (reached_rank, None where the target was not reached); a best that did not reach
+    the target keeps every edge."""
     value = best[name]
     if not any(math.isclose(value, v) for v in edge_values(optimizer, name, values)):
         return False
+    if best["rank"] is None:
+        return True
     ordered = sorted(v for v in values if not is_off(optimizer, name, v)) + \
         [v for v in values if is_off(optimizer, name, v)]   # OFF after every finite value
     inside = ordered[1] if math.isclose(value, ordered[0]) else ordered[-2]
-    if best["steps"] is None:
-        return True
     others = [n for n in search.AXES[optimizer] + search.EXTRA_AXES[optimizer]
               if n != name and best.get(n) is not None]
     for row in rows:
@@ -226,7 +231,7 @@ def on_edge(optimizer, name, values, best, rows):
                 and row.get("seed") == best.get("seed") and row.get(name) is not None
                 and math.isclose(row[name], inside)
                 and all(row.get(n) is not None and math.isclose(row[n], best[n]) for n in others)):
-            return row["steps"] != best["steps"]
+            return row["rank"] != best["rank"]
     return True
 
 
@@ -238,8 +243,8 @@ def is_off(optimizer, name, value):
 def grid_edges(options, specs, best, base, results=None):
     """A note naming the best settings that sit on the edge of their grid axis (the optimum may
     lie outside the grid), or "" (random search, or nothing on an edge). best: [(optimizer,
-    batch size, trial index or None)]. With `results` (one per spec) an edge that the trial
-    next to it inside the grid ties is not named (on_edge)."""
+    batch size, trial index or None)]. With `results` (one per spec: the figures the search
+    chose by) an edge that the trial next to it inside the grid ties is not named (on_edge)."""
     if options["search_kind"] != "grid":
         return ""
     overrides = search.parse_grid(options["grid_entries"])
@@ -272,5 +277,6 @@ def grid_edges(options, specs, best, base, results=None):
 
 
 def _edge_row(spec, result):
-    """A trial as on_edge reads it: its spec with "steps" (to target, None if not reached)."""
-    return dict(spec, steps=result["steps_to_target"] if result["reached"] else None)
+    """A trial as on_edge reads it: its spec with its rank (None if it did not reach the
+    target)."""
+    return dict(spec, rank=reached_rank(result) if result["reached"] else None)

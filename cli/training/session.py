@@ -119,8 +119,13 @@ def _train(trainer):
     except StopRequested as stop:   # agreed by all ranks
         unwritten = trainer.safe_snapshot("interrupted")
         signum = stop.args[0]
-        saved = unwritten or (f"checkpoint written to {os.path.join(out, CHECKPOINT_FILE)}. "
-                              f"Resume with: minigrad train --out {out} --resume")
+        resume = f"minigrad train --out {out} --resume"
+        if unwritten is None:
+            saved = (f"checkpoint written to {os.path.join(out, CHECKPOINT_FILE)}. "
+                     f"Resume with: {resume}")
+        else:
+            saved = f"and {unwritten}" + (f"; resume with: {resume}"
+                                          if "is kept" in (unwritten.kept or "") else "")
         parallel.echo(f"\n{signal.Signals(signum).name}: stopped at step {trainer.steps_done}; "
                       f"{saved}", err=True)
         parallel.exit_together(128 + signum)

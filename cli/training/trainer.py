@@ -139,12 +139,12 @@ class Trainer:
 
     def safe_snapshot(self, status, checkpoint=True):
         """snapshot() where the run is ending for another reason: None if it was written, else
-        the write error's message, for the caller to add to its one line about that reason (a
-        failed write must not hide why the run ended, nor the reason the failed write)."""
+        the WriteError, for the caller to add to its one line about that reason (a failed write
+        must not hide why the run ended, nor the reason the failed write)."""
         try:
             self.snapshot(status, checkpoint)
         except WriteError as e:
-            return str(e)
+            return e
         return None
 
     def targets_reached(self):
