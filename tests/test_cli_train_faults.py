@@ -205,3 +205,30 @@ def test_a_study_stopped_by_sigterm_checkpoints_its_trials_and_continues(tmp_pat
     assert again.returncode == 0, again.stdout.decode() + again.stderr.decode()
     assert read_run(str(folder))["attrs"]["status"] == "finished", again.stdout.decode() + \
         (folder / "train.log").read_text()
+
+
+@pytest.mark.parametrize("again, stops_now", [(signal.SIGTERM, False), (signal.SIGUSR1, False),
+                                              (signal.SIGINT, True)])
+def test_only_a_second_ctrl_c_interrupts_mid_step(again, stops_now):
+    """A scheduler's SIGTERM that comes twice (to the job's every process, and forwarded by the
+    study) still lets the step finish; a second Ctrl-C does not wait."""
+    with signals.DeferredInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt.signum == signal.SIGTERM
+        if stops_now:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), again)
+        else:
+            os.kill(os.getpid(), again)
+            assert interrupt.signum == signal.SIGTERM   # the most urgent is kept
+
+
+def test_of_several_stop_signals_the_most_urgent_is_acted_on():
+    with signals.DeferredInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt.signum == signal.SIGTERM
+    with signals.DeferredInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGUSR1)   # not a second Ctrl-C: recorded, no interrupt
+        assert interrupt.signum == signal.SIGUSR1

@@ -1,10 +1,13 @@
 """Stopping a run between two steps: Ctrl-C, SIGTERM (a batch scheduler's or a container's stop)
 and SIGUSR1 (a scheduler's preemption warning).
 
-While training, the first of these signals only records itself (DeferredInterrupt); after every
-step the ranks agree on whether any of them got one (agreed_signal), and if so the run writes its
-checkpoint and exits with status 128 + the signal's number. A second signal interrupts at once,
-mid-step: the last checkpoint written is kept.
+While training, these signals only record themselves (DeferredInterrupt); after every step the
+ranks agree on whether any of them got one (agreed_signal), and if so the run writes its
+checkpoint and exits with status 128 + the signal's number. A second Ctrl-C interrupts at once,
+mid-step: the last checkpoint written is kept. A repeated SIGTERM or SIGUSR1 does not: a batch
+scheduler may send it to every process of a job, and a study forwards the one it got to its
+trials, so a trial often gets the same stop twice and must still finish its step and checkpoint
+(SIGKILL remains the way to stop at once).
 """
 import signal
 
@@ -18,19 +21,24 @@ class StopRequested(Exception):
     consistent."""
 
 
+# the most urgent first: the one a run acts on when it got several
+URGENCY = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
 def agreed_signal(comm, signum):
     """The stop signal every rank acts on: 0 if no rank got one, else the one they got (with
     different ones, the most urgent: SIGTERM over SIGUSR1 over SIGINT)."""
     got = comm.allreduce_scalars([float(signum == s) for s in STOP_SIGNALS])
-    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for s in URGENCY:
         if got[STOP_SIGNALS.index(s)] > 0:
             return int(s)
     return 0
 
 
 class DeferredInterrupt:
-    """While active, the first of STOP_SIGNALS (Ctrl-C, SIGTERM, SIGUSR1) only records itself
-    (checked between steps); a second one interrupts at once."""
+    """While active, STOP_SIGNALS (Ctrl-C, SIGTERM, SIGUSR1) only record themselves (checked
+    between steps; of several, the most urgent: SIGTERM over SIGUSR1 over SIGINT); a Ctrl-C
+    after any of them interrupts at once."""
 
     def __init__(self):
         self.signum = 0        # the first stop signal received, 0 while none
@@ -56,9 +64,10 @@ class DeferredInterrupt:
         return agreed_signal(comm, self.signum) if comm.world_size > 1 else self.signum
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:   # Ctrl-C again: a person wants out now
             raise KeyboardInterrupt
-        self.signum = signum
+        if not self.requested or URGENCY.index(signum) < URGENCY.index(self.signum):
+            self.signum = signum
 
     def __exit__(self, *exc):
         for signum, previous in self.previous.items():
