@@ -170,6 +170,11 @@ def read_config_file(ctx, path):
                    "evaluation at step S, without reaching its targets, it stops with status "
                    "pruned (it cannot reach them in S steps or fewer; `minigrad scaling` uses "
                    "it). Not part of the run's configuration: give it to each session.")
+@click.option("--stop-file", type=click.Path(dir_okay=False), default=None,
+              help="Stop after the current step, as on a stop signal, once this file exists "
+                   "(holding the signal's number; SIGTERM if empty): checked after every step. "
+                   "A study's workers use it, so that a stop that comes before a trial's "
+                   "signal handlers are set is not lost. Not part of the run's configuration.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Also write the checkpoint (and run.h5) every K steps.")
 @click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
@@ -192,7 +197,7 @@ def train(ctx, **options):
     from_file = _merge_config_file(ctx, options)
     out = options.pop("out")
     overwrite, resume = options.pop("overwrite"), options.pop("resume")
-    prune_file = options.pop("prune_file")
+    prune_file, stop_file = options.pop("prune_file"), options.pop("stop_file")
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     if options["epochs"] is not None and options["steps"] is not None:
@@ -225,7 +230,7 @@ def train(ctx, **options):
         if parallel.is_root(comm):
             check_writable(out)
         with limited_threads(config.get("threads")):
-            run(config, out, saved, overwrite, prune_file)
+            run(config, out, saved, overwrite, prune_file, stop_file)
 
 
 def _merge_config_file(ctx, options):

@@ -232,3 +232,31 @@ def test_of_several_stop_signals_the_most_urgent_is_acted_on():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGUSR1)   # not a second Ctrl-C: recorded, no interrupt
         assert interrupt.signum == signal.SIGUSR1
+
+
+def test_a_stop_file_stops_the_run_after_its_step_as_its_signal_would(tmp_path, monkeypatch):
+    """--stop-file: the file appears during step 8 (holding SIGUSR1's number): the run finishes
+    that step, checkpoints and exits 128 + SIGUSR1, and resumes exactly; an empty file means
+    SIGTERM."""
+    real = step_module.one_step
+    stop = tmp_path / "stop"
+
+    def step_then_file(name, model, optimizer, xb, yb, step, *rows):
+        if step == 7:
+            stop.write_text(str(int(signal.SIGUSR1)))
+        return real(name, model, optimizer, xb, yb, step, *rows)
+
+    monkeypatch.setattr(step_module, "one_step", step_then_file)
+    result = invoke("train", "--steps", 20, "--stop-file", stop, "--out", tmp_path / "b")
+    assert result.exit_code == 128 + signal.SIGUSR1, result.output
+    assert [x for x in result.output.splitlines() if x.strip()][-1].startswith(
+        "SIGUSR1: stopped at step 8;")
+    assert read_run(str(tmp_path / "b"))["attrs"]["steps"] == 8
+    monkeypatch.setattr(step_module, "one_step", real)
+    stop.write_text("")
+    result = invoke("train", "--out", tmp_path / "b", "--resume", "--stop-file", stop)
+    assert result.exit_code == 128 + signal.SIGTERM and "stopped at step 9;" in result.output
+    stop.unlink()
+    ok(invoke("train", "--out", tmp_path / "b", "--resume", "--stop-file", stop))
+    ok(invoke("train", "--steps", 20, "--out", tmp_path / "a"))
+    assert_same_params(tmp_path / "a", tmp_path / "b", rtol=0)

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import traceback
 
 import click
@@ -22,6 +21,7 @@ from ..checkpoint import checkpoint_path, read_checkpoint
 from ..train import train as train_command
 from ..training.config import APPLIES
 from ..training.signals import EXIT_INTERRUPTED, STOP_SIGNALS
+from ..training.stopping import read_stop_file
 
 TRIALS = "trials"
 LOG_FILE = "train.log"
@@ -90,9 +90,10 @@ def trial_name(spec):
     return f"{spec['optimizer']}-b{spec['batch_size']}-{digest}"
 
 
-def train_args(spec, folder, mode, prune_file=None):
+def train_args(spec, folder, mode, prune_file=None, stop_file=None):
     """The command line of a trial for `minigrad train` (mode: "new", "resume", "restart")."""
-    args = ["--out", folder] + (["--prune-file", prune_file] if prune_file else [])
+    args = ["--out", folder] + (["--prune-file", prune_file] if prune_file else []) + \
+        (["--stop-file", stop_file] if stop_file else [])
     if mode == "resume":
         return args + ["--resume"]
     args.append("--overwrite")   # "new" too: the folder already holds the trial's train.log
@@ -145,13 +146,13 @@ def execute(spec, folder, mode=None, stop=None, prune_file=None):
     mode = mode or trial_mode(folder, prune_file is not None)
     if mode == "done":
         return 0, DONE_EARLIER
-    if stop and os.path.exists(stop):   # the study was told to stop (pool.py, _forward_stops)
-        with open(stop) as fh:
-            return 128 + int(fh.read().strip() or signal.SIGTERM), "not started: the study stopped"
+    if stop and read_stop_file(stop):   # the study was told to stop (pool.py, _forward_stops)
+        return 128 + read_stop_file(stop), "not started: the study stopped"
     root = parallel.is_root()
     if root:
         os.makedirs(folder, exist_ok=True)
-    args = train_args(spec, folder, mode, prune_file)
+    # the stop file too: a stop that comes before train's handlers are set is not lost
+    args = train_args(spec, folder, mode, prune_file, stop)
     log_path = os.path.join(folder, LOG_FILE) if root else os.devnull
     with open(log_path, "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):

@@ -37,10 +37,10 @@ from .stopping import Diverged, Pruned, finished_before
 from .trainer import Trainer
 
 
-def run(config, out, saved, overwrite, prune_file=None):
+def run(config, out, saved, overwrite, prune_file=None, stop_file=None):
     """Train the run of `config` in the folder `out` to its end: from the checkpoint `saved`
     (read_checkpoint's (model_state, state)), or anew (with `overwrite`, replacing an old run's
-    files); `prune_file`: --prune-file. Adds to `config` what readers of run.h5 need
+    files); `prune_file`: --prune-file; `stop_file`: --stop-file. Adds to `config` what readers of run.h5 need
     (train_examples, steps_per_epoch, world_size; schedule_steps in the first session)."""
     comm = parallel.communicator()
     splits = load_splits(config, comm)
@@ -63,7 +63,7 @@ def run(config, out, saved, overwrite, prune_file=None):
     comm.stats.reset()
     trainer = Trainer(config, out, model, optimizer, splits, comm, total,
                       interactive=progress.stdout_is_terminal() and comm.rank == 0,
-                      prune_file=prune_file)
+                      prune_file=prune_file, stop_file=stop_file)
     if not _begin(trainer, saved, overwrite):
         return
     ended = _train(trainer)

@@ -63,6 +63,12 @@ class DeferredInterrupt:
         step (assigning the agreed 0 to it would lose it, and the run would never stop)."""
         return agreed_signal(comm, self.signum) if comm.world_size > 1 else self.signum
 
+    def request(self, signum):
+        """Record the stop signal `signum` (0: none) as if it had been received, unless one
+        was (a stop file: --stop-file)."""
+        if signum and not self.requested:
+            self.signum = signum
+
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:   # Ctrl-C again: a person wants out now
             raise KeyboardInterrupt

@@ -7,6 +7,7 @@ loss >= CHANCE_LOSS_SHARE ln C, C the number of classes (ln C is the loss of pre
 every class): no better than guessing.
 """
 import math
+import signal
 
 from .. import runlog
 
@@ -31,6 +32,18 @@ def read_bound(path):
             return int(fh.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def read_stop_file(path):
+    """The stop signal a stop file (--stop-file; a study's, cli/study/pool.py) asks for: the
+    number it holds, SIGTERM if it is empty or not a number yet (written as it is read), and 0
+    while there is no file."""
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except FileNotFoundError:
+        return 0
+    return int(text) if text.isdigit() else int(signal.SIGTERM)
 
 
 def cannot_win(steps_done, total, bound, reached):

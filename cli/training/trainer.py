@@ -41,7 +41,8 @@ from . import evaluation, steps
 from .optimizers import restore_optimizer
 from .progress import progress_bar
 from .signals import DeferredInterrupt, StopRequested
-from .stopping import Diverged, Pruned, at_chance, cannot_win, read_bound, targets_met
+from .stopping import (Diverged, Pruned, at_chance, cannot_win, read_bound, read_stop_file,
+                       targets_met)
 
 DEFAULT_CHECKPOINT_SECONDS = 300
 # an evaluation writes a checkpoint once this many seconds (or --checkpoint-seconds, if less) have
@@ -53,11 +54,11 @@ EVAL_CHECKPOINT_SPACING = 10.0
 class Trainer:
     """The training of one run in `out` with `model`, `optimizer` and the Splits `splits`, for
     `total` steps, on the ranks of `comm` (rank 0 alone prints and writes). `interactive`: a
-    progress bar is drawn (stdout is a terminal); `prune_file`: the --prune-file (a path or
-    None)."""
+    progress bar is drawn (stdout is a terminal); `prune_file`, `stop_file`: the --prune-file
+    and --stop-file (a path or None)."""
 
     def __init__(self, config, out, model, optimizer, splits, comm, total, interactive=False,
-                 prune_file=None):
+                 prune_file=None, stop_file=None):
         self.config, self.out, self.comm = config, out, comm
         self.model, self.optimizer, self.splits = model, optimizer, splits
         self.root = comm.rank == 0
@@ -87,6 +88,7 @@ class Trainer:
         self.first_step, self.started, self.last_checkpoint_time = 0, None, None
         self.last_acc, self.stopped = None, False
         self.prune_file, self.bound = prune_file, None   # --prune-file and its last value
+        self.stop_file = stop_file
         self.pruned_bound = None         # the bound that pruned the run (run.h5 prune_bound)
 
     # ------------------------------------------------------------------ state and files
@@ -255,6 +257,8 @@ class Trainer:
             raise Pruned(self.bound)
         bar.update(1, f"loss {loss:.4f}" + ("" if self.last_acc is None
                                             else f"  {self.acc_label} {self.last_acc:.4f}"))
+        if self.stop_file is not None and self.root and not interrupt.requested:
+            interrupt.request(read_stop_file(self.stop_file))   # rank 0's: agreed on below
         stop = interrupt.agreed(self.comm)   # every rank the same, after every step
         if stop:
             raise StopRequested(stop)
