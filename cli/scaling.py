@@ -36,8 +36,9 @@ scaling.h5::
 is trained again with seeds --seed+1, ..., --seed+K-1 and the curve's point becomes that
 setting's K-seed mean, reached if every seed reached the target, with steps_min/steps_max the
 spread. A batch size whose best setting did not reach the target is not retrained (it cannot
-count as reached; its point is the search's trial). The choice of the setting stays the search's (choosing again on the means would favour
-whichever setting was lucky on more seeds); the extra trials are in trials/ with their seed.
+count as reached; its point is the search's trial). The choice of the setting stays the
+search's (choosing again on the means would favour whichever setting was lucky on more seeds);
+the extra trials are in trials/ with their seed.
 """
 import math
 import os

@@ -5,8 +5,8 @@ two key hyperparameters (cli/search.py AXES and SENSITIVITY_GRIDS: lr x momentum
 damping for K-FAC, radius x hessian_fraction for TRCG/STRCG; `--grid` replaces an axis) span a
 grid, every point is trained for the full budget at every batch size (to the target with
 --stop-at-target), and the maps of final test accuracy and of steps to the target show how
-wide the region of good settings is. The
-robustness measure of Ma et al. (AAAI 2020) is the fraction of the grid that reaches the target:
+wide the region of good settings is. The robustness measure of Ma et al. (AAAI 2020) is the
+fraction of the grid that reaches the target:
 
     robustness(optimizer, B) = #{grid points reaching the target within the budget} / #grid
 
@@ -14,9 +14,9 @@ Trials run to the end of the budget by default, so the final accuracy is compara
 grid; they are different trials from a scaling study's (which stop at the target). With
 `--stop-at-target` a trial stops at the evaluation where it reaches the target, as in `scaling`:
 the fraction reached and the steps-to-target maps are the same as without it (a trial's
-evaluations up to the target do not depend on whether it goes on), the accuracy and train-loss maps
-then hold the values where each trial stopped, and a grid most of whose points reach the target early
-costs a fraction of the full budget.
+evaluations up to the target do not depend on whether it goes on), the accuracy and
+train-loss maps then hold the values where each trial stopped, and a grid most of whose points
+reach the target early costs a fraction of the full budget.
 
 Outputs in the study folder: trials/ (run folders; rerunning resumes, see cli/study/),
 sensitivity.h5, sensitivity.png (steps-to-target maps) and sensitivity-accuracy.png (final

@@ -434,7 +434,8 @@ def test_grid_edges_leave_out_an_edge_tied_by_the_trial_next_to_it():
     assert "sgd lr=0.1 (at B0) at B=64" in grid_edges(options, specs, [("sgd", 64, 0)], 64, results)
     results[1].update(steps_to_target=24, final_test_accuracy=0.9)
     assert "sgd lr=0.1 (at B0) at B=64" in grid_edges(options, specs, [("sgd", 64, 0)], 64, results)
-    assert "sgd lr=0.1" in grid_edges(options, specs, [("sgd", 64, 0)], 64)   # no results: as before
+    # without results, as before
+    assert "sgd lr=0.1" in grid_edges(options, specs, [("sgd", 64, 0)], 64)
 
 
 def test_the_neighbour_of_the_smallest_clip_is_off_when_it_is_the_only_other_value():

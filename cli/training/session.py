@@ -40,8 +40,9 @@ from .trainer import Trainer
 def run(config, out, saved, overwrite, prune_file=None, stop_file=None):
     """Train the run of `config` in the folder `out` to its end: from the checkpoint `saved`
     (read_checkpoint's (model_state, state)), or anew (with `overwrite`, replacing an old run's
-    files); `prune_file`: --prune-file; `stop_file`: --stop-file. Adds to `config` what readers of run.h5 need
-    (train_examples, steps_per_epoch, world_size; schedule_steps in the first session)."""
+    files); `prune_file`: --prune-file; `stop_file`: --stop-file. Adds to `config` what
+    readers of run.h5 need (train_examples, steps_per_epoch, world_size; schedule_steps in the
+    first session)."""
     comm = parallel.communicator()
     splits = load_splits(config, comm)
     model = build_model(config, splits.shape, splits.classes)
