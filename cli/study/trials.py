@@ -146,8 +146,9 @@ def execute(spec, folder, mode=None, stop=None, prune_file=None):
     mode = mode or trial_mode(folder, prune_file is not None)
     if mode == "done":
         return 0, DONE_EARLIER
-    if stop and read_stop_file(stop):   # the study was told to stop (pool.py, _forward_stops)
-        return 128 + read_stop_file(stop), "not started: the study stopped"
+    signum = read_stop_file(stop) if stop else 0
+    if signum:   # the study was told to stop (pool.py, _forward_stops)
+        return 128 + signum, "not started: the study stopped"
     root = parallel.is_root()
     if root:
         os.makedirs(folder, exist_ok=True)
