@@ -50,6 +50,9 @@ KFAC=(--grid kfac.lr=0.0001953125,0.00078125,0.003125,0.0125,0.05,0.2
 KFAC_WIDE=(--grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2,0.8
            --grid kfac.damping=0.0001,0.001,0.01,0.1,1 --grid kfac.kl_clip=0,0.001,0.01)
 TR=(--grid trcg.radius=0.01,0.1,1,10,20 --grid strcg.radius=0.01,0.1,1,10,20)
+# the K-FAC variants of steps 2 and 8: a small, a medium and a large batch size of SIZES
+K_SIZES=(--batch-sizes 512,4096,16384 --budget-epochs 512=20,4096=57,16384=114
+         --eval-every 512=5,4096=1,16384=1)
 
 # 1. the four optimizers on the MLP (K-FAC as minigrad's defaults have it: the true Fisher,
 #    factors from the first batch, factored damping)
@@ -66,9 +69,9 @@ else
         --batch-size 128 --lr 0.05 --momentum 0.9 --epochs 3 --eval-every 10 \
         --noise-scale-examples 1024 --no-layer-stats --out "$noise"
 fi
-# 2. K-FAC with the empirical Fisher
-step 2 && minigrad scaling "${MLP[@]}" --target-accuracy 0.85 "${KFAC[@]}" --optimizers kfac \
-    --train-option kfac.fisher=empirical --out "$out/mlp-kfac-empirical"
+# 2. K-FAC with the empirical Fisher, at a small, a medium and a large batch size (as step 8)
+step 2 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
+    --optimizers kfac --train-option kfac.fisher=empirical --out "$out/mlp-kfac-empirical"
 # 3. K-FAC as a common PyTorch implementation has it: factors start at the identity, eigenbasis
 #    damping (a wider grid: its best settings sat on both ends of the narrower one)
 step 3 && minigrad scaling "${MLP[@]}" --target-accuracy 0.85 "${KFAC_WIDE[@]}" --optimizers kfac \
@@ -108,8 +111,6 @@ step 7 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,
 # 8. K-FAC's update periods at a small, a medium and a large batch size, each with step 1's
 #    grid: eigenbases every step instead of every 20, and the sparse schedule common in
 #    practice (factors every 10 steps, eigenbases every 100)
-K_SIZES=(--batch-sizes 512,4096,16384 --budget-epochs 512=20,4096=57,16384=114
-         --eval-every 512=5,4096=1,16384=1)
 step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
     --optimizers kfac --train-option kfac.inv_update_every=1 --out "$out/mlp-kfac-eigen-every-step"
 step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
