@@ -125,8 +125,9 @@ def train(*args):
 def test_a_run_stuck_at_chance_ends_as_diverged_by_the_stated_rule(tmp_path):
     """lr 5 blows the MLP up to a finite loss at chance. The run must end at the first
     evaluation that completes 3 consecutive evaluations at chance counted from the end of the
-    first epoch (accuracy <= 1/C + 0.02 and train loss >= 0.99 ln C), recomputed here from the
-    evaluations it logged."""
+    first epoch (accuracy <= 1/C + 0.02 and train loss >= 0.99 ln C) once it has left its
+    start (an accuracy above 1/C + 0.02 or a train loss above 1.02 ln C before), recomputed
+    here from the evaluations it logged."""
     out = tmp_path / "blown"
     result = train("--lr", 5, "--epochs", 6, "--eval-every", 5, "--diverged-after", 3,
                    "--out", out)
@@ -135,11 +136,31 @@ def test_a_run_stuck_at_chance_ends_as_diverged_by_the_stated_rule(tmp_path):
     ev = run["evals"]
     assert run["attrs"]["status"] == "failed"
     per_epoch = math.ceil(N_TRAIN / 64)
-    chance = [(s >= per_epoch and a <= 1 / CLASSES + 0.02 and not loss < 0.99 * math.log(CLASSES))
-              for s, a, loss in zip(ev["step"], ev["test_accuracy"], ev["train_loss"])]
+    left = np.maximum.accumulate([a > 1 / CLASSES + 0.02 or not loss <= 1.02 * math.log(CLASSES)
+                                  for a, loss in zip(ev["test_accuracy"], ev["train_loss"])])
+    chance = [(s >= per_epoch and a <= 1 / CLASSES + 0.02 and not loss < 0.99 * math.log(CLASSES)
+               and gone) for s, a, loss, gone in zip(ev["step"], ev["test_accuracy"],
+                                                      ev["train_loss"], left)]
     assert chance[-3:] == [True] * 3 and not all(chance[-4:])   # stopped at the first such run
     assert run["attrs"]["steps"] == ev["step"][-1] < 6 * per_epoch
     assert all(np.isfinite(run["steps"]["loss"]))                # not a non-finite loss
+
+
+def test_a_run_still_on_its_starting_plateau_is_slow_not_diverged(tmp_path):
+    """lr 1e-7 leaves the MLP where it started (seed 1: test accuracy 0.078, the loss at ln C):
+    every evaluation after the first epoch is at chance, but the run never left its start, so
+    it runs its whole budget instead of ending as diverged."""
+    out = tmp_path / "slow"
+    ok(train("--lr", 1e-7, "--seed", 1, "--epochs", 6, "--eval-every", 5, "--diverged-after", 3,
+             "--out", out))
+    run = read_run(str(out))
+    ev, per_epoch = run["evals"], math.ceil(N_TRAIN / 64)
+    chance = [s >= per_epoch and a <= 1 / CLASSES + 0.02 and loss >= 0.99 * math.log(CLASSES)
+              for s, a, loss in zip(ev["step"], ev["test_accuracy"], ev["train_loss"])]
+    assert sum(chance) >= 10 and all(chance[-3:])             # the old rule would have stopped it
+    assert max(ev["test_accuracy"]) <= 1 / CLASSES + 0.02
+    assert max(ev["train_loss"]) <= 1.02 * math.log(CLASSES)
+    assert run["attrs"]["status"] == "finished" and run["attrs"]["steps"] == 6 * per_epoch
 
 
 def test_a_learning_run_is_never_stopped_by_the_rule(tmp_path):

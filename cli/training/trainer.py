@@ -41,8 +41,8 @@ from . import evaluation, steps
 from .optimizers import restore_optimizer
 from .progress import progress_bar
 from .signals import DeferredInterrupt, StopRequested
-from .stopping import (Diverged, Pruned, at_chance, cannot_win, read_bound, read_stop_file,
-                       targets_met)
+from .stopping import (Diverged, Pruned, at_chance, cannot_win, left_start, read_bound,
+                       read_stop_file, targets_met)
 
 DEFAULT_CHECKPOINT_SECONDS = 300
 # an evaluation writes a checkpoint once this many seconds (or --checkpoint-seconds, if less) have
@@ -320,11 +320,12 @@ class Trainer:
 
     def _count_targets_and_chance(self, acc, train_loss):
         """The step the accuracy target was reached at, and the evaluations at chance in a row
-        (counted from the end of the first epoch). The same on every rank: the loss and the
-        accuracy are the global ones."""
+        (counted from the end of the first epoch, once the run has left its start: stopping.py).
+        The same on every rank: the loss and the accuracy are the global ones."""
         if not self.autoencoder:
-            at = self.steps_done >= self.per_epoch and at_chance(acc, train_loss,
-                                                                 self.splits.classes)
+            ev, classes = self.history["evals"], self.splits.classes
+            at = (self.steps_done >= self.per_epoch and at_chance(acc, train_loss, classes)
+                  and left_start(ev[self.acc_key], ev["train_loss"], classes))
             self.evals_at_chance = self.evals_at_chance + 1 if at else 0
         if self.target_step is None and self.config["target_accuracy"] is not None \
                 and not self.autoencoder and acc >= self.config["target_accuracy"]:
