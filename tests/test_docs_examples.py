@@ -1,0 +1,94 @@
+"""The example outputs and figures in docs/ are generated: every page with directives
+(docs/regenerate.py) shows what its commands print today, and the figures it shows are the ones
+they write. On a failure, `python docs/regenerate.py docs/PAGE.md` rewrites the page from the
+commands (and its figures in docs/img/); read the diff, and the page's prose, before committing.
+The regenerator's own rules (directives, masking, tolerance) are tested on small pages first."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+spec = importlib.util.spec_from_file_location("regenerate", os.path.join(ROOT, "docs",
+                                                                         "regenerate.py"))
+regenerate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(regenerate)
+
+
+def page(*lines):
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------ the regenerator
+def test_output_and_transcript_blocks_are_rewritten_from_their_commands(tmp_path):
+    text = page("Intro.",
+                "<!-- run -->", "```", "printf 'a\\nb\\nc\\n' > f.txt; cat f.txt", "```",
+                "<!-- output tail=2 -->", "```", "stale", "```",
+                "<!-- run: echo hidden > g.txt -->",
+                "<!-- transcript head=1 -->", "```", "$ cat f.txt", "old", "$ cat g.txt", "```",
+                "<!-- run -->", "```python", "print(6 * 7)", "```",
+                "<!-- output -->", "```", "```", "End.")
+    assert regenerate.regenerate(text, str(tmp_path)) == page(
+        "Intro.",
+        "<!-- run -->", "```", "printf 'a\\nb\\nc\\n' > f.txt; cat f.txt", "```",
+        "<!-- output tail=2 -->", "```", "...", "b", "c", "```",
+        "<!-- run: echo hidden > g.txt -->",
+        "<!-- transcript head=1 -->", "```", "$ cat f.txt", "a", "...", "$ cat g.txt", "hidden",
+        "```",
+        "<!-- run -->", "```python", "print(6 * 7)", "```",
+        "<!-- output -->", "```", "42", "```", "End.")
+
+
+def test_skip_progress_leaves_out_a_studys_line_per_trial(tmp_path):
+    text = page("<!-- run -->", "```", "printf '[ 1/12] x\\n[12/12] y\\ntable\\n'", "```",
+                "<!-- output skip=progress -->", "```", "```")
+    assert regenerate.regenerate(text, str(tmp_path)).split("\n")[5:8] == ["```", "table", "```"]
+
+
+@pytest.mark.parametrize("lines, words", [
+    (["<!-- output -->", "```", "```"], "has no `run` before it"),
+    (["<!-- run -->", "no fence"], "must be followed by a ``` block"),
+    (["<!-- run -->", "```", "echo open"], "is not closed"),
+    (["<!-- transcript -->", "```", "no prompt", "```"], "has no `$ ` command line"),
+    (["<!-- run: echo to stderr >&2; exit 3 -->"], "exited with 3"),
+])
+def test_a_malformed_page_or_a_failing_command_is_an_error_naming_it(tmp_path, lines, words):
+    with pytest.raises(regenerate.PageError, match=words.replace("$", r"\$").replace("(", r"\(")):
+        regenerate.regenerate(page(*lines), str(tmp_path))
+
+
+def test_wall_times_are_masked_and_other_numbers_compared_to_their_last_digit():
+    old = page("```", "optimizer  steps  wall s  loss", "sgd        48     0.18    0.1208",
+               "```", "  wall time                2.9 s", "done, wall time 0.8s")
+    new = page("```", "optimizer  steps  wall s  loss", "sgd        48     10.25   0.12081",
+               "```", "  wall time                12.0 s", "done, wall time 1.8s")
+    assert regenerate.differences(old, new) == ""
+    for changed in ("sgd        49     0.18    0.1208",     # an integer: steps to target
+                    "sgd        48     0.18    0.1210",     # a float beyond 1e-3
+                    "kfac       48     0.18    0.1208"):    # a word
+        diff = regenerate.differences(old, old.replace("sgd        48     0.18    0.1208", changed))
+        assert diff and changed.split()[0] in diff
+
+
+def test_check_names_a_figure_shown_but_not_written(tmp_path, monkeypatch):
+    doc = tmp_path / "p.md"
+    doc.write_text(page("<!-- run: echo x > docs/img/a.png -->", "![a](img/a.png) ![b](img/b.png)"))
+    problems = regenerate.check(str(doc), str(tmp_path / "scratch"))
+    assert problems == ["figures shown but not written by the page's commands: ['b.png']"]
+
+
+# ------------------------------------------------------------------------ the pages
+PAGES = regenerate.pages([])
+
+
+def test_the_pages_with_examples_are_found():
+    names = {os.path.basename(p) for p in PAGES}
+    assert {"compare.md"} <= names
+
+
+@pytest.mark.parametrize("path", PAGES, ids=os.path.basename)
+def test_a_page_shows_what_its_commands_print(path, tmp_path):
+    pytest.importorskip("matplotlib", reason="the pages' figures need matplotlib")
+    problems = regenerate.check(path, str(tmp_path))
+    assert not problems, "\n".join(problems) + \
+        f"\n(regenerate with: python docs/regenerate.py docs/{os.path.basename(path)})"
