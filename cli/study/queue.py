@@ -37,6 +37,15 @@ fail_stale_trials), and any worker that finds a folder's latest trial failed wit
 queues a copy (requeue), at most MAX_RETRIES times: the copy's worker continues the trial from
 its checkpoint (`minigrad train --resume`). A stopped worker (Ctrl-C, SIGTERM) does the same
 for the trial it stopped.
+
+A late worker. A worker that is alive but whose heartbeat came too late (a machine stalled for
+GRACE_BEATS beats) keeps training while the copy queued for it continues the same folder from
+its checkpoint. Nothing is fenced off, and nothing needs to be for the results: the two compute
+the same run (the same seed gives the same run, and resuming is bit-exact; with pruning one
+may stop earlier, having read a tighter bound, which no figure can tell), every file is
+written whole (temporary file and rename), and the late worker records nothing when it ends
+(finish: its trial is failed already). What is lost is the duplicated compute, and the
+folder's train.log holds both workers' lines.
 """
 import contextlib
 import hashlib
