@@ -139,3 +139,29 @@ def test_a_second_sessions_copy_of_a_folder_found_done_is_not_recorded_twice(
     ended = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert [t.number for t in ended] == [first.number]
     assert queue.complete(study, {"sgd-b8-a"}, False)
+
+
+def test_an_idle_worker_looks_less_often_the_longer_it_finds_nothing(study_storage_url, tmp_path,
+                                                                      monkeypatch):
+    """A worker with nothing to take while another trains looks again after 0.5 s, then 1, 2
+    and 4 s (each look reads every trial), and ends when the search is complete."""
+    from minigrad.cli.study import workers
+
+    a_study(study_storage_url, ("sgd-b8-a",))
+    search = workers.Search("s/scaling/sgd-b8", ["sgd-b8-a"], [{}], [0])
+    looks = iter([False] * 5 + [True])
+    monkeypatch.setattr(workers, "_take", lambda studies, searches: None)  # another one trains
+    monkeypatch.setattr(workers.Search, "complete", lambda self, study, prune: next(looks))
+    waits = []
+    monkeypatch.setattr(workers, "_sleep_unless_stopped", lambda s, stop: waits.append(s))
+    monkeypatch.setattr(workers.signal, "signal", lambda *a: None)   # keep pytest's handlers
+    workers.work(str(tmp_path), [search], study_storage_url, 30, str(tmp_path / "stop"), None)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_an_idle_workers_wait_ends_when_the_stop_file_appears(tmp_path):
+    from minigrad.cli.study import workers
+
+    stop = tmp_path / "stop"
+    stop.write_text("")
+    workers._sleep_unless_stopped(3600, str(stop))   # returns at once, or the test hangs

@@ -4,9 +4,12 @@ records how it ended, and stops when every trial of its searches has ended (trai
 any other worker, on this machine or another), when its session's stop file appears, or when the
 process that started it is gone.
 
-A worker with nothing to take while other workers still train waits (POLL_SECONDS), and looks
-for trials whose worker died (queue.repair) and draws the next points of TPE searches whose
-trials have all ended (queue.draw) meanwhile.
+A worker with nothing to take while other workers still train waits, and looks for trials whose
+worker died (queue.repair) and draws the next points of TPE searches whose trials have all ended
+(queue.draw) meanwhile. It looks again after POLL_SECONDS, twice as long each time it finds
+nothing, up to MAX_POLL_SECONDS: each look reads every trial of the study (about 0.2 s of CPU
+for 800 trials in SQLite), which an idle worker would otherwise take from the trials still
+training on the same cores.
 """
 import json
 import contextlib
@@ -23,6 +26,7 @@ from .storage import load_or_create, open_storage
 from .trials import DONE_EARLIER, STOPPED, TRIALS, execute
 
 POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 4.0
 ENDED_BY_ITSELF = ("finished", "failed", "pruned")   # run.h5 statuses of a trial that ended
 
 
@@ -61,11 +65,13 @@ def work(root, searches, url, heartbeat, stop, reports):
     parent = os.getppid()
     storage = open_storage(url, heartbeat, checked=True)
     studies = [load_or_create(storage, s.study) for s in searches]
+    wait = POLL_SECONDS
     while not os.path.exists(stop) and os.getppid() == parent:
         taken = _take(studies, searches)
         if taken is not None:
             if _run(root, *taken, heartbeat, stop, reports) in STOPPED:
                 return
+            wait = POLL_SECONDS
             continue
         if all(s.complete(study, s.bound is not None) for study, s in zip(studies, searches)):
             return
@@ -73,7 +79,15 @@ def work(root, searches, url, heartbeat, stop, reports):
             queue.repair(study, s.wanted(study))
             if s.tpe:
                 queue.draw(study, s.tpe)
-        time.sleep(POLL_SECONDS)
+        _sleep_unless_stopped(wait, stop)
+        wait = min(2 * wait, MAX_POLL_SECONDS)
+
+
+def _sleep_unless_stopped(seconds, stop):
+    """Sleep `seconds`, in steps of POLL_SECONDS, ending early once the stop file appears."""
+    end = time.monotonic() + seconds
+    while not os.path.exists(stop) and time.monotonic() < end:
+        time.sleep(min(POLL_SECONDS, max(0.0, end - time.monotonic())))
 
 
 def _take(studies, searches):
