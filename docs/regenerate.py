@@ -15,10 +15,12 @@ which a rendered page does not show. Each applies to the fenced block right belo
 
 `output` and `transcript` take `head=N` (keep the first N lines and a "..." line), `tail=N`
 (a "..." line and the last N) and `skip=progress` (leave out a study's "[ i/n] ..." line per
-trial, whose order depends on which parallel trial ends first). The commands of a page run in order in one scratch folder,
-with `minigrad` on PATH and a `docs/img/` folder inside it: a figure a command writes there
-replaces the page's figure of that name (`docs/img/NAME.png`), and --check requires that
-every `img/...png` the page shows was written there.
+trial, whose order depends on which parallel trial ends first).
+
+The commands of a page run in order in one scratch folder, with `minigrad` on PATH, one BLAS
+thread, the repository's root in $REPOSITORY, and a `docs/img/` folder inside it: a figure a
+command writes there replaces the page's figure of that name (`docs/img/NAME.png`), and --check
+requires that every `img/...png` the page shows was written there.
 
 The same seed gives the same run, so the outputs are reproducible except for wall times:
 --check compares the pages with every number in a "wall s" column and after "wall time"
@@ -40,6 +42,10 @@ DIRECTIVE = re.compile(r"^<!-- (run|output|transcript)(?::\s*(.*?))?((?:\s+\w+=\
 PROGRESS = re.compile(r"^\[\s*\d+/\d+\] ")
 FENCE = re.compile(r"^```(\w*)\s*$")
 ELIDED = "..."
+# one BLAS/OpenMP thread: a run is bit-identical for the same thread count (minigrad train
+# --threads), so the outputs do not depend on the machine's cores; and on a loaded machine
+# threads that wait for busy cores make the examples several times slower
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 class PageError(Exception):
@@ -76,7 +82,8 @@ def parse(lines):
 
 def shell(command, folder, language=""):
     """Run `command` in `folder` (bash, or Python for language "python"); its stdout lines."""
-    env = dict(os.environ, MPLBACKEND="Agg", COLUMNS="100",
+    env = dict(os.environ, MPLBACKEND="Agg", COLUMNS="100", REPOSITORY=os.path.dirname(DOCS),
+               **ONE_THREAD,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     argv = [sys.executable, "-"] if language == "python" else ["bash", "-euo", "pipefail", "-s"]
     done = subprocess.run(argv, input=command, cwd=folder, env=env, capture_output=True,
