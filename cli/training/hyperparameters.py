@@ -52,10 +52,11 @@ CLI_PRESET = {
         "momentum": Preset(0.9, "momentum SGD as trained by He et al. 2016 and Goyal et al. "
                                 "2017")},
     "kfac": {
-        "lr": Preset(0.05, "tuned on digits with the empirical Fisher: the best K-FAC setting at "
-                           "batch 32 in docs/scaling.md, the centre of the study's kfac grid"),
-        "damping": Preset(1e-2, "tuned on digits, as the lr: the best at batch 32 to 128 in "
-                                "docs/scaling.md")},
+        "lr": Preset(0.05, "tuned on digits with the empirical Fisher, when it was the default: "
+                           "the best K-FAC setting of a scaling study at batch 32; the centre of "
+                           "the study's kfac grid"),
+        "damping": Preset(1e-2, "tuned on digits, as the lr: the best of that study at batch 32 "
+                                "to 128")},
 }
 # defaults for --model autoencoder, which has no class labels to sample
 AUTOENCODER = {"kfac": {"fisher": "empirical"}}
