@@ -15,7 +15,9 @@ which a rendered page does not show. Each applies to the fenced block right belo
 
 `output` and `transcript` take `head=N` (keep the first N lines and a "..." line), `tail=N`
 (a "..." line and the last N) and `skip=progress` (leave out a study's "[ i/n] ..." line per
-trial, whose order depends on which parallel trial ends first).
+trial, whose order depends on which parallel trial ends first). `<!-- output as=markdown -->`
+governs the lines up to `<!-- end output -->` instead of a fenced block: output that is itself
+Markdown (a table), shown rendered.
 
 The commands of a page run in order in one scratch folder, with `minigrad` on PATH, one BLAS
 thread, the repository's root in $REPOSITORY, and a `docs/img/` folder inside it: a figure a
@@ -24,7 +26,7 @@ requires that every `img/...png` the page shows was written there.
 
 The same seed gives the same run, so the outputs are reproducible except for wall times:
 --check compares the pages with every number in a "wall s" column and after "wall time"
-masked, and the other numbers to a relative 1e-3 (the last printed digit of a float may move
+masked (in a Markdown table row, all of a cell from "wall s" on, verdicts included), and the other numbers to a relative 1e-3 (the last printed digit of a float may move
 with the BLAS kernels of another CPU; integers, such as steps to target, must be equal).
 """
 import argparse
@@ -41,6 +43,7 @@ DIRECTIVE = re.compile(r"^<!-- (run|output|transcript)(?::\s*(.*?))?((?:\s+\w+=\
 # a study's line per finished trial: their order depends on which of the parallel trials ends first
 PROGRESS = re.compile(r"^\[\s*\d+/\d+\] ")
 FENCE = re.compile(r"^```(\w*)\s*$")
+END_MARKDOWN = "<!-- end output -->"
 ELIDED = "..."
 # one BLAS/OpenMP thread: a run is bit-identical for the same thread count (minigrad train
 # --threads), so the outputs do not depend on the machine's cores; and on a loaded machine
@@ -54,8 +57,8 @@ class PageError(Exception):
 
 def parse(lines):
     """The page as a list of items: a plain line (str), or a dict for a directive with the
-    fenced block it governs: kind, command (a hidden `run: CMD`), options, language, fence
-    lines and body lines."""
+    block it governs (fenced, or up to END_MARKDOWN): kind, command (a hidden `run: CMD`),
+    options, language, opening and closing lines (open None for as=markdown), body lines."""
     items, i = [], 0
     while i < len(lines):
         match = DIRECTIVE.match(lines[i])
@@ -67,14 +70,21 @@ def parse(lines):
         item = {"kind": kind, "line": lines[i], "command": command,
                 "options": dict(o.split("=") for o in options.split())}
         i += 1
-        if command is None:
+        if kind == "output" and item["options"].get("as") == "markdown":
+            end = next((j for j in range(i, len(lines)) if lines[j].strip() == END_MARKDOWN), None)
+            if end is None:
+                raise PageError(f"line {i}: `{item['line']}` has no `{END_MARKDOWN}` after it")
+            item.update(open=None, close=lines[end], body=lines[i:end])
+            i = end + 1
+        elif command is None:
             fence = FENCE.match(lines[i]) if i < len(lines) else None
             if not fence:
                 raise PageError(f"line {i}: `{item['line']}` must be followed by a ``` block")
             end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() == "```"), None)
             if end is None:
                 raise PageError(f"line {i + 1}: the ``` block is not closed")
-            item.update(language=fence.group(1), open=lines[i], body=lines[i + 1:end])
+            item.update(language=fence.group(1), open=lines[i], close=lines[end],
+                        body=lines[i + 1:end])
             i = end + 1
         items.append(item)
     return items
@@ -137,7 +147,7 @@ def regenerate(text, folder):
             body = excerpt(last, item["options"])
         else:
             body = replay(item["body"], folder, item["options"])
-        out.extend([item["open"], *body, "```"])
+        out.extend([item["open"]] * (item["open"] is not None) + [*body, item["close"]])
     return "\n".join(out)
 
 
@@ -152,6 +162,7 @@ def masked(text):
     """The page with wall times replaced by `*`: numbers after "wall time", and the cells of
     a table column headed "wall s" (cells are separated by two or more spaces)."""
     text = re.sub(r"(wall time\s+)[\d.]+(\s?s\b)", r"\1*\2", text)
+    text = re.sub(r"^(\|.*?wall s\b)[^|\n]*", r"\1 *", text, flags=re.MULTILINE)
     out, wall = [], None
     for line in text.split("\n"):
         cells = re.split(r"\s{2,}", line.strip())

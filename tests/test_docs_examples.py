@@ -45,7 +45,17 @@ def test_skip_progress_leaves_out_a_studys_line_per_trial(tmp_path):
     assert regenerate.regenerate(text, str(tmp_path)).split("\n")[5:8] == ["```", "table", "```"]
 
 
+def test_markdown_output_is_shown_rendered_up_to_its_end_line(tmp_path):
+    text = page("<!-- run: printf '| a | b |\\n| --- | --- |\\n| 1 | 2 |\\n' -->",
+                "<!-- output as=markdown -->", "| stale |", "<!-- end output -->", "After.")
+    assert regenerate.regenerate(text, str(tmp_path)) == page(
+        "<!-- run: printf '| a | b |\\n| --- | --- |\\n| 1 | 2 |\\n' -->",
+        "<!-- output as=markdown -->", "| a | b |", "| --- | --- |", "| 1 | 2 |",
+        "<!-- end output -->", "After.")
+
+
 @pytest.mark.parametrize("lines, words", [
+    (["<!-- output as=markdown -->", "| a |"], "has no `<!-- end output -->` after it"),
     (["<!-- output -->", "```", "```"], "has no `run` before it"),
     (["<!-- run -->", "no fence"], "must be followed by a ``` block"),
     (["<!-- run -->", "```", "echo open"], "is not closed"),
@@ -63,6 +73,11 @@ def test_wall_times_are_masked_and_other_numbers_compared_to_their_last_digit():
     new = page("```", "optimizer  steps  wall s  loss", "sgd        48     10.25   0.12081",
                "```", "  wall time                12.0 s", "done, wall time 1.8s")
     assert regenerate.differences(old, new) == ""
+    # a Markdown table cell from "wall s" on: its figures and the verdict drawn from them
+    row = "| kfac | 12 | grad evals 0.60; wall s **better than SGD**: median 0.77 (64: 0.70) |"
+    assert regenerate.differences(page(row), page(row.replace(
+        "**better than SGD**: median 0.77 (64: 0.70)", "**worse than SGD**: median 1.3 (64: 1.3)"))) == ""
+    assert regenerate.differences(page(row), page(row.replace("0.60", "0.61")))
     for changed in ("sgd        49     0.18    0.1208",     # an integer: steps to target
                     "sgd        48     0.18    0.1210",     # a float beyond 1e-3
                     "kfac       48     0.18    0.1208"):    # a word
