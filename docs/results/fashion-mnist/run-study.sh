@@ -5,7 +5,7 @@
 #
 #   bash docs/results/fashion-mnist/run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP] [LAST_STEP]
 #
-# FIRST_STEP and LAST_STEP (default 1 and 8) run only the steps between them. A trial's folder
+# FIRST_STEP and LAST_STEP (default 1 and 9) run only the steps between them. A trial's folder
 # name hashes its options (with the optimizer's defaults of the code that runs it), so a study
 # continued with the same code reuses every finished trial; scaling studies stop a trial early
 # once it can no longer beat the best finished one (exact: no reported figure changes).
@@ -35,7 +35,7 @@ set -euo pipefail
 out=${1:?usage: run-study.sh STUDIES_DIR [JOBS] [FIRST_STEP] [LAST_STEP]}
 jobs=${2:-2}
 first=${3:-1}
-last=${4:-8}
+last=${4:-9}
 step() { [ "$1" -ge "$first" ] && [ "$1" -le "$last" ]; }   # whether step $1 runs
 
 SIZES=128,256,512,1024,2048,4096,8192,16384
@@ -116,4 +116,10 @@ step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "$
 step 8 && minigrad scaling "${MLP[@]}" "${K_SIZES[@]}" --target-accuracy 0.85 "${KFAC[@]}" \
     --optimizers kfac --train-option kfac.cov_update_every=10 \
     --train-option kfac.inv_update_every=100 --out "$out/mlp-kfac-sparse-updates"
+# 9. robustness without K-FAC's KL clip: step 7's K-FAC grid (lr x damping) with kl_clip off
+step 9 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,256 \
+    --batch-sizes 256,2048,16384 --budget-epochs 256=15,2048=40,16384=114 \
+    --eval-every 256=8,2048=2,16384=1 --target-accuracy 0.85 --stop-at-target --lr-scaling sqrt \
+    --base-batch-size 128 --jobs "$jobs" --optimizers kfac --grid kfac.kl_clip=0 \
+    --out "$out/mlp-sensitivity-kfac-noclip"
 true   # the status of the script is that of its steps, not of the last step test
