@@ -5,8 +5,10 @@ the gradient noise scale (`minigrad train --noise-scale-examples N`).
 A study file is about one problem: a data set, a model (with its hidden sizes for the mlp) and a
 target (attrs["options"]: dataset, model, hidden, target_accuracy, target_loss). It holds one
 curve per method, a method being an optimizer together with the train options the study fixed
-for it (options["train_options"], `--train-option [OPT.]NAME=VALUE`): K-FAC started from identity
-factors is another method than K-FAC, and gets its own row in the report.
+for it (options["train_options"], `--train-option [OPT.]NAME=VALUE`) and the hyperparameters
+outside its default search axes that a --grid entry fixed to one value (options["grid_entries"]:
+K-FAC's kl_clip, search.EXTRA_AXES), where they differ from their defaults: K-FAC started from
+identity factors, or without its KL clip, is another method than K-FAC, with its own row.
 
     scaling.h5      best/<optimizer>/ per batch size: reached, steps_to_target,
                     epochs_to_target, wall_to_target, cost_to_target
@@ -27,6 +29,7 @@ from . import search
 from .common import UserError
 from .study.results import edge_values, is_off, on_edge, reached_rank
 from .study.trials import TRIAL_DEFAULTS
+from .training import hyperparameters
 from .training.config import APPLIES
 
 STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
@@ -134,11 +137,12 @@ def problem_of(options):
                    options.get("target_accuracy"), options.get("target_loss"))
 
 
-def method_of(optimizer, train_options):
+def method_of(optimizer, train_options, grid_entries=()):
     """The Method of `optimizer` in a study with these --train-option entries ([OPT.]NAME=VALUE):
     the entries for it (prefixed with it, or unprefixed and applying to it), less bookkeeping
-    options and values equal to the study's own trial defaults."""
-    given = []
+    options and values equal to the study's own trial defaults; and the EXTRA_AXES its --grid
+    entries (OPT.NAME=V1,V2,...) fix to one value other than the option's default."""
+    given = _fixed_extra_axes(optimizer, grid_entries)
     for entry in train_options or ():
         key, _, value = str(entry).partition("=")
         scope, dot, name = key.strip().rpartition(".")
@@ -149,6 +153,25 @@ def method_of(optimizer, train_options):
             given.append((name, value))
     label = optimizer + (f" ({', '.join(f'{n}={v}' for n, v in given)})" if given else "")
     return Method(optimizer, tuple(sorted(given)), label)
+
+
+def _fixed_extra_axes(optimizer, grid_entries):
+    """[(name, value)] of the EXTRA_AXES of `optimizer` that the --grid entries give exactly one
+    value, where it is not the option's default (a study searching kl_clip over several values,
+    or leaving it at 1e-3, studies K-FAC itself)."""
+    values = {}
+    for entry in grid_entries or ():
+        key, _, text = str(entry).partition("=")
+        scope, _, name = key.strip().rpartition(".")
+        if scope == optimizer and name in search.EXTRA_AXES[optimizer]:
+            values.setdefault(name, set()).update(v.strip() for v in text.split(","))
+    fixed = []
+    for name, given in values.items():
+        if len(given) == 1:
+            (value,) = given
+            if float(value) != float(hyperparameters.default(optimizer, name)):
+                fixed.append((name, value))
+    return fixed
 
 
 def _text(value):
@@ -275,7 +298,8 @@ def _spreads(g, n):
 def _read_scaling(f, study):
     for name in f["best"]:
         g = f["best"][name]
-        method = method_of(name, study.options.get("train_options"))
+        method = method_of(name, study.options.get("train_options"),
+                           study.options.get("grid_entries"))
         columns = [g[k][()] for k in ("batch_size", "reached", "steps_to_target",
                                       "epochs_to_target", "wall_to_target", "cost_to_target")]
         n = len(columns[0])
@@ -294,7 +318,8 @@ def _read_compare(f, study):
     settings = _settings(f, g, names, columns[1])
     for (name, size, *row), spread, setting in zip(zip(names, *columns[1:]),
                                                   _spreads(g, len(names)), settings):
-        method = method_of(name, study.options.get("train_options"))
+        method = method_of(name, study.options.get("train_options"),
+                           study.options.get("grid_entries"))
         study.points[method] = {int(size): _point(*row, study.path, spread,
                                                   _seeds(study.options), setting)}
 
@@ -302,7 +327,8 @@ def _read_compare(f, study):
 def _read_sensitivity(f, study):
     for name in f["maps"]:
         g = f["maps"][name]
-        method = method_of(name, study.options.get("train_options"))
+        method = method_of(name, study.options.get("train_options"),
+                           study.options.get("grid_entries"))
         reached = g["reached"][()]
         study.fractions[method] = {
             int(b): Fraction(float(fr), int(hit.sum()), int(hit.size), study.path)

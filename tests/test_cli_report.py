@@ -29,7 +29,10 @@ SCALING = STUDY + ["--budget-epochs", "3", "--batch-sizes", "64,128,256", "--gri
                    "--grid", "kfac.damping=0.01", "--grid", "kfac.kl_clip=0",
                    "--confirm-seeds", "2"]
 SENSITIVITY = STUDY + ["--budget-epochs", "2", "--batch-sizes", "64,256",
-                       "--grid", "sgd.lr=0.05,0.4", "--grid", "kfac.damping=0.01,1"]
+                       "--grid", "sgd.lr=0.05,0.4", "--grid", "kfac.damping=0.01,1",
+                       "--grid", "kfac.kl_clip=0"]
+# both studies fix K-FAC's kl_clip off (--grid kfac.kl_clip=0): one method, named for it
+LABEL = {"sgd": "sgd", "kfac": "kfac (kl_clip=0)"}
 NOISE_RUN = ["--hidden", "8", "--epochs", "3", "--batch-size", "64", "--eval-every", "6",
              "--noise-scale-examples", "64"]
 
@@ -303,8 +306,8 @@ def test_every_main_table_cell_follows_from_the_study_files(real):
     points = best_points(root / "studies" / "scaling" / "scaling.h5")
     grids = grid_fractions(root / "studies" / "sensitivity" / "sensitivity.h5")
     rows = main_table(text)
-    assert list(rows) == ["sgd", "kfac"]
-    for opt, row in rows.items():
+    assert list(rows) == [LABEL["sgd"], LABEL["kfac"]]
+    for opt, row in zip(("sgd", "kfac"), rows.values()):
         mine, base = points[opt], opt == "sgd"
         hit = sum(p["reached"] for p in mine.values())
         assert row["order"] == ("first" if opt == "sgd" else "second")
@@ -335,7 +338,7 @@ def test_every_figure_cell_follows_from_the_study_files(real):
             e = next((e for _, to, e in found[2] if to == b), None) if found else None
             both = opt != "sgd" and p and q and p["reached"] and q["reached"]
             expected.append([
-                opt, str(b), "-" if p is None else "yes" if p["reached"] else "no",
+                LABEL[opt], str(b), "-" if p is None else "yes" if p["reached"] else "no",
                 whole(p["steps"]) if p and p["reached"] else "-",
                 spread(p, seeds=2),
                 whole(points[opt][found[0]]["steps"] * found[0] / b) if p and found else "-",
@@ -377,8 +380,8 @@ def test_noise_scale_tables_follow_from_the_run_and_the_study(real):
             verdict = ("scaling stops above B_simple (B_c > 2 B_simple)" if r > 2 else
                        "scaling stops below B_simple (B_c < B_simple / 2)" if r < 0.5 else
                        "B_simple predicts it (within a factor of 2)")
-        expected.append([opt, "-" if bc is None else f"{bc}" + (" (largest studied)" if largest
-                                                               else ""),
+        shown = "-" if bc is None else f"{bc}" + (" (largest studied)" if largest else "")
+        expected.append([LABEL[opt], shown,
                          "-" if fit is None else size(fit), "`../runs/sgd-noise`", size(value),
                          "-" if r is None else two(r), verdict])
     assert critical_table[1] == expected
@@ -458,14 +461,14 @@ N_MADE = 102400   # ceil(n / B) = n / B for every batch size below
 
 
 def write_study(folder, command, curves, dataset="digits", target=0.9, train_options=(),
-                batch_size=None):
+                batch_size=None, grid_entries=()):
     """A study file with known numbers. scaling/compare: curves {opt: {B: (steps, epochs, cost,
     wall) or None (not reached)}}; sensitivity: {opt: {B: (points reaching, grid points)}}."""
     os.makedirs(folder, exist_ok=True)
     sizes = sorted({b for c in curves.values() for b in c})
     options = {"dataset": dataset, "model": "mlp", "hidden": [8], "target_accuracy": target,
                "target_loss": None, "optimizers": list(curves), "budget_epochs": 10,
-               "train_options": list(train_options)}
+               "train_options": list(train_options), "grid_entries": list(grid_entries)}
     options.update({"batch_size": batch_size} if command == "compare" else {"batch_sizes": sizes})
     with h5py.File(os.path.join(folder, f"{command}.h5"), "w") as f:
         f.attrs["command"] = command
@@ -691,6 +694,25 @@ def test_method_labels_come_from_the_fixed_train_options(tmp_path, no_plots):
     rows = main_table((tmp_path / "r" / "report.md").read_text())
     # an unprefixed option applies to every optimizer; bookkeeping options name no method
     assert list(rows) == ["sgd (diverged_after=5)", "kfac (diverged_after=5, damping_form=eigen)"]
+
+
+def test_a_grid_entry_fixing_kl_clip_off_names_another_method(tmp_path, no_plots):
+    """K-FAC's sensitivity maps with the KL clip at its default and off are two methods, two
+    rows; a grid entry for a default search axis, or kl_clip at its default or over several
+    values, names none."""
+    write_study(tmp_path / "clip", "sensitivity", {"kfac": {256: (10, 10)}, "sgd": {256: (5, 10)}},
+                grid_entries=["sgd.lr=0.2", "kfac.kl_clip=0.001"])
+    write_study(tmp_path / "off", "sensitivity", {"kfac": {256: (2, 10)}},
+                grid_entries=["kfac.kl_clip=0", "kfac.lr=0.05"])
+    write_study(tmp_path / "both", "scaling", {"kfac": curve([400], [0.5])},
+                grid_entries=["kfac.kl_clip=0,0.001"])
+    ok(invoke(report, tmp_path / "clip", tmp_path / "off", tmp_path / "both",
+              "--out", tmp_path / "r"))
+    rows = main_table((tmp_path / "r" / "report.md").read_text())
+    assert list(rows) == ["sgd", "kfac", "kfac (kl_clip=0)"]
+    robustness = "robustness (grid reaching target)"
+    assert "(256: 1.00/0.50)" in rows["kfac"][robustness]
+    assert "(256: 0.20/0.50)" in rows["kfac (kl_clip=0)"][robustness]
 
 
 # ---------------------------------------------------------------------------------- errors
