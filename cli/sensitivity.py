@@ -81,9 +81,16 @@ def print_table(all_maps, sizes):
                          study.fmt(steps.min() if steps.size else None, ".0f"),
                          study.fmt(float(np.median(steps)) if steps.size else None, ".0f"),
                          study.fmt(np.nanmax(acc) if np.isfinite(acc).any() else None, ".4f"),
-                         study.fmt(float(np.nanmedian(acc)) if np.isfinite(acc).any() else None,
-                                   ".4f")))
+                         study.fmt(median_accuracy(acc), ".4f")))
     click.echo(table(header, rows))
+
+
+def median_accuracy(acc):
+    """The median final test accuracy over the whole grid, a point without one (a run ended by a
+    non-finite loss before any evaluation) counting as the lowest: leaving such points out
+    would report the median of the survivors. None where the median is such a point."""
+    median = float(np.median(np.where(np.isnan(acc), -np.inf, acc)))
+    return median if np.isfinite(median) else None
 
 
 def _norm(values, log):

@@ -264,3 +264,16 @@ def test_sensitivity_maps_place_each_trial_by_its_unscaled_lr():
     np.testing.assert_array_equal(m["trial"][:, :, 0], [[0, 1], [2, 3]])
     np.testing.assert_allclose(m["final_test_accuracy"][:, :, 0], [[0.3, 0.4], [0.3, 0.4]])
     np.testing.assert_array_equal(m["fraction_reached"], [1.0, 1.0])
+
+
+def test_the_median_final_accuracy_counts_a_point_without_one_as_the_lowest():
+    """A run ended by a non-finite loss has no accuracy (nan): it counts below every accuracy,
+    so a grid most of whose points blew up does not report the median of its survivors."""
+    from minigrad.cli.sensitivity import median_accuracy
+
+    nan = float("nan")
+    assert median_accuracy(np.array([nan, nan, 0.1, 0.85, 0.86])) == 0.1
+    assert median_accuracy(np.array([0.2, 0.4, nan])) == 0.2
+    assert median_accuracy(np.array([0.2, 0.4])) == pytest.approx(0.3)
+    assert median_accuracy(np.array([nan, nan, 0.85])) is None
+    assert median_accuracy(np.array([nan, nan, 0.8, 0.85])) is None   # between nan and 0.8
