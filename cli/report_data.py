@@ -157,21 +157,13 @@ def method_of(optimizer, train_options, grid_entries=()):
 
 def _fixed_extra_axes(optimizer, grid_entries):
     """[(name, value)] of the EXTRA_AXES of `optimizer` that the --grid entries give exactly one
-    value, where it is not the option's default (a study searching kl_clip over several values,
-    or leaving it at 1e-3, studies K-FAC itself)."""
-    values = {}
-    for entry in grid_entries or ():
-        key, _, text = str(entry).partition("=")
-        scope, _, name = key.strip().rpartition(".")
-        if scope == optimizer and name in search.EXTRA_AXES[optimizer]:
-            values.setdefault(name, set()).update(v.strip() for v in text.split(","))
-    fixed = []
-    for name, given in values.items():
-        if len(given) == 1:
-            (value,) = given
-            if float(value) != float(hyperparameters.default(optimizer, name)):
-                fixed.append((name, value))
-    return fixed
+    value (as the study read them: search.parse_grid), where it is not the option's default (a
+    study searching kl_clip over several values, or leaving it at 1e-3, studies K-FAC itself).
+    The value is written as %g, so that 0, 0.0 and 0e0 name one method."""
+    axes = search.parse_grid(list(grid_entries or ())).get(optimizer, {})
+    return [(name, f"{values[0]:g}") for name, values in axes.items()
+            if name in search.EXTRA_AXES[optimizer] and len(values) == 1
+            and values[0] != float(hyperparameters.default(optimizer, name))]
 
 
 def _text(value):

@@ -87,8 +87,9 @@ def print_table(all_maps, sizes):
 
 def median_accuracy(acc):
     """The median final test accuracy over the whole grid, a point without one (a run ended by a
-    non-finite loss before any evaluation) counting as the lowest: leaving such points out
-    would report the median of the survivors. None where the median is such a point."""
+    non-finite loss before its first evaluation, a crashed trial) counting as the lowest:
+    leaving such points out would report the median of the survivors. None where the median
+    is such a point."""
     median = float(np.median(np.where(np.isnan(acc), -np.inf, acc)))
     return median if np.isfinite(median) else None
 

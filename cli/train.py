@@ -136,8 +136,8 @@ def read_config_file(ctx, path):
                    "evaluations at chance, counted from the end of the first epoch: test "
                    "accuracy <= 1/C + 0.02 and mean training loss since the previous evaluation "
                    ">= 0.99 ln C (C classes), i.e. no better than guessing. They count only once "
-                   "the run has left its start (an evaluation above 1/C + 0.02, or a training "
-                   "loss above 1.02 ln C): a run still on its starting plateau is slow, not "
+                   "the run has left its start (a training loss at an evaluation outside "
+                   "[0.99, 1.02] ln C): a run still on its starting plateau is slow, not "
                    "diverged. 0: never.")
 @click.option("--noise-scale-examples", type=click.IntRange(min=0), default=0, show_default=True,
               help="At each evaluation, log the gradient noise scale B_simple (McCandlish et al. "

@@ -20,35 +20,49 @@ governs the lines up to `<!-- end output -->` instead of a fenced block: output 
 Markdown (a table), shown rendered.
 
 The commands of a page run in order in one scratch folder, with `minigrad` on PATH, one BLAS
-thread, the repository's root in $REPOSITORY, and a `docs/img/` folder inside it: a figure a
-command writes there replaces the page's figure of that name (`docs/img/NAME.png`), and --check
-requires that every `img/...png` the page shows was written there.
+thread (and on x86-64 the AVX2 kernels of OpenBLAS and NumPy: PORTABLE), the repository's root
+in $REPOSITORY, and a `docs/img/` folder inside it: a figure a command writes there replaces
+the page's figure of that name (`docs/img/NAME.png`), and --check requires that every
+`img/...png` the page shows was written there.
 
 The same seed gives the same run, so the outputs are reproducible except for wall times:
 --check compares the pages with every number in a "wall s" column and after "wall time"
-masked (in a Markdown table row, all of a cell from "wall s" on, verdicts included), and the other numbers to a relative 1e-3 (the last printed digit of a float may move
-with the BLAS kernels of another CPU; integers, such as steps to target, must be equal).
+masked (in a Markdown table row, all of a cell from "wall s" on, verdicts included), and the
+other numbers to a relative 1e-3 (a float's last printed digit may still move between CPUs;
+integers, such as steps to target, must be equal).
 """
 import argparse
 import difflib
 import glob
 import os
+import platform
 import re
 import subprocess
 import sys
 import tempfile
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
-DIRECTIVE = re.compile(r"^<!-- (run|output|transcript)(?::\s*(.*?))?((?:\s+\w+=\w+)*)\s*-->$")
+# `<!-- run: CMD -->`, or a kind with options (`<!-- output tail=5 -->`); a line that starts like
+# a directive but is not one is an error, not a block left unchecked
+DIRECTIVE = re.compile(r"^<!-- (?:run: (.+?)|(run|output|transcript)((?: \w+=\w+)*)) -->$")
+LOOKS_LIKE = re.compile(r"^\s*<!--\s*(run|output|transcript)\b")
+OPTIONS = {"run": {}, "output": {"head": r"\d+", "tail": r"\d+", "skip": "progress",
+                                 "as": "markdown"},
+           "transcript": {"head": r"\d+", "tail": r"\d+", "skip": "progress"}}
 # a study's line per finished trial: their order depends on which of the parallel trials ends first
 PROGRESS = re.compile(r"^\[\s*\d+/\d+\] ")
 FENCE = re.compile(r"^```(\w*)\s*$")
 END_MARKDOWN = "<!-- end output -->"
 ELIDED = "..."
-# one BLAS/OpenMP thread: a run is bit-identical for the same thread count (minigrad train
+# One BLAS/OpenMP thread: a run is bit-identical for the same thread count (minigrad train
 # --threads), so the outputs do not depend on the machine's cores; and on a loaded machine
-# threads that wait for busy cores make the examples several times slower
-ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+# threads that wait for busy cores make the examples several times slower. On x86-64, the AVX2
+# kernels of OpenBLAS and NumPy whatever the CPU has: AVX-512 ones round differently, and a
+# last bit can move a step to the target, so the pages would differ between machines.
+PORTABLE = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+if platform.machine().lower() in ("x86_64", "amd64"):
+    PORTABLE.update(OPENBLAS_CORETYPE="Haswell",
+                    NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR")
 
 
 class PageError(Exception):
@@ -61,14 +75,17 @@ def parse(lines):
     options, language, opening and closing lines (open None for as=markdown), body lines."""
     items, i = [], 0
     while i < len(lines):
-        match = DIRECTIVE.match(lines[i])
+        match = DIRECTIVE.match(lines[i].rstrip("\r"))
         if not match:
+            if LOOKS_LIKE.match(lines[i]):
+                raise PageError(f"line {i + 1}: `{lines[i].strip()}` is not a directive (see "
+                                "docs/regenerate.py)")
             items.append(lines[i])
             i += 1
             continue
-        kind, command, options = match.group(1), match.group(2), match.group(3)
+        command, kind = match.group(1), match.group(2) or "run"
         item = {"kind": kind, "line": lines[i], "command": command,
-                "options": dict(o.split("=") for o in options.split())}
+                "options": _options(kind, match.group(3) or "", i)}
         i += 1
         if kind == "output" and item["options"].get("as") == "markdown":
             end = next((j for j in range(i, len(lines)) if lines[j].strip() == END_MARKDOWN), None)
@@ -90,10 +107,21 @@ def parse(lines):
     return items
 
 
+def _options(kind, text, i):
+    """{name: value} of a directive's options, each one its kind takes, with a valid value."""
+    options = dict(o.split("=") for o in text.split())
+    for name, value in options.items():
+        allowed = OPTIONS[kind].get(name)
+        if allowed is None or not re.fullmatch(allowed, value):
+            raise PageError(f"line {i + 1}: `{kind}` takes {', '.join(OPTIONS[kind]) or 'no'} "
+                            f"options, not {name}={value}")
+    return options
+
+
 def shell(command, folder, language=""):
     """Run `command` in `folder` (bash, or Python for language "python"); its stdout lines."""
     env = dict(os.environ, MPLBACKEND="Agg", COLUMNS="100", REPOSITORY=os.path.dirname(DOCS),
-               **ONE_THREAD,
+               **PORTABLE,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     argv = [sys.executable, "-"] if language == "python" else ["bash", "-euo", "pipefail", "-s"]
     done = subprocess.run(argv, input=command, cwd=folder, env=env, capture_output=True,
@@ -120,6 +148,9 @@ def replay(body, folder, options):
     out = []
     for line in body:
         if line.startswith("$ "):
+            if line.rstrip().endswith("\\"):
+                raise PageError(f"`{line}`: a transcript's command is one line (each `$ ` line "
+                                "runs in a bash of its own)")
             out.append(line)
             out.extend(excerpt(shell(line[2:], folder), options))
     if not out:
@@ -140,7 +171,8 @@ def regenerate(text, folder):
             last = shell(item["command"], folder)
             continue
         if item["kind"] == "run":
-            last, body = shell("\n".join(item["body"]) + "\n", folder, item["language"]), item["body"]
+            body = item["body"]
+            last = shell("\n".join(body) + "\n", folder, item["language"])
         elif item["kind"] == "output":
             if last is None:
                 raise PageError(f"`{item['line']}` has no `run` before it")
@@ -170,9 +202,9 @@ def masked(text):
             wall = (cells.index("wall s"), len(cells))
         elif wall and len(cells) == wall[1]:
             cells[wall[0]] = "*"
-        elif not line.strip() or line.startswith("```"):
-            wall = None
-        out.append("  ".join(cells) if wall and len(cells) == wall[1] else line.strip())
+        else:
+            wall = None   # the table ends at the first row of another shape
+        out.append("  ".join(cells) if wall else line.strip())
     return out
 
 
@@ -249,8 +281,12 @@ def check(path, folder):
 def pages(names):
     if names:
         return [os.path.abspath(n) for n in names]
-    found = sorted(glob.glob(os.path.join(DOCS, "*.md")))
-    return [p for p in found if has_directives(open(p, encoding="utf-8").read())]
+    found = []
+    for path in sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+        with open(path, encoding="utf-8") as fh:
+            if has_directives(fh.read()):
+                found.append(path)
+    return found
 
 
 def main(argv=None):

@@ -706,13 +706,16 @@ def test_a_grid_entry_fixing_kl_clip_off_names_another_method(tmp_path, no_plots
                 grid_entries=["kfac.kl_clip=0", "kfac.lr=0.05"])
     write_study(tmp_path / "both", "scaling", {"kfac": curve([400], [0.5])},
                 grid_entries=["kfac.kl_clip=0,0.001"])
-    ok(invoke(report, tmp_path / "clip", tmp_path / "off", tmp_path / "both",
+    # spelled otherwise, and the last entry for an axis wins, as the study read it
+    write_study(tmp_path / "off2", "sensitivity", {"kfac": {512: (3, 10)}},
+                grid_entries=["kfac.kl_clip=0.001", "kfac.kl_clip=0.0"])
+    ok(invoke(report, tmp_path / "clip", tmp_path / "off", tmp_path / "both", tmp_path / "off2",
               "--out", tmp_path / "r"))
     rows = main_table((tmp_path / "r" / "report.md").read_text())
     assert list(rows) == ["sgd", "kfac", "kfac (kl_clip=0)"]
     robustness = "robustness (grid reaching target)"
     assert "(256: 1.00/0.50)" in rows["kfac"][robustness]
-    assert "(256: 0.20/0.50)" in rows["kfac (kl_clip=0)"][robustness]
+    assert "(256: 0.20/0.50, 512: 0.30/-)" in rows["kfac (kl_clip=0)"][robustness]
 
 
 # ---------------------------------------------------------------------------------- errors

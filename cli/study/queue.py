@@ -44,12 +44,14 @@ for the trial it stopped.
 
 A late worker. A worker that is alive but whose heartbeat came too late (a machine stalled for
 GRACE_BEATS beats) keeps training while the copy queued for it continues the same folder from
-its checkpoint. Nothing is fenced off, and nothing needs to be for the results: the two compute
-the same run (the same seed gives the same run, and resuming is bit-exact; with pruning one
-may stop earlier, having read a tighter bound, which no figure can tell), every file is
-written whole (temporary file and rename), and the late worker records nothing when it ends
-(finish: its trial is failed already). What is lost is the duplicated compute, and the
-folder's train.log holds both workers' lines.
+its checkpoint. Nothing is fenced off. The two compute the same run (the same seed gives the
+same run, and resuming is bit-exact; with pruning one may stop earlier, having read a tighter
+bound, which no figure can tell), every file is written whole (temporary file and rename), and
+the late worker records nothing when it ends (finish: its trial is failed already). What is
+lost is the duplicated compute, and the folder's train.log holds both workers' lines. One rare
+case costs more: if the late worker falls behind again and writes a "running" run.h5 after the
+copy's last one, the copy's worker finds the trial unfinished and records it as crashed; the
+next session continues it from its checkpoint to the same end.
 """
 import contextlib
 import hashlib

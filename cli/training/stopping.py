@@ -5,10 +5,12 @@ longer beat a bound on the steps to its targets (--prune-file).
 "At chance" is a test accuracy <= 1/C + CHANCE_ACCURACY_MARGIN together with a mean training
 loss >= CHANCE_LOSS_SHARE ln C, C the number of classes (ln C is the loss of predicting 1/C for
 every class): no better than guessing. An evaluation at chance counts towards divergence only
-once the run has left its start: an evaluation so far was better than chance, or its training
-loss rose above LEFT_START_LOSS_SHARE ln C (or was not finite). A run still on its starting
-plateau (a small learning rate at a large batch: a handful of steps per epoch) is slow, not
-diverged; a study's pruning, not this rule, stops it once it cannot win.
+once the run has left its start: the mean training loss of an evaluation so far was outside
+[CHANCE_LOSS_SHARE, LEFT_START_LOSS_SHARE] ln C, below it (the run learned something) or above
+it or not finite (it went up). A run still on its starting plateau, its loss at ln C (a small
+learning rate at a large batch: a handful of steps per epoch), is slow, not diverged; a study's
+pruning, not this rule, stops it once it cannot win. (The training loss, not the test accuracy,
+marks the start: a random initialisation can score above 1/C + 0.02 by luck.)
 """
 import math
 import signal
@@ -66,12 +68,12 @@ def at_chance(accuracy, train_loss, classes):
             and not train_loss < CHANCE_LOSS_SHARE * math.log(classes))
 
 
-def left_start(accuracies, train_losses, classes):
+def left_start(train_losses, classes):
     """Whether a run has left its starting point by the evaluations so far (--diverged-after):
-    one had a test accuracy above 1/C + 0.02, or a mean training loss above 1.02 ln C or not
-    finite (guessing uniformly costs ln C: above it the run went up, not down)."""
-    return any(a > 1.0 / classes + CHANCE_ACCURACY_MARGIN for a in accuracies) or \
-        any(not loss <= LEFT_START_LOSS_SHARE * math.log(classes) for loss in train_losses)
+    one had a mean training loss below 0.99 ln C (it learned), or above 1.02 ln C or not finite
+    (guessing uniformly costs ln C: above it the run went up, not down)."""
+    low, high = CHANCE_LOSS_SHARE * math.log(classes), LEFT_START_LOSS_SHARE * math.log(classes)
+    return any(not low <= loss <= high for loss in train_losses)
 
 
 def targets_met(config, target_step, loss_step):

@@ -323,9 +323,9 @@ class Trainer:
         (counted from the end of the first epoch, once the run has left its start: stopping.py).
         The same on every rank: the loss and the accuracy are the global ones."""
         if not self.autoencoder:
-            ev, classes = self.history["evals"], self.splits.classes
+            classes = self.splits.classes
             at = (self.steps_done >= self.per_epoch and at_chance(acc, train_loss, classes)
-                  and left_start(ev[self.acc_key], ev["train_loss"], classes))
+                  and left_start(self.history["evals"]["train_loss"], classes))
             self.evals_at_chance = self.evals_at_chance + 1 if at else 0
         if self.target_step is None and self.config["target_accuracy"] is not None \
                 and not self.autoencoder and acc >= self.config["target_accuracy"]:
