@@ -232,3 +232,13 @@ def test_confirm_seeds_skip_a_batch_size_whose_best_setting_missed_the_target(tm
         assert sorted(seeds[sizes == 256].tolist()) == [0, 0, 1, 2]
         assert seeds[sizes == 1024].tolist() == [0, 0]
         assert seeds[g["trial"][1]] == 0 and sizes[g["trial"][1]] == 1024
+
+
+def test_left_start_is_a_training_loss_outside_the_band_around_ln_c():
+    from minigrad.cli.training.stopping import left_start
+
+    ln10 = math.log(10)
+    assert not left_start([2.31, 2.30, 0.995 * ln10, 1.015 * ln10], 10)   # on the plateau
+    assert left_start([2.30, 0.98 * ln10], 10)                           # it learned
+    assert left_start([2.30, 1.03 * ln10], 10) and left_start([math.inf], 10)   # it went up
+    assert not left_start([math.nan, 2.30], 10)    # no step before the evaluation: no news

@@ -7,7 +7,7 @@ loss >= CHANCE_LOSS_SHARE ln C, C the number of classes (ln C is the loss of pre
 every class): no better than guessing. An evaluation at chance counts towards divergence only
 once the run has left its start: the mean training loss of an evaluation so far was outside
 [CHANCE_LOSS_SHARE, LEFT_START_LOSS_SHARE] ln C, below it (the run learned something) or above
-it or not finite (it went up). A run still on its starting plateau, its loss at ln C (a small
+it, inf included (it went up). A run still on its starting plateau, its loss at ln C (a small
 learning rate at a large batch: a handful of steps per epoch), is slow, not diverged; a study's
 pruning, not this rule, stops it once it cannot win. (The training loss, not the test accuracy,
 marks the start: a random initialisation can score above 1/C + 0.02 by luck.)
@@ -70,10 +70,11 @@ def at_chance(accuracy, train_loss, classes):
 
 def left_start(train_losses, classes):
     """Whether a run has left its starting point by the evaluations so far (--diverged-after):
-    one had a mean training loss below 0.99 ln C (it learned), or above 1.02 ln C or not finite
-    (guessing uniformly costs ln C: above it the run went up, not down)."""
+    one had a mean training loss below 0.99 ln C (it learned), or above 1.02 ln C, inf included
+    (guessing uniformly costs ln C: above it the run went up, not down). A nan, an evaluation
+    with no training step before it, says nothing."""
     low, high = CHANCE_LOSS_SHARE * math.log(classes), LEFT_START_LOSS_SHARE * math.log(classes)
-    return any(not low <= loss <= high for loss in train_losses)
+    return any(loss < low or loss > high for loss in train_losses)
 
 
 def targets_met(config, target_step, loss_step):
