@@ -1,7 +1,7 @@
 """What exact early stopping (`minigrad scaling`'s pruning, cli/study/pruning.py) saves on a
 finished study that ran without it, computed from the study's own trials, run by hand:
 
-    python benchmarks/pruning.py STUDY_DIR [STUDY_DIR ...]
+    python benchmarks/pruning.py [--order grid|lr|previous-best] STUDY_DIR [STUDY_DIR ...]
 
 For each search (optimizer, batch size) the trials are taken in the study's order (its trial
 table, scaling.h5 trials/, which is the order of the search), as one worker (--jobs 1) would run
@@ -9,7 +9,11 @@ them: trial k sees the bound S_k = the fewest steps to target among trials 0..k-
 it (none: no bound). With pruning it would stop after S_k steps unless it reached the target by
 then (cli/training/trainer.py: after the evaluation at step S_k, if one is due); every other
 trial runs as it did. Saved = its steps (and gradient evaluations, run.h5 steps/grad_equivalents)
-past S_k. Confirmation seeds are never pruned. With several workers the bounds come later (a
+past S_k. With --order the trials of a search run in another order than the search's (the
+workers' claim order, cli/study/queue.py): largest lr first ("lr"), or nearest first to the
+best setting of the next smaller batch size ("previous-best"), so that a trial likely to be
+good gives the bound early. The best trials, and so every figure, are the same in any order. Confirmation
+seeds are never pruned. With several workers the bounds come later (a
 trial only sees trials that have finished), so the saving is smaller; it is the same set of best
 trials either way (the tests show it).
 
@@ -45,21 +49,56 @@ def searches(path):
     return out
 
 
-def pruned(folders):
-    """[(steps run, steps kept, grad evals run, grad evals kept)] of one search's trials, and
-    whether its best trial stays the best."""
-    bound, rows, results = None, [], []
-    for folder in folders:
-        r = trial_result(folder)
-        results.append(r)
-        run = runlog.read_run(folder)
+def unscaled(config):
+    """A trial's hyperparameters as its search's grid gives them: lr at the base batch size."""
+    out = {k: config.get(k) for k in ("lr", "momentum", "damping", "kl_clip", "radius",
+                                      "hessian_fraction") if config.get(k) is not None}
+    if "lr" in out:
+        out["lr"] /= math.sqrt(config["batch_size"] / config.get("base_batch_size", 128))
+    return out
+
+
+def distance(a, b):
+    """How far two settings are apart: the sum over their hyperparameters of |log ratio|, a
+    value of 0 (kl_clip off) against another counting 5."""
+    total = 0.0
+    for name, x in a.items():
+        y = b.get(name)
+        if y is None or x == y:
+            continue
+        total += 5.0 if 0 in (x, y) else abs(math.log(x / y))
+    return total
+
+
+def run_order(configs, order, previous_best):
+    """The order one worker runs a search's trials in: the search's ("grid"), largest lr first
+    ("lr"), or nearest first to the best setting of the next smaller batch size of the same
+    optimizer ("previous-best"; the search's order where there is none)."""
+    index = range(len(configs))
+    if order == "lr":
+        return sorted(index, key=lambda i: (-(configs[i].get("lr") or 0.0), i))
+    if order == "previous-best" and previous_best is not None:
+        return sorted(index, key=lambda i: (distance(unscaled(configs[i]), previous_best), i))
+    return list(index)
+
+
+def pruned(folders, order="grid", previous_best=None):
+    """[(steps run, steps kept, grad evals run, grad evals kept)] of one search's trials (in the
+    search's order, whatever order they ran in: run_order), whether its best trial stays the
+    best, and the best trial's setting (unscaled)."""
+    results = [trial_result(folder) for folder in folders]
+    runs = [runlog.read_run(folder) for folder in folders]
+    configs = [json.loads(run["attrs"]["config"]) for run in runs]
+    bound, rows = None, [None] * len(folders)
+    for i in run_order(configs, order, previous_best):
+        r, run = results[i], runs[i]
         cost = np.cumsum(run["steps"].get("grad_equivalents", np.zeros(0)))
         steps = int(r["steps"])
         reached_by_bound = r["reached"] and bound is not None and r["steps_to_target"] <= bound
         keep = steps if bound is None or reached_by_bound or steps <= bound else bound
         total = float(cost[-1]) if len(cost) else math.nan
         kept = float(cost[keep - 1]) if keep and len(cost) >= keep else total
-        rows.append((steps, keep, total, kept))
+        rows[i] = (steps, keep, total, kept)
         if r["reached"]:
             bound = r["steps_to_target"] if bound is None else min(bound, r["steps_to_target"])
     # the pruned trials did not reach the target (within their bound): the best is unchanged
@@ -67,18 +106,27 @@ def pruned(folders):
     best = best_index(results)
     unpruned = [i for i, (s, k, _, _) in enumerate(rows) if k == s]
     same = best is None or best == unpruned[best_index([results[i] for i in unpruned])]
-    return rows, same
+    return rows, same, (None if best is None else unscaled(configs[best]))
 
 
-def main(paths):
+def main(args):
+    order = "grid"
+    if args[:1] == ["--order"]:
+        order, args = args[1], args[2:]
+    if order not in ("grid", "lr", "previous-best") or not args:
+        print("usage: python benchmarks/pruning.py [--order grid|lr|previous-best] STUDY_DIR...",
+              file=sys.stderr)
+        return 2
+    paths = args
     ok = True
     print("| study | optimizer | trials | steps run | steps saved | grad evals run | grad evals "
           "saved |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for path in paths:
         per = {}
-        for (opt, b), folders in sorted(searches(path).items()):
-            rows, same = pruned(folders)
+        best = {}
+        for (opt, b), folders in sorted(searches(path).items()):   # batch sizes in increasing order
+            rows, same, best[opt] = pruned(folders, order, best.get(opt))
             ok &= same
             if not same:
                 print(f"best trial changes: {opt} at B = {b}", file=sys.stderr)

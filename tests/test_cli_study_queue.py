@@ -166,15 +166,3 @@ def test_an_idle_workers_wait_ends_when_the_stop_file_appears(tmp_path):
     stop.write_text("")
     workers._sleep_unless_stopped(3600, str(stop))   # returns at once, or the test hangs
 
-
-def test_a_worker_takes_the_largest_learning_rate_first_then_the_oldest(study_storage_url):
-    """Large-lr trials end soonest (they reach the target or diverge) and give the pruning
-    bound that stops the slow ones; trials without an lr (trust region) keep the queue's order."""
-    study = storage.load_or_create(storage.open_storage(study_storage_url, 30), "s/scaling/k-b8")
-    specs = {"k-a": {"lr": 0.05}, "k-b": {"lr": 0.2}, "k-c": {"lr": 0.1}, "k-d": {"lr": 0.2},
-             "t-e": {"radius": 10.0}, "t-f": {"radius": 0.1}}
-    for index, (name, spec) in enumerate(specs.items()):
-        queue.enqueue(study, name, dict(spec, optimizer="kfac", batch_size=8), index)
-    taken = [queue.claim(study, set(specs)).user_attrs[queue.TRIAL] for _ in specs]
-    assert taken == ["k-b", "k-d", "k-c", "k-a", "t-e", "t-f"]
-    assert queue.claim(study, set(specs)) is None

@@ -22,12 +22,10 @@ trials over time (a dead worker's trial queued again, a second study session); t
     failed, "ended"      crashed (see its train.log), or its worker died too often: the session
                          moves on, the next session queues it again
 
-Claiming. A worker claims a waiting trial by setting it running: the database lets one worker
-do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewhere). It takes the trial with
-the largest learning rate first, then the oldest (claim_order): such a trial ends soonest, by
-reaching the target or by diverging, and the first trial to reach the target gives the pruning
-bound that stops the slow, small-lr trials of its search early. The order changes no figure
-(pruning is exact), only where the pruned trials stop. Two workers
+Claiming. A worker claims the oldest waiting trial by setting it running: the database lets
+one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewhere). (Another
+order changes no figure, pruning being exact, only how much pruning saves: benchmarks/pruning.py
+--order compares them.) Two workers
 that started together may both have queued a trial folder; so a worker that claims a trial
 whose folder has an older trial waiting or running marks its own one a duplicate (failed, user
 attribute "duplicate") and claims again: one trial per folder trains at any time, and a trial
@@ -137,22 +135,15 @@ def sync(study, names, specs, done, prune):
             enqueue(study, name, specs[index], index)
 
 
-def claim_order(trial):
-    """The sort key of a waiting trial: the largest learning rate first (none: last), then the
-    oldest."""
-    lr = json.loads(trial.user_attrs.get(SPEC, "{}")).get("lr")
-    return (-lr if lr is not None else 0.0, trial.number)
-
-
 def claim(study, wanted):
-    """Claim the first waiting trial (claim_order) of a folder in `wanted` (a set of names): set
-    it running and return it (a FrozenTrial), None if there is none to take (see the module
-    docstring for duplicates)."""
+    """Claim the oldest waiting trial of a folder in `wanted` (a set of names): set it running
+    and return it (a FrozenTrial), None if there is none to take (see the module docstring for
+    duplicates)."""
     S = _states()
     storage = study._storage
     waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
                if t.user_attrs.get(TRIAL) in wanted]
-    for t in sorted(waiting, key=claim_order):
+    for t in sorted(waiting, key=lambda t: t.number):
         # a heartbeat first: a running trial without one is never found stale, so a worker
         # killed right after its claim would leave the trial running for ever
         retry(lambda: storage.record_heartbeat(t._trial_id))
