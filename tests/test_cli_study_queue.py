@@ -166,3 +166,23 @@ def test_an_idle_workers_wait_ends_when_the_stop_file_appears(tmp_path):
     stop.write_text("")
     workers._sleep_unless_stopped(3600, str(stop))   # returns at once, or the test hangs
 
+
+
+def test_a_session_queues_again_at_once_a_trial_an_earlier_sessions_dead_worker_left_running(
+        study_storage_url, monkeypatch):
+    """A trial left running by a worker that died with its session is failed as stale, and its
+    folder queued again, when the next session starts: not only when a worker is idle (repair),
+    which in a long queue is at its end."""
+    import time
+
+    study = a_study(study_storage_url, ("sgd-b8-a", "sgd-b8-b"))
+    dead = queue.claim(study, {"sgd-b8-a", "sgd-b8-b"})   # its worker then died
+    monkeypatch.setattr(study._storage._backend, "grace_period", 0)
+    time.sleep(1.1)   # SQLite's clock has whole seconds
+    spec = {"optimizer": "sgd", "batch_size": 8}
+    queue.sync(study, ["sgd-b8-a", "sgd-b8-b"], [spec, spec], {}, prune=True)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.user_attrs[queue.TRIAL] for t in waiting) == ["sgd-b8-a", "sgd-b8-b"]
+    assert queue.claim(study, {"sgd-b8-a", "sgd-b8-b"}).user_attrs[queue.TRIAL] == "sgd-b8-b"

@@ -12,7 +12,8 @@ once in effect (duplicates, below). Each Optuna trial carries, as user attribute
 trials over time (a dead worker's trial queued again, a second study session); the *latest* one
 (highest number, duplicates aside) says where the trial stands:
 
-    none, or failed      queued (again) when a session starts (sync)
+    none, or failed      queued (again) when a session starts (sync; so is a running trial
+                         whose heartbeat stopped: its worker died with an earlier session)
     waiting              queued: the next worker free takes it (claim)
     running              a worker trains it and records a heartbeat
     complete             ended by itself: finished, diverged or reached its target (the run
@@ -119,9 +120,15 @@ def record_done(study, name, spec, index, result, prune):
 
 
 def sync(study, names, specs, done, prune):
-    """At the start of a session: queue every trial folder of `names` (in order; `specs` their
-    options) that is not waiting, running or done in the study; `done` maps the names whose
-    folder is done to their results (recorded as ended where the study has no record)."""
+    """At the start of a session: fail the running trials whose heartbeat stopped (their
+    workers died with an earlier session: left running, they would wait for an idle worker's
+    repair, at the end of the queue), then queue every trial folder of `names` (in order;
+    `specs` their options) that is not waiting, running or done in the study; `done` maps the
+    names whose folder is done to their results (recorded as ended where the study has no
+    record)."""
+    import optuna
+
+    retry(lambda: optuna.storages.fail_stale_trials(study))
     found = latest(study, set(names))
     S = _states()
     for index, name in enumerate(names):
