@@ -9,10 +9,10 @@ them: trial k sees the bound S_k = the fewest steps to target among trials 0..k-
 it (none: no bound). With pruning it would stop after S_k steps unless it reached the target by
 then (cli/training/trainer.py: after the evaluation at step S_k, if one is due); every other
 trial runs as it did. Saved = its steps (and gradient evaluations, run.h5 steps/grad_equivalents)
-past S_k. With --order the trials of a search run in another order than the search's (the
-workers' claim order, cli/study/queue.py): largest lr first ("lr"), or nearest first to the
-best setting of the next smaller batch size ("previous-best"), so that a trial likely to be
-good gives the bound early. The best trials, and so every figure, are the same in any order. Confirmation
+past S_k. With --order the trials of a search run in another order: largest lr first ("lr"), or the
+grid point that was best at the next smaller batch size first ("previous-best", the workers'
+order: cli/study/workers.py), so that a trial likely to be good gives the bound early. The best
+trials, and so every figure, are the same in any order. Confirmation
 seeds are never pruned. With several workers the bounds come later (a
 trial only sees trials that have finished), so the saving is smaller; it is the same set of best
 trials either way (the tests show it).
@@ -49,43 +49,23 @@ def searches(path):
     return out
 
 
-def unscaled(config):
-    """A trial's hyperparameters as its search's grid gives them: lr at the base batch size."""
-    out = {k: config.get(k) for k in ("lr", "momentum", "damping", "kl_clip", "radius",
-                                      "hessian_fraction") if config.get(k) is not None}
-    if "lr" in out:
-        out["lr"] /= math.sqrt(config["batch_size"] / config.get("base_batch_size", 128))
-    return out
-
-
-def distance(a, b):
-    """How far two settings are apart: the sum over their hyperparameters of |log ratio|, a
-    value of 0 (kl_clip off) against another counting 5."""
-    total = 0.0
-    for name, x in a.items():
-        y = b.get(name)
-        if y is None or x == y:
-            continue
-        total += 5.0 if 0 in (x, y) else abs(math.log(x / y))
-    return total
-
-
 def run_order(configs, order, previous_best):
     """The order one worker runs a search's trials in: the search's ("grid"), largest lr first
-    ("lr"), or nearest first to the best setting of the next smaller batch size of the same
-    optimizer ("previous-best"; the search's order where there is none)."""
-    index = range(len(configs))
+    ("lr"), or the search's with the trial at the grid point that was best at the next smaller
+    batch size first ("previous-best", as the workers take them: cli/study/workers.py
+    first_choice; position `previous_best` in the search, None: the search's order)."""
+    index = list(range(len(configs)))
     if order == "lr":
         return sorted(index, key=lambda i: (-(configs[i].get("lr") or 0.0), i))
-    if order == "previous-best" and previous_best is not None:
-        return sorted(index, key=lambda i: (distance(unscaled(configs[i]), previous_best), i))
-    return list(index)
+    if order == "previous-best" and previous_best is not None and previous_best < len(index):
+        return [previous_best] + [i for i in index if i != previous_best]
+    return index
 
 
 def pruned(folders, order="grid", previous_best=None):
     """[(steps run, steps kept, grad evals run, grad evals kept)] of one search's trials (in the
     search's order, whatever order they ran in: run_order), whether its best trial stays the
-    best, and the best trial's setting (unscaled)."""
+    best, and the best trial's position in the search."""
     results = [trial_result(folder) for folder in folders]
     runs = [runlog.read_run(folder) for folder in folders]
     configs = [json.loads(run["attrs"]["config"]) for run in runs]
@@ -106,7 +86,7 @@ def pruned(folders, order="grid", previous_best=None):
     best = best_index(results)
     unpruned = [i for i, (s, k, _, _) in enumerate(rows) if k == s]
     same = best is None or best == unpruned[best_index([results[i] for i in unpruned])]
-    return rows, same, (None if best is None else unscaled(configs[best]))
+    return rows, same, best
 
 
 def main(args):

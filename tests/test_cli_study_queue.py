@@ -186,3 +186,34 @@ def test_a_session_queues_again_at_once_a_trial_an_earlier_sessions_dead_worker_
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert sorted(t.user_attrs[queue.TRIAL] for t in waiting) == ["sgd-b8-a", "sgd-b8-b"]
     assert queue.claim(study, {"sgd-b8-a", "sgd-b8-b"}).user_attrs[queue.TRIAL] == "sgd-b8-b"
+
+
+def test_the_best_grid_point_of_the_next_smaller_batch_size_is_claimed_first(study_storage_url):
+    """A search's trials go in queue order, except the grid point that reached the target in
+    the fewest steps at the same optimizer's next smaller batch size (same grid), which goes
+    first; before anything there ended, queue order."""
+    from minigrad.cli.study import workers
+
+    url, lrs = study_storage_url, (0.05, 0.1, 0.2)
+    searches, studies = [], []
+    for opt, b in (("sgd", 8), ("kfac", 8), ("sgd", 16), ("sgd", 32)):
+        names = [f"{opt}-b{b}-{k}" for k in range(3)]
+        specs = [{"optimizer": opt, "batch_size": b, "lr": lr} for lr in lrs]
+        searches.append(workers.Search(f"s/scaling/{opt}-b{b}", names, specs, [0, 1, 2]))
+        study = storage.load_or_create(storage.open_storage(url, 30), searches[-1].study)
+        for index, (name, spec) in enumerate(zip(names, specs)):
+            queue.enqueue(study, name, spec, index)
+        studies.append(study)
+    assert workers.previous_searches(searches) == [None, None, 0, 2]
+    # nothing ended at B = 8: B = 16 takes its oldest
+    assert workers.first_choice(searches[2], searches[0], studies[0]) is None
+    steps = {"sgd-b8-0": 30, "sgd-b8-1": None, "sgd-b8-2": 20}
+    for name in steps:
+        trial = queue.claim(studies[0], {name})
+        reached = steps[name] is not None
+        queue.finish(studies[0], trial, {"status": "finished", "reached": reached,
+                                         "steps_to_target": steps[name]}, prune=True)
+    assert workers.first_choice(searches[2], searches[0], studies[0]) == "sgd-b16-2"
+    taken = [queue.claim(studies[2], set(searches[2].names), "sgd-b16-2").user_attrs[queue.TRIAL]
+             for _ in range(3)]
+    assert taken == ["sgd-b16-2", "sgd-b16-0", "sgd-b16-1"]

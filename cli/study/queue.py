@@ -24,9 +24,11 @@ trials over time (a dead worker's trial queued again, a second study session); t
                          moves on, the next session queues it again
 
 Claiming. A worker claims the oldest waiting trial by setting it running: the database lets
-one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewhere). (Another
-order changes no figure, pruning being exact, only how much pruning saves: benchmarks/pruning.py
---order compares them.) Two workers
+one worker do that (storage.py: SQLite with BEGIN IMMEDIATE, a row lock elsewhere). One trial
+may go first: the grid point that was best at the optimizer's next smaller batch size
+(cli/study/workers.py), whose early, tight pruning bound stops more of the others sooner. The
+order changes no figure (pruning is exact), only how much pruning saves (benchmarks/pruning.py
+--order measures it). Two workers
 that started together may both have queued a trial folder; so a worker that claims a trial
 whose folder has an older trial waiting or running marks its own one a duplicate (failed, user
 attribute "duplicate") and claims again: one trial per folder trains at any time, and a trial
@@ -142,15 +144,15 @@ def sync(study, names, specs, done, prune):
             enqueue(study, name, specs[index], index)
 
 
-def claim(study, wanted):
-    """Claim the oldest waiting trial of a folder in `wanted` (a set of names): set it running
-    and return it (a FrozenTrial), None if there is none to take (see the module docstring for
-    duplicates)."""
+def claim(study, wanted, first=None):
+    """Claim the oldest waiting trial of a folder in `wanted` (a set of names), the one of
+    folder `first` before all others: set it running and return it (a FrozenTrial), None if
+    there is none to take (see the module docstring for duplicates)."""
     S = _states()
     storage = study._storage
     waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
                if t.user_attrs.get(TRIAL) in wanted]
-    for t in sorted(waiting, key=lambda t: t.number):
+    for t in sorted(waiting, key=lambda t: (t.user_attrs.get(TRIAL) != first, t.number)):
         # a heartbeat first: a running trial without one is never found stale, so a worker
         # killed right after its claim would leave the trial running for ever
         retry(lambda: storage.record_heartbeat(t._trial_id))
@@ -296,6 +298,17 @@ def complete(study, wanted, prune):
     """Whether every folder of `wanted` has ended for this session."""
     found = latest(study, wanted)
     return len(found) == len(wanted) and all(is_done(t, prune) for t in found.values())
+
+
+def best_name(study, wanted):
+    """The folder of `wanted` whose ended trial reached the target in the fewest steps (the
+    earliest queued among equals), None if none has."""
+    S = _states()
+    ended = [t for t in latest(study, wanted).values()
+             if t.state == S.COMPLETE and t.user_attrs.get(STEPS, -1) >= 0]
+    best = min(ended, key=lambda t: (t.user_attrs[STEPS], t.user_attrs.get(INDEX, 0)),
+               default=None)
+    return None if best is None else best.user_attrs[TRIAL]
 
 
 def best_steps(study, wanted):

@@ -92,11 +92,39 @@ def _sleep_unless_stopped(seconds, stop):
 
 def _take(studies, searches):
     """(study, search, claimed trial) of the first search with a trial waiting, or None."""
-    for study, search in zip(studies, searches):
-        trial = queue.claim(study, search.wanted(study))
+    previous = previous_searches(searches)
+    for k, (study, search) in enumerate(zip(studies, searches)):
+        first = None if previous[k] is None else \
+            first_choice(search, searches[previous[k]], studies[previous[k]])
+        trial = queue.claim(study, search.wanted(study), first)
         if trial is not None:
             return study, search, trial
     return None
+
+
+def previous_searches(searches):
+    """For each search, the index of the search of the same optimizer at the next smaller batch
+    size with a grid of the same size (None: there is none, or either is a TPE search)."""
+    def key(s):
+        return (s.specs[0]["optimizer"], s.specs[0]["batch_size"]) if s.specs and not s.tpe \
+            else None
+    keys = [key(s) for s in searches]
+    out = []
+    for k, s in enumerate(searches):
+        smaller = [j for j, other in enumerate(keys) if other and keys[k]
+                   and other[0] == keys[k][0] and other[1] < keys[k][1]
+                   and len(searches[j].names) == len(s.names)]
+        out.append(max(smaller, key=lambda j: keys[j][1], default=None))
+    return out
+
+
+def first_choice(search, previous, previous_study):
+    """The trial of `search` at the grid point that reached the target in the fewest steps in
+    the `previous` search (the same grid at a smaller batch size, lr scaled alike), None if
+    none has yet: a setting that was best there is likely good here, and the tight pruning
+    bound it gives early stops the others sooner."""
+    best = queue.best_name(previous_study, set(previous.names))
+    return None if best is None else search.names[previous.names.index(best)]
 
 
 def _run(root, study, search, trial, heartbeat, stop, reports):
