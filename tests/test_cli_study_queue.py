@@ -148,9 +148,11 @@ def test_an_idle_worker_looks_less_often_the_longer_it_finds_nothing(study_stora
     from minigrad.cli.study import workers
 
     a_study(study_storage_url, ("sgd-b8-a",))
-    search = workers.Search("s/scaling/sgd-b8", ["sgd-b8-a"], [{}], [0])
+    search = workers.Search("s/scaling/sgd-b8", ["sgd-b8-a"],
+                            [{"optimizer": "sgd", "batch_size": 8}], [0])
     looks = iter([False] * 5 + [True])
-    monkeypatch.setattr(workers, "_take", lambda studies, searches: None)  # another one trains
+    # another worker trains the one trial
+    monkeypatch.setattr(workers, "_take", lambda studies, searches, previous: None)
     monkeypatch.setattr(workers.Search, "complete", lambda self, study, prune: next(looks))
     waits = []
     monkeypatch.setattr(workers, "_sleep_unless_stopped", lambda s, stop: waits.append(s))
@@ -214,6 +216,6 @@ def test_the_best_grid_point_of_the_next_smaller_batch_size_is_claimed_first(stu
         queue.finish(studies[0], trial, {"status": "finished", "reached": reached,
                                          "steps_to_target": steps[name]}, prune=True)
     assert workers.first_choice(searches[2], searches[0], studies[0]) == "sgd-b16-2"
-    taken = [queue.claim(studies[2], set(searches[2].names), "sgd-b16-2").user_attrs[queue.TRIAL]
-             for _ in range(3)]
+    taken = [queue.claim(studies[2], set(searches[2].names),
+                         lambda: "sgd-b16-2").user_attrs[queue.TRIAL] for _ in range(3)]
     assert taken == ["sgd-b16-2", "sgd-b16-0", "sgd-b16-1"]

@@ -145,14 +145,16 @@ def sync(study, names, specs, done, prune):
 
 
 def claim(study, wanted, first=None):
-    """Claim the oldest waiting trial of a folder in `wanted` (a set of names), the one of
-    folder `first` before all others: set it running and return it (a FrozenTrial), None if
-    there is none to take (see the module docstring for duplicates)."""
+    """Claim the oldest waiting trial of a folder in `wanted` (a set of names), the one of the
+    folder `first()` names (None: none) before all others: set it running and return it (a
+    FrozenTrial), None if there is none to take (see the module docstring for duplicates).
+    `first` is only called when some trial is waiting: it may read another study."""
     S = _states()
     storage = study._storage
     waiting = [t for t in retry(lambda: study.get_trials(deepcopy=False, states=(S.WAITING,)))
                if t.user_attrs.get(TRIAL) in wanted]
-    for t in sorted(waiting, key=lambda t: (t.user_attrs.get(TRIAL) != first, t.number)):
+    preferred = first() if first is not None and waiting else None
+    for t in sorted(waiting, key=lambda t: (t.user_attrs.get(TRIAL) != preferred, t.number)):
         # a heartbeat first: a running trial without one is never found stale, so a worker
         # killed right after its claim would leave the trial running for ever
         retry(lambda: storage.record_heartbeat(t._trial_id))

@@ -65,9 +65,10 @@ def work(root, searches, url, heartbeat, stop, reports):
     parent = os.getppid()
     storage = open_storage(url, heartbeat, checked=True)
     studies = [load_or_create(storage, s.study) for s in searches]
+    previous = previous_searches(searches)
     wait = POLL_SECONDS
     while not os.path.exists(stop) and os.getppid() == parent:
-        taken = _take(studies, searches)
+        taken = _take(studies, searches, previous)
         if taken is not None:
             if _run(root, *taken, heartbeat, stop, reports) in STOPPED:
                 return
@@ -90,12 +91,13 @@ def _sleep_unless_stopped(seconds, stop):
         time.sleep(min(POLL_SECONDS, max(0.0, end - time.monotonic())))
 
 
-def _take(studies, searches):
-    """(study, search, claimed trial) of the first search with a trial waiting, or None."""
-    previous = previous_searches(searches)
+def _take(studies, searches, previous):
+    """(study, search, claimed trial) of the first search with a trial waiting, or None;
+    `previous`: previous_searches(searches)."""
     for k, (study, search) in enumerate(zip(studies, searches)):
-        first = None if previous[k] is None else \
-            first_choice(search, searches[previous[k]], studies[previous[k]])
+        j = previous[k]
+        first = None if j is None else \
+            (lambda j=j, search=search: first_choice(search, searches[j], studies[j]))
         trial = queue.claim(study, search.wanted(study), first)
         if trial is not None:
             return study, search, trial
