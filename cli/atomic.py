@@ -18,10 +18,21 @@ import tempfile
 import h5py
 
 
+class Kept(str):
+    """What a failed write leaves on disk, in words, and whether that is a checkpoint a run can
+    resume from (`resumable`): the callers decide on the flag, never on the wording."""
+
+    def __new__(cls, text, resumable=False):
+        note = super().__new__(cls, text)
+        note.resumable = resumable
+        return note
+
+
 class WriteError(OSError):
     """A file of a run could not be written (disk full, no permission, read-only file system,
-    ...). path: the file; reason: why, in words; kept: what is left on disk, in words (or None);
-    errno: the OSError's errno (or None). str() is one line naming the file and saying what is
+    ...). path: the file; reason: why, in words; kept: what is left on disk, in words (or None;
+    a Kept says whether it can be resumed from: `resumable`); errno: the OSError's errno (or
+    None). str() is one line naming the file and saying what is
     kept, e.g. "cannot write runs/a/run.h5: No space left on device; the last checkpoint, step
     40, is kept". The previous version of the file, if any, is untouched and no temporary file
     is left."""
@@ -30,6 +41,11 @@ class WriteError(OSError):
         super().__init__(errno, reason)
         self.filename = self.path = path
         self.reason, self.kept = reason, kept
+
+    @property
+    def resumable(self):
+        """Whether what is kept is a checkpoint to resume from (a Kept with resumable set)."""
+        return getattr(self.kept, "resumable", False)
 
     def __str__(self):
         return f"cannot write {self.path}: {self.reason}" + (f"; {self.kept}" if self.kept else "")

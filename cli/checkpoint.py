@@ -45,7 +45,7 @@ import zipfile
 
 import numpy as np
 
-from .atomic import WriteError, reason, write_stream
+from .atomic import Kept, WriteError, reason, write_stream
 
 CHECKPOINT_FILE = "checkpoint.npz"
 KEPT_FOLDER = "checkpoints"
@@ -71,15 +71,15 @@ def kept_steps(folder):
 
 
 def last_checkpoint_note(folder):
-    """What is kept in `folder`, in words, for write errors: "the last checkpoint, step N, is
-    kept" or "no checkpoint was written" (read from the disk, not assumed)."""
+    """What is kept in `folder`, for write errors: a Kept saying "the last checkpoint, step N, is
+    kept" (resumable) or "no checkpoint was written" (read from the disk, not assumed)."""
     path = checkpoint_path(folder)
     if not os.path.isfile(path):
-        return "no checkpoint was written"
+        return Kept("no checkpoint was written")
     try:
-        return f"the last checkpoint, step {checkpoint_step(path)}, is kept"
+        return Kept(f"the last checkpoint, step {checkpoint_step(path)}, is kept", resumable=True)
     except Exception:   # unreadable: say only that it was not touched
-        return f"{path} is left as it was"
+        return Kept(f"{path} is left as it was")
 
 
 STATE_MEMBER = "state.json"

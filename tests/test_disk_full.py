@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from minigrad.cli import atomic, main
-from minigrad.cli.atomic import WriteError
-from minigrad.cli.checkpoint import (CHECKPOINT_FILE, checkpoint_path, read_checkpoint,
-                                     write_checkpoint)
+from minigrad.cli.atomic import Kept, WriteError
+from minigrad.cli.checkpoint import (CHECKPOINT_FILE, checkpoint_path, last_checkpoint_note,
+                                     read_checkpoint, write_checkpoint)
 from minigrad.cli.loading import load_run
 from minigrad.cli.runlog import RUN_FILE, read_run, write_run
 
@@ -209,6 +209,23 @@ def test_write_error_survives_pickling():
                    errno.ENOSPC)
     back = pickle.loads(pickle.dumps(e))
     assert str(back) == str(e) and back.errno == errno.ENOSPC and back.path == "/x/run.h5"
+    kept = WriteError("/x/run.h5", "No space left on device",
+                      Kept("the last checkpoint, step 3, is kept", resumable=True))
+    assert pickle.loads(pickle.dumps(kept)).resumable and not back.resumable
+
+
+def test_only_a_readable_checkpoint_is_resumable(run, tmp_path):
+    """The resume hint rests on the flag last_checkpoint_note sets, not on its wording: no
+    checkpoint, or an unreadable one, is not resumable; a plain string never is."""
+    model, state = state_and_model(run)
+    assert not last_checkpoint_note(str(tmp_path)).resumable
+    write_checkpoint(str(run), model, dict(state, step=5))
+    note = last_checkpoint_note(str(run))
+    assert note == "the last checkpoint, step 5, is kept" and note.resumable
+    with open(checkpoint_path(str(run)), "wb") as fh:
+        fh.write(b"not a zip file")
+    assert not last_checkpoint_note(str(run)).resumable
+    assert not WriteError("/x", "reason", "the last checkpoint, step 5, is kept").resumable
 
 
 def failing_nth(monkeypatch, name, n):

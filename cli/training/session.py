@@ -109,7 +109,7 @@ def _train(trainer):
         return trainer.train()
     except WriteError as e:   # rank 0 alone writes: its exit aborts the job
         hint = "; free space, then resume with: minigrad train --out {out} --resume" \
-            if _checkpoint_kept(e) else ""
+            if e.resumable else ""
         parallel.fail(f"{e}{hint.format(out=out)}")
     except Pruned as pruned:   # agreed by all ranks (one bound, broadcast)
         trainer.pruned_bound = pruned.args[0]
@@ -126,7 +126,7 @@ def _train(trainer):
                      f"Resume with: {resume}")
         else:
             saved = f"and {unwritten}" + (f"; resume with: {resume}"
-                                          if _checkpoint_kept(unwritten) else "")
+                                          if unwritten.resumable else "")
         parallel.echo(f"\n{signal.Signals(signum).name}: stopped at step {trainer.steps_done}; "
                       f"{saved}", err=True)
         parallel.exit_together(128 + signum)
@@ -151,11 +151,6 @@ def _train(trainer):
     finally:
         if isinstance(trainer.optimizer, KFAC):
             trainer.optimizer.close()
-
-
-def _checkpoint_kept(error):
-    """Whether a WriteError says a checkpoint is left to resume from (runlog's "... is kept")."""
-    return "is kept" in (error.kept or "")
 
 
 def summary(trainer, train_loss, acc):
