@@ -62,12 +62,22 @@ def run_order(configs, order, previous_best):
     return index
 
 
+def first_choice(results):
+    """The position of the trial the workers take first at the next batch size (workers.py
+    first_choice, queue.best_name): of the trials that reached the target, the fewest steps, the
+    earliest in the search among equals (not results.best_index, which ranks ties by cost and
+    accuracy and falls back on accuracy when none reached it); None if none reached it."""
+    reached = [i for i, r in enumerate(results) if r["reached"]]
+    return min(reached, key=lambda i: (results[i]["steps_to_target"], i), default=None)
+
+
 def pruned(folders, order="grid", previous_best=None):
     """[(steps run, steps kept, grad evals run, grad evals kept)] of one search's trials (in the
     search's order, whatever order they ran in: run_order), whether its best trial stays the
-    best, and the best trial's position in the search."""
-    results = [trial_result(folder) for folder in folders]
+    best, and the position in the search of the trial the workers take first at the next
+    batch size (first_choice)."""
     runs = [runlog.read_run(folder) for folder in folders]
+    results = [trial_result(folder, run) for folder, run in zip(folders, runs)]
     configs = [json.loads(run["attrs"]["config"]) for run in runs]
     bound, rows = None, [None] * len(folders)
     for i in run_order(configs, order, previous_best):
@@ -86,7 +96,7 @@ def pruned(folders, order="grid", previous_best=None):
     best = best_index(results)
     unpruned = [i for i, (s, k, _, _) in enumerate(rows) if k == s]
     same = best is None or best == unpruned[best_index([results[i] for i in unpruned])]
-    return rows, same, best
+    return rows, same, first_choice(results)
 
 
 def main(args):
@@ -104,9 +114,9 @@ def main(args):
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for path in paths:
         per = {}
-        best = {}
+        first = {}
         for (opt, b), folders in sorted(searches(path).items()):   # batch sizes in increasing order
-            rows, same, best[opt] = pruned(folders, order, best.get(opt))
+            rows, same, first[opt] = pruned(folders, order, first.get(opt))
             ok &= same
             if not same:
                 print(f"best trial changes: {opt} at B = {b}", file=sys.stderr)

@@ -61,13 +61,15 @@ def crashed_result(folder):
             "final_train_split_loss": nan, "final_test_loss": nan, "final_test_accuracy": nan}
 
 
-def trial_result(folder):
+def trial_result(folder, run=None):
     """A trial's outcome (see the module docstring) as a dict of plain values; status
-    "crashed" when the trial left no readable run.h5."""
-    try:
-        run = runlog.read_run(folder)
-    except (OSError, KeyError, ValueError):
-        return crashed_result(folder)
+    "crashed" when the trial left no readable run.h5. `run`: its run.h5 already read
+    (runlog.read_run), to read it only once."""
+    if run is None:
+        try:
+            run = runlog.read_run(folder)
+        except (OSError, KeyError, ValueError):
+            return crashed_result(folder)
     attrs, steps, evals = run["attrs"], run["steps"], run["evals"]
     config = json.loads(attrs["config"])
     at = []
