@@ -86,15 +86,17 @@ step 4 && minigrad compare --dataset fashion-mnist --model lenet --batch-size 12
     --train-option kfac.fisher=empirical \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 --out "$out/lenet-b128"
 # 5. LeNet-5 scaling (SGD's lr grid three steps lower than the MLP's: from B = 2048 on, the
-#    sqrt-scaled lr of the MLP's grid sent LeNet-5 to chance within two epochs at every value)
+#    sqrt-scaled lr of the MLP's grid sent LeNet-5 to chance within two epochs at every value;
+#    K-FAC's grid widened by one value on each axis where its first pass, lr 0.003125 to 0.2,
+#    damping 0.01 to 1 and kl_clip 0.001 or off, put the best settings on an edge)
 LENET_SIZES=128,256,512,1024,2048,4096,8192
 step 5 && minigrad scaling --dataset fashion-mnist --model lenet --batch-sizes "$LENET_SIZES" \
     --target-accuracy 0.88 --budget-epochs 128=20,256=29,512=40,1024=57,2048=80,4096=114,8192=160 \
     --eval-every 128=50,256=25,512=20,1024=10,2048=8,4096=5,8192=4 \
     --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs" \
     --grid sgd.lr=0.0015625,0.003125,0.00625,0.0125,0.025,0.05,0.1,0.2 \
-    --grid kfac.lr=0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.01,0.1,1 \
-    --grid kfac.kl_clip=0,0.001 \
+    --grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1,1 \
+    --grid kfac.kl_clip=0,0.0001,0.001 \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 \
     --optimizers sgd,kfac,trcg,strcg --out "$out/lenet"
 # 6. the MLP to a training-loss target: optimization speed apart from generalization
