@@ -113,8 +113,8 @@ def test_every_command_of_the_study_script_parses(tmp_path):
     assert done.returncode == 0, done.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     names = [c[0] for c in calls]
-    assert names == ["scaling", "train", "scaling", "scaling", "compare", "scaling", "scaling",
-                     "sensitivity", "scaling", "scaling", "sensitivity"]
+    assert names == ["scaling", "train", "scaling", "scaling", "compare", "scaling", "train",
+                     "scaling", "sensitivity", "scaling", "scaling", "sensitivity"]
     for argv in calls:
         with main.commands[argv[0]].make_context(argv[0], argv[1:]) as ctx:
             assert ctx.params["out"].startswith(str(tmp_path / "studies"))
@@ -122,4 +122,4 @@ def test_every_command_of_the_study_script_parses(tmp_path):
     log.unlink()
     subprocess.run(["bash", script, str(tmp_path / "studies"), "2", "5", "5"], env=env,
                    check=True, capture_output=True, timeout=60)
-    assert [json.loads(line)[0] for line in log.read_text().splitlines()] == ["scaling"]
+    assert [json.loads(line)[0] for line in log.read_text().splitlines()] == ["scaling", "train"]

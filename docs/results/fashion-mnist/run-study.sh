@@ -24,8 +24,9 @@
 #            ends as diverged (`minigrad train --diverged-after`)
 #   seeds    each batch size's best setting is then trained with seeds 1 and 2 too, and the
 #            curve shows the 3-seed mean and spread (--confirm-seeds)
-#   noise    the gradient noise scale B_simple along a reference SGD run at B = 128 (lr 0.05, the
-#            search's best there), from 1024 fresh examples at every 10th step
+#   noise    the gradient noise scale B_simple along a reference SGD run at B = 128 per model (lr
+#            0.05, the search's best there), from 1024 fresh examples at every evaluation (every
+#            10th step on the MLP, 20th on LeNet-5)
 #   K-FAC    the true Fisher (labels sampled from the model, Martens & Grosse; minigrad's
 #            default), factors every step, eigenbases every 20 steps; step 2 adds the empirical
 #            Fisher (the true labels' gradients) and step 3 the form of a common PyTorch
@@ -99,6 +100,17 @@ step 5 && minigrad scaling --dataset fashion-mnist --model lenet --batch-sizes "
     --grid kfac.kl_clip=0,0.0001,0.001 \
     --grid trcg.radius=0.1,1,10 --grid strcg.radius=0.1,1,10 \
     --optimizers sgd,kfac,trcg,strcg --out "$out/lenet"
+# LeNet-5's reference run for the noise scale (lr 0.05, the search's best at B = 128)
+noise_lenet="$out/noise-lenet-sgd-b128"
+if ! step 5; then
+    :
+elif [ -f "$noise_lenet/checkpoint.npz" ]; then
+    minigrad train --out "$noise_lenet" --resume
+else
+    minigrad train --dataset fashion-mnist --model lenet --optimizer sgd --batch-size 128 \
+        --lr 0.05 --momentum 0.9 --epochs 4 --eval-every 20 --noise-scale-examples 1024 \
+        --no-layer-stats --out "$noise_lenet"
+fi
 # 6. the MLP to a training-loss target: optimization speed apart from generalization
 step 6 && minigrad scaling "${MLP[@]}" --target-loss 0.25 "${SGD[@]}" "${KFAC[@]}" "${TR[@]}" \
     --optimizers sgd,kfac,trcg,strcg --out "$out/mlp-loss"
