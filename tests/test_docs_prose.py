@@ -59,7 +59,7 @@ def split(text):
         directive = regenerate.DIRECTIVE.match(line.rstrip())
         if fenced or markdown or line.lstrip().startswith("```") or directive:
             # a hidden `run: CMD` is a block, a directive's options are not
-            blocks.append(directive.group(1) or "" if directive else line)
+            blocks.append((directive.group(1) or "") if directive else line)
             prose.append("")
             if line.lstrip().startswith("```"):
                 fenced = not fenced
