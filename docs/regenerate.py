@@ -19,6 +19,11 @@ trial, whose order depends on which parallel trial ends first). `<!-- output as=
 governs the lines up to `<!-- end output -->` instead of a fenced block: output that is itself
 Markdown (a table), shown rendered.
 
+Other HTML comments are prose to the regenerator, left as they are. Two kinds account for the
+numbers the prose quotes from the examples, which tests/test_docs_prose.py checks against the
+outputs: `<!-- derived: 780 = 14 * 55.71 -->` (a figure computed from printed ones) and
+`<!-- given: 95 1437 -->` (inputs and facts, not results).
+
 The commands of a page run in order in one scratch folder, with `minigrad` on PATH, one BLAS
 thread (and on x86-64 the AVX2 kernels of OpenBLAS and NumPy: PORTABLE), the repository's root
 in $REPOSITORY, and a `docs/img/` folder inside it: a figure a command writes there replaces

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from minigrad.cli import main
+from prose_numbers import numbers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 PAGE = os.path.join(ROOT, "docs", "results.md")
@@ -51,15 +52,6 @@ def test_the_page_is_what_its_command_writes(tmp_path, monkeypatch):
 def read_png_head(path):
     with open(path, "rb") as fh:
         return fh.read(4)
-
-
-def numbers(text):
-    """The figures a text quotes: its numbers, less citation years ("et al. 2019", "et al.
-    (2019)"), numbered-list markers and the numbers of names ("LeNet-5")."""
-    text = re.sub(r"et al\.,? \(?\d{4}\)?", "", text)
-    text = re.sub(r"^\s*\d+\. ", "", text, flags=re.MULTILINE)
-    # a number, with a ratio's "x" ("3.7x"), not inside a word or a name ("8x8", "LeNet-5")
-    return set(re.findall(r"(?<![\w.])(?<![A-Za-z]-)(\d+(?:\.\d+)?)x?(?![\w]|\.\d)", text))
 
 
 def computed_part():
