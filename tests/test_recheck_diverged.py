@@ -1,0 +1,79 @@
+"""docs/results/fashion-mnist/recheck-diverged.py: a trial the divergence rule stopped is
+trained again without the rule, bit for bit the same run up to where the rule stopped it, and on
+to its search's bound (or its whole budget), and the script says whether that changes a figure."""
+import importlib.util
+import os
+
+import h5py
+import numpy as np
+from click.testing import CliRunner
+
+from minigrad.cli import main
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+spec = importlib.util.spec_from_file_location(
+    "recheck", os.path.join(ROOT, "docs", "results", "fashion-mnist", "recheck-diverged.py"))
+recheck = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recheck)
+
+COMMON = ["--hidden", "16", "--momentum", "0.9", "--batch-size", "64", "--epochs", "3",
+          "--eval-every", "5", "--target-accuracy", "0.9", "--stop-at-target",
+          "--diverged-after", "3", "--no-layer-stats"]
+
+
+def trial(study, name, *options):
+    """A study trial as the workers leave it: its run folder with the CLI's output in
+    train.log."""
+    out = os.path.join(study, "trials", name)
+    result = CliRunner().invoke(main, ["train", *COMMON, *options, "--out", out])
+    with open(os.path.join(out, "train.log"), "w") as fh:
+        fh.write(result.output)
+    return out
+
+
+def losses(folder):
+    with h5py.File(os.path.join(folder, "run.h5"), "r") as f:
+        return f["steps/loss"][()]
+
+
+def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, capsys):
+    study = str(tmp_path / "study")
+    best = trial(study, "sgd-b64-best", "--lr", "0.1")
+    killed = trial(study, "sgd-b64-killed", "--lr", "2")
+    confirm = trial(study, "sgd-b64-seed1", "--lr", "2", "--seed", "1")
+    bound = recheck.config_of(best)[1]
+    assert bound > 0 and recheck.killed_by_rule(killed) and not recheck.killed_by_rule(best)
+    stopped = len(losses(killed))
+    assert stopped < bound   # the rule stopped it before the bound
+
+    assert recheck.recheck(study) == 0   # neither reaches the target: no figure changes
+    rerun = os.path.join(study, "rechecks", "sgd-b64-killed")
+    again = losses(rerun)
+    np.testing.assert_array_equal(again[:stopped], losses(killed))   # the same run, bit for bit
+    assert len(again) == bound   # then on to the bound of its search (seed 0): pruned there
+    # a seed other than the search's runs its whole budget (3 epochs of ceil(1437 / 64) steps)
+    assert len(losses(os.path.join(study, "rechecks", "sgd-b64-seed1"))) == 3 * 23
+    assert recheck.killed_by_rule(confirm)
+    table = capsys.readouterr().out
+    assert f"| sgd-b64-killed | 2 | 0 | {stopped} | {bound} | {bound} steps, acc" in table
+    assert "| sgd-b64-seed1 | 2 | 1 |" in table and "| budget |" in table
+
+    # a second call reads the finished reruns instead of training them again
+    mtime = os.path.getmtime(os.path.join(rerun, "run.h5"))
+    assert recheck.recheck(study) == 0
+    assert os.path.getmtime(os.path.join(rerun, "run.h5")) == mtime
+
+
+def test_a_rerun_changes_a_figure_when_it_reaches_the_target_within_its_bound():
+    assert recheck.changes(40, None) and recheck.changes(40, 40) and recheck.changes(35, 40)
+    assert not recheck.changes(45, 40) and not recheck.changes(-1, 40)
+    assert not recheck.changes(-1, None)
+
+
+def test_the_rerun_options_are_the_run_config_without_the_rule():
+    config = {"optimizer": "kfac", "lr": 0.05, "hidden": [256, 256], "layer_stats": False,
+              "stop_at_target": True, "damping": None, "diverged_after": 3,
+              "schedule_steps": 456, "steps_per_epoch": 4, "keep_checkpoints": False}
+    args = recheck.train_args(config)
+    assert args == ["--hidden", "256,256", "--no-layer-stats", "--lr", "0.05",
+                    "--optimizer", "kfac", "--stop-at-target", "--diverged-after", "0"]
