@@ -57,6 +57,8 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     table = capsys.readouterr().out
     assert f"| sgd-b64-killed | 2 | 0 | {stopped} | {bound} | {bound} steps, acc" in table
     assert "| sgd-b64-seed1 | 2 | 1 |" in table and "| budget |" in table
+    assert table.startswith("# study: the trials the divergence rule stopped")
+    assert table.rstrip().endswith("2 trials stopped by the rule; 0 of them would change a figure.")
 
     # a second call reads the finished reruns instead of training them again
     mtime = os.path.getmtime(os.path.join(rerun, "run.h5"))

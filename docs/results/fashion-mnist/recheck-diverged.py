@@ -20,8 +20,8 @@ trial up to where the rule stopped it) goes on until
 and `changes` says whether it would have: reached the target (sensitivity, confirmation seeds),
 or within the search's bound, before it (search trials; a tie at the bound is reported too).
 Reruns live in STUDY_DIR/rechecks/<trial>/ and resume after an interruption (a finished one is
-read, not rerun). One table per study is printed; the exit status is 1 if a rerun changes a
-figure.
+read, not rerun). One table per study is printed, with a last line that counts the trials
+and those that change a figure; the exit status is 1 if a rerun changes a figure.
 """
 import glob
 import json
@@ -132,8 +132,11 @@ def recheck(study):
     seed = search_seed(study)
     bounds = search_bounds(trials)
     changed = 0
-    print(f"\n{study}\n\n| trial | lr | seed | stopped at | bound | rerun | changes |\n"
+    print(f"# {os.path.basename(os.path.normpath(study))}: the trials the divergence rule "
+          "stopped, trained again without it\n\n"
+          "| trial | lr | seed | stopped at | bound | rerun | changes |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
+    stopped_trials = 0
     for folder, (config, _, _) in trials.items():
         if not killed_by_rule(folder):
             continue
@@ -146,12 +149,15 @@ def recheck(study):
         reached, acc, steps, last = rerun(folder, config, bound, out)
         change = changes(reached, bound)
         changed += change
+        stopped_trials += 1
         outcome = f"target at {reached}" if reached >= 0 else \
             f"{steps} steps, acc {acc:.4f}" + (", non-finite loss" if "non-finite" in last
                                               or "nan" in last.lower() else "")
         print(f"| {os.path.basename(folder)} | {config.get('lr'):.4g} | {config['seed']} | "
               f"{stopped} | {bound if bound is not None else 'budget'} | {outcome} | "
               f"{'**yes**' if change else 'no'} |", flush=True)
+    print(f"\n{stopped_trials} trials stopped by the rule; {changed} of them would change a "
+          "figure.\n")
     return changed
 
 
