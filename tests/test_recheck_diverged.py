@@ -55,8 +55,9 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     assert len(losses(os.path.join(study, "rechecks", "sgd-b64-seed1"))) == 3 * 23
     assert recheck.killed_by_rule(confirm)
     table = capsys.readouterr().out
-    assert f"| sgd-b64-killed | 2 | 0 | {stopped} | {bound} | {bound} steps, acc" in table
-    assert "| sgd-b64-seed1 | 2 | 1 |" in table and "| budget |" in table
+    assert f"| sgd-b64-killed | lr=2 momentum=0.9 | 0 | {stopped} | {bound} | {bound} steps, " \
+        "acc" in table
+    assert "| sgd-b64-seed1 | lr=2 momentum=0.9 | 1 |" in table and "| budget |" in table
     assert table.startswith("# study: the trials the divergence rule stopped")
     assert table.rstrip().endswith("2 trials stopped by the rule; 0 of them would change a figure.")
 

@@ -36,6 +36,7 @@ from minigrad.cli import main as cli_main
 CHANCE = "consecutive evaluations at chance"
 # config entries that are not train options, or that the rerun sets itself
 SKIP = {"diverged_after", "schedule_steps", "steps_per_epoch", "train_examples", "world_size"}
+SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 
 
 def config_of(folder):
@@ -74,6 +75,11 @@ def train_args(config):
     return args + ["--diverged-after", "0"]
 
 
+def setting(config):
+    """The trial's hyperparameters, "lr=0.1 momentum=0.9"."""
+    return " ".join(f"{k}={config[k]:.4g}" for k in SETTING if config.get(k) is not None)
+
+
 def changes(reached, bound):
     """Whether a rerun that reached the target at step `reached` (-1: not reached) would have
     changed a figure: at all when there is no bound (sensitivity, confirmation seeds), at or
@@ -105,16 +111,15 @@ def rerun(folder, config, bound, out):
     done = os.path.isfile(os.path.join(out, "run.h5")) and \
         config_of(out)[2] not in ("running", "interrupted")
     if not done:
+        os.makedirs(out, exist_ok=True)
         if os.path.isfile(os.path.join(out, "checkpoint.npz")):
             args = ["--out", out, "--resume"]
         else:
             args = train_args(config) + ["--out", out, "--overwrite"]
-            if bound is not None:
-                os.makedirs(out, exist_ok=True)
-                with open(os.path.join(out, "bound"), "w") as fh:
-                    fh.write(f"{bound}\n")
-                args += ["--prune-file", os.path.join(out, "bound")]
-        os.makedirs(out, exist_ok=True)
+        if bound is not None:   # (a resumed run is given its bound again)
+            with open(os.path.join(out, "bound"), "w") as fh:
+                fh.write(f"{bound}\n")
+            args += ["--prune-file", os.path.join(out, "bound")]
         with open(os.path.join(out, "train.log"), "a") as log:
             subprocess.run([sys.executable, "-m", "minigrad.cli", "train", *args],
                            stdout=log, stderr=subprocess.STDOUT)
@@ -134,7 +139,7 @@ def recheck(study):
     changed = 0
     print(f"# {os.path.basename(os.path.normpath(study))}: the trials the divergence rule "
           "stopped, trained again without it\n\n"
-          "| trial | lr | seed | stopped at | bound | rerun | changes |\n"
+          "| trial | setting | seed | stopped at | bound | rerun | changes |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
     stopped_trials = 0
     for folder, (config, _, _) in trials.items():
@@ -153,7 +158,7 @@ def recheck(study):
         outcome = f"target at {reached}" if reached >= 0 else \
             f"{steps} steps, acc {acc:.4f}" + (", non-finite loss" if "non-finite" in last
                                               or "nan" in last.lower() else "")
-        print(f"| {os.path.basename(folder)} | {config.get('lr'):.4g} | {config['seed']} | "
+        print(f"| {os.path.basename(folder)} | {setting(config)} | {config['seed']} | "
               f"{stopped} | {bound if bound is not None else 'budget'} | {outcome} | "
               f"{'**yes**' if change else 'no'} |", flush=True)
     print(f"\n{stopped_trials} trials stopped by the rule; {changed} of them would change a "
