@@ -115,3 +115,21 @@ def test_every_command_of_the_study_script_parses(tmp_path):
     subprocess.run(["bash", script, str(tmp_path / "studies"), "2", "5", "5"], env=env,
                    check=True, capture_output=True, timeout=60)
     assert [json.loads(line)[0] for line in log.read_text().splitlines()] == ["scaling", "train"]
+
+
+def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
+    """Each study's recheck-diverged.md (docs/results/fashion-mnist/recheck-diverged.py: the
+    trials the rule stopped, trained again without it) counts its rows right and finds no rerun
+    that changes a figure: a page with such a figure would be wrong."""
+    import glob
+
+    tables = sorted(glob.glob(os.path.join(RESULTS, "*", "*", "recheck-diverged.md")))
+    assert tables, "the MLP study's recheck is committed"
+    for path in tables:
+        lines = read(path).strip().splitlines()
+        rows = [line.split(" | ") for line in lines if line.startswith("| ")][2:]
+        count = re.fullmatch(r"(\d+) trials stopped by the rule; (\d+) of them would change a "
+                             r"figure\.", lines[-1])
+        assert count and int(count.group(1)) == len(rows), path
+        changed = [row[0].lstrip("| ") for row in rows if row[-1].rstrip(" |") != "no"]
+        assert int(count.group(2)) == len(changed) == 0, f"{path}: {changed} change a figure"
