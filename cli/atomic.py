@@ -32,10 +32,9 @@ class WriteError(OSError):
     """A file of a run could not be written (disk full, no permission, read-only file system,
     ...). path: the file; reason: why, in words; kept: what is left on disk, in words (or None;
     a Kept says whether it can be resumed from: `resumable`); errno: the OSError's errno (or
-    None). str() is one line naming the file and saying what is
-    kept, e.g. "cannot write runs/a/run.h5: No space left on device; the last checkpoint, step
-    40, is kept". The previous version of the file, if any, is untouched and no temporary file
-    is left."""
+    None). str() is one line naming the file and saying what is kept, e.g. "cannot write
+    runs/a/run.h5: No space left on device; the last checkpoint, step 40, is kept". The previous
+    version of the file, if any, is untouched and no temporary file is left."""
 
     def __init__(self, path, reason, kept=None, errno=None):
         super().__init__(errno, reason)
