@@ -74,9 +74,12 @@ def test_a_rerun_changes_a_figure_when_it_reaches_the_target_within_its_bound():
 
 
 def test_the_rerun_options_are_the_run_config_without_the_rule():
-    config = {"optimizer": "kfac", "lr": 0.05, "hidden": [256, 256], "layer_stats": False,
+    config = {"optimizer": "kfac", "model": "mlp", "lr": 0.05, "hidden": [256, 256],
+              "layer_stats": False,
               "stop_at_target": True, "damping": None, "diverged_after": 3,
               "schedule_steps": 456, "steps_per_epoch": 4, "keep_checkpoints": False}
     args = recheck.train_args(config)
-    assert args == ["--hidden", "256,256", "--no-layer-stats", "--lr", "0.05",
+    assert args == ["--hidden", "256,256", "--no-layer-stats", "--lr", "0.05", "--model", "mlp",
                     "--optimizer", "kfac", "--stop-at-target", "--diverged-after", "0"]
+    lenet = dict(config, model="lenet", hidden=[64, 64])   # recorded, but not an option of lenet
+    assert "--hidden" not in recheck.train_args(lenet)

@@ -36,6 +36,7 @@ from minigrad.cli import main as cli_main
 CHANCE = "consecutive evaluations at chance"
 # config entries that are not train options, or that the rerun sets itself
 SKIP = {"diverged_after", "schedule_steps", "steps_per_epoch", "train_examples", "world_size"}
+HIDDEN_MODELS = ("mlp", "autoencoder")   # the models that take --hidden
 SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 
 
@@ -62,6 +63,8 @@ def train_args(config):
     for key, value in sorted(config.items()):
         if key in SKIP or key not in params or value is None:
             continue
+        if key == "hidden" and config.get("model") not in HIDDEN_MODELS:
+            continue   # recorded at its default for every model, an error for the others
         p = params[key]
         if p.is_flag:
             if p.secondary_opts and not value:
@@ -125,6 +128,8 @@ def rerun(folder, config, bound, out):
                            stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(out, "train.log")) as fh:
         last = (fh.read().strip().splitlines() or [""])[-1]
+    if not os.path.isfile(os.path.join(out, "run.h5")):
+        sys.exit(f"recheck-diverged: the rerun of {folder} did not start: {last}")
     with h5py.File(os.path.join(out, "run.h5"), "r") as f:
         acc = f["evals/test_accuracy"][()] if "evals/test_accuracy" in f else []
         return int(f.attrs.get("target_step", -1)), float(acc[-1]) if len(acc) else float("nan"), \
