@@ -41,7 +41,7 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     best = trial(study, "sgd-b64-best", "--lr", "0.1")
     killed = trial(study, "sgd-b64-killed", "--lr", "2")
     confirm = trial(study, "sgd-b64-seed1", "--lr", "2", "--seed", "1")
-    bound = recheck.config_of(best)[1]
+    bound = recheck.outcome_of(best)[1]["steps_to_target"]
     assert bound > 0 and recheck.killed_by_rule(killed) and not recheck.killed_by_rule(best)
     stopped = len(losses(killed))
     assert stopped < bound   # the rule stopped it before the bound
@@ -78,8 +78,12 @@ def test_the_rerun_options_are_the_run_config_without_the_rule():
               "layer_stats": False,
               "stop_at_target": True, "damping": None, "diverged_after": 3,
               "schedule_steps": 456, "steps_per_epoch": 4, "keep_checkpoints": False}
-    args = recheck.train_args(config)
-    assert args == ["--hidden", "256,256", "--no-layer-stats", "--lr", "0.05", "--model", "mlp",
-                    "--optimizer", "kfac", "--stop-at-target", "--diverged-after", "0"]
+    args = recheck.train_args(config, "run")
+    assert args == ["--out", "run", "--overwrite", "--hidden", "256,256", "--no-layer-stats",
+                    "--lr", "0.05", "--model", "mlp", "--optimizer", "kfac", "--stop-at-target",
+                    "--diverged-after", "0"]
     lenet = dict(config, model="lenet", hidden=[64, 64])   # recorded, but not an option of lenet
-    assert "--hidden" not in recheck.train_args(lenet)
+    assert "--hidden" not in recheck.train_args(lenet, "run")
+    # resumed: the run's own options, and its bound again
+    assert recheck.train_args(config, "run", "resume", "run/bound") == \
+        ["--out", "run", "--prune-file", "run/bound", "--resume"]

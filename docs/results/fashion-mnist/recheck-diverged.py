@@ -31,7 +31,9 @@ import sys
 
 import h5py
 
-from minigrad.cli import main as cli_main
+from minigrad.cli import main as cli_main, runlog
+from minigrad.cli.study import trials as study_trials
+from minigrad.cli.study.results import trial_result
 
 CHANCE = "consecutive evaluations at chance"
 # config entries that are not train options, or that the rerun sets itself
@@ -40,10 +42,10 @@ HIDDEN_MODELS = ("mlp", "autoencoder")   # the models that take --hidden
 SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 
 
-def config_of(folder):
-    with h5py.File(os.path.join(folder, "run.h5"), "r") as f:
-        return json.loads(f.attrs["config"]), int(f.attrs.get("target_step", -1)), \
-            str(f.attrs.get("status"))
+def outcome_of(folder):
+    """(run config, results.trial_result) of a run folder, its run.h5 read once."""
+    run = runlog.read_run(folder)
+    return json.loads(run["attrs"]["config"]), trial_result(folder, run)
 
 
 def killed_by_rule(folder):
@@ -56,26 +58,17 @@ def killed_by_rule(folder):
     return bool(lines) and CHANCE in lines[-1]
 
 
-def train_args(config):
-    """`minigrad train` options that retrain the run of `config`, without the rule."""
-    params = {p.name: p for p in cli_main.commands["train"].params}
-    args = []
-    for key, value in sorted(config.items()):
-        if key in SKIP or key not in params or value is None:
-            continue
-        if key == "hidden" and config.get("model") not in HIDDEN_MODELS:
-            continue   # recorded at its default for every model, an error for the others
-        p = params[key]
-        if p.is_flag:
-            if p.secondary_opts and not value:
-                args.append(p.secondary_opts[0])
-            elif value:
-                args.append(p.opts[0])
-        elif isinstance(value, list):
-            args += [p.opts[0], ",".join(str(v) for v in value)]
-        else:
-            args += [p.opts[0], repr(value) if isinstance(value, float) else str(value)]
-    return args + ["--diverged-after", "0"]
+def train_args(config, out, mode="new", prune_file=None):
+    """`minigrad train`'s command line for the rerun of the run of `config` into `out` (mode
+    "new" or "resume"), built as the study's workers build a trial's (cli/study/trials.py
+    train_args) from the train options the config records, without the rule."""
+    options = {p.name for p in cli_main.commands["train"].params}
+    spec = {k: v for k, v in sorted(config.items())
+            if k in options and k not in SKIP and v is not None
+            # recorded at its default for every model, an error for the others
+            and not (k == "hidden" and config.get("model") not in HIDDEN_MODELS)}
+    args = study_trials.train_args(spec, out, mode, prune_file=prune_file)
+    return args + (["--diverged-after", "0"] if mode == "new" else [])
 
 
 def setting(config):
@@ -91,12 +84,13 @@ def changes(reached, bound):
 
 
 def search_bounds(trials):
-    """{(optimizer, batch size, seed): fewest steps to target} over the finished trials."""
+    """{(optimizer, batch size, seed): fewest steps to target} over the finished trials
+    ({folder: outcome_of(folder)})."""
     bounds = {}
-    for folder, (config, target_step, _) in trials.items():
-        if target_step >= 0:
+    for config, result in trials.values():
+        if result["reached"]:
             key = (config["optimizer"], config["batch_size"], config["seed"])
-            bounds[key] = min(bounds.get(key, target_step), target_step)
+            bounds[key] = min(bounds.get(key, result["steps_to_target"]), result["steps_to_target"])
     return bounds
 
 
@@ -110,61 +104,54 @@ def search_seed(study):
 
 
 def rerun(folder, config, bound, out):
-    """The rerun's (reached step or -1, final test accuracy, steps run, its log's last line)."""
-    done = os.path.isfile(os.path.join(out, "run.h5")) and \
-        config_of(out)[2] not in ("running", "interrupted")
-    if not done:
+    """The rerun's results.trial_result and its log's last line."""
+    if trial_result(out)["status"] in ("crashed", "running", "interrupted"):   # not ended
         os.makedirs(out, exist_ok=True)
-        if os.path.isfile(os.path.join(out, "checkpoint.npz")):
-            args = ["--out", out, "--resume"]
-        else:
-            args = train_args(config) + ["--out", out, "--overwrite"]
+        prune_file = None
         if bound is not None:   # (a resumed run is given its bound again)
-            with open(os.path.join(out, "bound"), "w") as fh:
+            prune_file = os.path.join(out, "bound")
+            with open(prune_file, "w") as fh:
                 fh.write(f"{bound}\n")
-            args += ["--prune-file", os.path.join(out, "bound")]
+        mode = "resume" if os.path.isfile(os.path.join(out, "checkpoint.npz")) else "new"
         with open(os.path.join(out, "train.log"), "a") as log:
-            subprocess.run([sys.executable, "-m", "minigrad.cli", "train", *args],
+            subprocess.run([sys.executable, "-m", "minigrad.cli", "train",
+                            *train_args(config, out, mode, prune_file)],
                            stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(out, "train.log")) as fh:
         last = (fh.read().strip().splitlines() or [""])[-1]
-    if not os.path.isfile(os.path.join(out, "run.h5")):
+    result = trial_result(out)
+    if result["status"] == "crashed":
         sys.exit(f"recheck-diverged: the rerun of {folder} did not start: {last}")
-    with h5py.File(os.path.join(out, "run.h5"), "r") as f:
-        acc = f["evals/test_accuracy"][()] if "evals/test_accuracy" in f else []
-        return int(f.attrs.get("target_step", -1)), float(acc[-1]) if len(acc) else float("nan"), \
-            int(f.attrs.get("steps", 0)), last
+    return result, last
 
 
 def recheck(study):
-    trials = {d: config_of(d) for d in sorted(glob.glob(os.path.join(study, "trials", "*")))
+    trials = {d: outcome_of(d) for d in sorted(glob.glob(os.path.join(study, "trials", "*")))
               if os.path.isfile(os.path.join(d, "run.h5"))}
     seed = search_seed(study)
     bounds = search_bounds(trials)
-    changed = 0
+    changed = stopped_trials = 0
     print(f"# {os.path.basename(os.path.normpath(study))}: the trials the divergence rule "
           "stopped, trained again without it\n\n"
           "| trial | setting | seed | stopped at | bound | rerun | changes |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
-    stopped_trials = 0
-    for folder, (config, _, _) in trials.items():
+    for folder, (config, result) in trials.items():
         if not killed_by_rule(folder):
             continue
         search = seed is not None and config["seed"] == seed
         bound = bounds.get((config["optimizer"], config["batch_size"], config["seed"])) \
             if search else None
-        out = os.path.join(study, "rechecks", os.path.basename(folder))
-        with h5py.File(os.path.join(folder, "run.h5"), "r") as f:
-            stopped = int(f.attrs.get("steps", 0))
-        reached, acc, steps, last = rerun(folder, config, bound, out)
+        again, last = rerun(folder, config, bound, os.path.join(study, "rechecks",
+                                                                os.path.basename(folder)))
+        reached = again["steps_to_target"] if again["reached"] else -1
         change = changes(reached, bound)
         changed += change
         stopped_trials += 1
         outcome = f"target at {reached}" if reached >= 0 else \
-            f"{steps} steps, acc {acc:.4f}" + (", non-finite loss" if "non-finite" in last
-                                              or "nan" in last.lower() else "")
+            f"{again['steps']} steps, acc {again['final_test_accuracy']:.4f}" + \
+            (", non-finite loss" if "non-finite" in last or "nan" in last.lower() else "")
         print(f"| {os.path.basename(folder)} | {setting(config)} | {config['seed']} | "
-              f"{stopped} | {bound if bound is not None else 'budget'} | {outcome} | "
+              f"{result['steps']} | {bound if bound is not None else 'budget'} | {outcome} | "
               f"{'**yes**' if change else 'no'} |", flush=True)
     print(f"\n{stopped_trials} trials stopped by the rule; {changed} of them would change a "
           "figure.\n")
