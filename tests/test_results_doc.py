@@ -139,3 +139,26 @@ def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
     quoted = re.search(r"\(steps [\d, and]+: ([\d, and]+) trials\)", read(PREFACE))
     assert quoted, "the preface gives the rechecks' counts"
     assert sorted(map(int, re.findall(r"\d+", quoted.group(1)))) == sorted(counts)
+
+
+def test_lenet_trust_region_radius_is_the_one_step_4_does_not_separate():
+    """LeNet-5's trust-region searches use one initial radius, 1 (the study script's step 10),
+    because at B = 128 step 4's radii 0.1, 1 and 10 end within 0.05 of each other's test
+    accuracy for each method (the preface says so): checked on the committed compare.h5."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(os.path.join(RESULTS, "fashion-mnist", "lenet-b128", "compare.h5")) as f:
+        trials = {k: f["trials"][k][()] for k in ("optimizer", "radius", "final_test_accuracy",
+                                                   "batch_size")}
+    for method in (b"trcg", b"strcg"):
+        rows = trials["optimizer"] == method
+        assert sorted(trials["radius"][rows]) == [0.1, 1.0, 10.0]
+        assert set(trials["batch_size"][rows]) == {128}
+        accuracy = trials["final_test_accuracy"][rows]
+        assert np.ptp(accuracy) <= 0.05, (method, accuracy)
+    script = read(os.path.join(RESULTS, "fashion-mnist", "run-study.sh"))
+    step10 = script[script.index("step 10 &&"):]
+    assert re.findall(r"(\w+)\.radius=([\d.,]+)", step10) == [("trcg", "1"), ("strcg", "1")]
+    assert "each method's three final test accuracies lie within 0.05" in \
+        " ".join(read(PREFACE).split())
