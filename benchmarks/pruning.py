@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from minigrad.cli import runlog
+from minigrad.cli.study import queue
 from minigrad.cli.study.results import best_index, trial_result
 
 
@@ -64,11 +65,10 @@ def run_order(configs, order, previous_best):
 
 def first_choice(results):
     """The position of the trial the workers take first at the next batch size (workers.py
-    first_choice, queue.best_name): of the trials that reached the target, the fewest steps, the
-    earliest in the search among equals (not results.best_index, which ranks ties by cost and
-    accuracy and falls back on accuracy when none reached it); None if none reached it."""
-    reached = [i for i, r in enumerate(results) if r["reached"]]
-    return min(reached, key=lambda i: (results[i]["steps_to_target"], i), default=None)
+    first_choice): the search's best by the workers' rule, queue.fewest_steps (the fewest steps
+    to target, the earliest in the search among equals); None if none reached it."""
+    return queue.fewest_steps((r["steps_to_target"], i, i) for i, r in enumerate(results)
+                              if r["reached"])
 
 
 def pruned(folders, order="grid", previous_best=None):

@@ -190,6 +190,15 @@ def test_a_session_queues_again_at_once_a_trial_an_earlier_sessions_dead_worker_
     assert queue.claim(study, {"sgd-b8-a", "sgd-b8-b"}).user_attrs[queue.TRIAL] == "sgd-b8-b"
 
 
+def test_the_workers_best_is_the_fewest_steps_then_the_earliest_queued():
+    """queue.fewest_steps, the rule behind best_name (and benchmarks/pruning.py first_choice):
+    fewest steps to target, the earliest queued among equals, whatever order the candidates
+    come in; None without candidates."""
+    assert queue.fewest_steps([(40, 3, "c"), (30, 2, "b"), (30, 1, "a"), (50, 0, "z")]) == "a"
+    assert queue.fewest_steps(iter([(30, 2, "b"), (31, 1, "a")])) == "b"
+    assert queue.fewest_steps([]) is None
+
+
 def test_the_best_grid_point_of_the_next_smaller_batch_size_is_claimed_first(study_storage_url):
     """A search's trials go in queue order, except the grid point that reached the target in
     the fewest steps at the same optimizer's next smaller batch size (same grid), which goes

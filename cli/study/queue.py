@@ -302,15 +302,22 @@ def complete(study, wanted, prune):
     return len(found) == len(wanted) and all(is_done(t, prune) for t in found.values())
 
 
+def fewest_steps(candidates):
+    """The workers' rule for the best trial so far: of `candidates`, (steps to target, place in
+    the queue, item) for the trials that reached the target, the item with the fewest steps,
+    the earliest queued among equals; None if there is none. (Not results.best_index, which
+    the reports use: it ranks ties by cost and accuracy.)"""
+    best = min(candidates, key=lambda c: c[:2], default=None)
+    return None if best is None else best[2]
+
+
 def best_name(study, wanted):
     """The folder of `wanted` whose ended trial reached the target in the fewest steps (the
-    earliest queued among equals), None if none has."""
+    earliest queued among equals: fewest_steps), None if none has."""
     S = _states()
-    ended = [t for t in latest(study, wanted).values()
-             if t.state == S.COMPLETE and t.user_attrs.get(STEPS, -1) >= 0]
-    best = min(ended, key=lambda t: (t.user_attrs[STEPS], t.user_attrs.get(INDEX, 0)),
-               default=None)
-    return None if best is None else best.user_attrs[TRIAL]
+    return fewest_steps((t.user_attrs[STEPS], t.user_attrs.get(INDEX, 0), t.user_attrs[TRIAL])
+                        for t in latest(study, wanted).values()
+                        if t.state == S.COMPLETE and t.user_attrs.get(STEPS, -1) >= 0)
 
 
 def best_steps(study, wanted):
