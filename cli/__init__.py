@@ -6,6 +6,7 @@
     scaling, sensitivity, compare    studies made of many runs (one file each; what they share
                                      is cli/study/)
     study-status                     where a study stands, from its storage
+    recheck-diverged                 whether the divergence rule changed a study's figures
     hessian, landscape               curvature and loss surface at a checkpoint
     plot                             curves of several runs
     report                           the report of several studies (cli/report*.py)
@@ -45,6 +46,7 @@ from .hessian import hessian
 from .inspect import evaluate, runs, show
 from .landscape import landscape
 from .plot import plot
+from .recheck import recheck_diverged
 from .report import report
 from .scaling import scaling
 from .sensitivity import sensitivity
@@ -63,3 +65,4 @@ main.add_command(landscape)
 main.add_command(hessian)
 main.add_command(report)
 main.add_command(study_status)
+main.add_command(recheck_diverged)

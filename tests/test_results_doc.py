@@ -118,7 +118,7 @@ def test_every_command_of_the_study_script_parses(tmp_path):
 
 
 def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
-    """Each study's recheck-diverged.md (docs/results/fashion-mnist/recheck-diverged.py: the
+    """Each study's recheck-diverged.md (`minigrad recheck-diverged`: the
     trials the rule stopped, trained again without it) counts its rows right and finds no rerun
     that changes a figure: a page with such a figure would be wrong."""
     import glob

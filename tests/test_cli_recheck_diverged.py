@@ -1,7 +1,6 @@
-"""docs/results/fashion-mnist/recheck-diverged.py: a trial the divergence rule stopped is
+"""`minigrad recheck-diverged` (cli/recheck.py): a trial the divergence rule stopped is
 trained again without the rule, bit for bit the same run up to where the rule stopped it, and on
-to its search's bound (or its whole budget), and the script says whether that changes a figure."""
-import importlib.util
+to its search's bound (or its whole budget), and the command says whether that changes a figure."""
 import os
 
 import h5py
@@ -9,12 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from minigrad.cli import main
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-spec = importlib.util.spec_from_file_location(
-    "recheck", os.path.join(ROOT, "docs", "results", "fashion-mnist", "recheck-diverged.py"))
-recheck = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recheck)
+from minigrad.cli import recheck
 
 COMMON = ["--hidden", "16", "--momentum", "0.9", "--batch-size", "64", "--epochs", "3",
           "--eval-every", "5", "--target-accuracy", "0.9", "--stop-at-target",
@@ -46,7 +40,9 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     stopped = len(losses(killed))
     assert stopped < bound   # the rule stopped it before the bound
 
-    assert recheck.recheck(study) == 0   # neither reaches the target: no figure changes
+    out = tmp_path / "recheck.md"
+    result = CliRunner().invoke(main, ["recheck-diverged", study, "--out", str(out)])
+    assert result.exit_code == 0, result.output   # neither reaches the target: nothing changes
     rerun = os.path.join(study, "rechecks", "sgd-b64-killed")
     again = losses(rerun)
     np.testing.assert_array_equal(again[:stopped], losses(killed))   # the same run, bit for bit
@@ -54,17 +50,44 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     # a seed other than the search's runs its whole budget (3 epochs of ceil(1437 / 64) steps)
     assert len(losses(os.path.join(study, "rechecks", "sgd-b64-seed1"))) == 3 * 23
     assert recheck.killed_by_rule(confirm)
-    table = capsys.readouterr().out
+    table = result.output
     assert f"| sgd-b64-killed | lr=2 momentum=0.9 | 0 | {stopped} | {bound} | {bound} steps, " \
         "acc" in table
     assert "| sgd-b64-seed1 | lr=2 momentum=0.9 | 1 |" in table and "| budget |" in table
     assert table.startswith("# study: the trials the divergence rule stopped")
     assert table.rstrip().endswith("2 trials stopped by the rule; 0 of them would change a figure.")
+    assert out.read_text() == table   # --out holds what was printed
 
     # a second call reads the finished reruns instead of training them again
     mtime = os.path.getmtime(os.path.join(rerun, "run.h5"))
-    assert recheck.recheck(study) == 0
+    again = CliRunner().invoke(main, ["recheck-diverged", study])
+    assert again.exit_code == 0 and again.output == table
     assert os.path.getmtime(os.path.join(rerun, "run.h5")) == mtime
+
+
+def test_a_rerun_that_reaches_the_target_in_time_is_a_changed_figure(tmp_path):
+    """A confirmation seed the rule stopped whose rerun reaches the target: the batch size would
+    have counted as reached, so the table says **yes** and the exit status is 3."""
+    study = str(tmp_path / "study")
+    trial(study, "sgd-b64-best", "--lr", "0.1")
+    stopped = trial(study, "sgd-b64-seed1", "--lr", "0.1", "--seed", "1")
+    # as if the rule had stopped it: its log's last line is the rule's
+    with open(os.path.join(stopped, "train.log"), "a") as fh:
+        fh.write("Error: diverged: 3 consecutive evaluations at chance (test accuracy 0.1)\n")
+    result = CliRunner().invoke(main, ["recheck-diverged", study])
+    assert result.exit_code == recheck.EXIT_CHANGED, result.output
+    assert "| sgd-b64-seed1 | lr=0.1 momentum=0.9 | 1 |" in result.output
+    assert "| budget | target at" in result.output and "| **yes** |" in result.output
+    assert result.output.rstrip().endswith("1 trials stopped by the rule; 1 of them would change "
+                                           "a figure.")
+
+
+def test_a_folder_without_trials_is_one_line_naming_it(tmp_path):
+    result = CliRunner().invoke(main, ["recheck-diverged", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: no trials in {str(tmp_path)!r}: expected the folder of a `minigrad scaling`, "
+        "`compare` or `sensitivity` study (with trials/)"]
 
 
 def test_a_rerun_changes_a_figure_when_it_reaches_the_target_within_its_bound():
