@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 import h5py
@@ -137,9 +138,10 @@ def rerun(folder, config, bound, out):
     return result, last
 
 
-def recheck(study, echo):
-    """Rerun the trials of `study` that the rule stopped, calling echo(line) with the table's
-    lines as they come; the number of trials whose rerun changes a figure."""
+def recheck(study, echo, jobs=1):
+    """Rerun the trials of `study` that the rule stopped, `jobs` at a time, calling echo(line)
+    with the table's lines (in the trials' order, each as soon as it and those before it are
+    known); the number of trials whose rerun changes a figure."""
     folders = sorted(glob.glob(os.path.join(study, study_trials.TRIALS, "*")))
     if not folders:
         raise UserError(f"no trials in {study!r}: expected the folder of a `minigrad scaling`, "
@@ -147,41 +149,47 @@ def recheck(study, echo):
     trials = {d: outcome_of(d) for d in folders if os.path.isfile(os.path.join(d, "run.h5"))}
     seed = search_seed(study)
     bounds = search_bounds(trials)
-    changed = stopped = 0
+    stopped = []   # (folder, config, result, bound) of the trials the rule stopped
+    for folder, (config, result) in trials.items():
+        if killed_by_rule(folder):
+            search = seed is not None and config["seed"] == seed
+            stopped.append((folder, config, result, bounds.get(
+                (config["optimizer"], config["batch_size"], config["seed"])) if search else None))
     echo(f"# {os.path.basename(os.path.normpath(study))}: the trials the divergence rule "
          "stopped, trained again without it\n\n"
          "| trial | setting | seed | stopped at | bound | rerun | changes |\n"
          "| --- | --- | --- | --- | --- | --- | --- |")
-    for folder, (config, result) in trials.items():
-        if not killed_by_rule(folder):
-            continue
-        search = seed is not None and config["seed"] == seed
-        bound = bounds.get((config["optimizer"], config["batch_size"], config["seed"])) \
-            if search else None
-        again, last = rerun(folder, config, bound,
-                            os.path.join(study, RECHECKS, os.path.basename(folder)))
-        reached = again["steps_to_target"] if again["reached"] else -1
-        change = changes(reached, bound)
-        changed += change
-        stopped += 1
-        outcome = f"target at {reached}" if reached >= 0 else \
-            f"{again['steps']} steps, acc {again['final_test_accuracy']:.4f}" + \
-            (", non-finite loss" if "non-finite" in last or "nan" in last.lower() else "")
-        echo(f"| {os.path.basename(folder)} | {setting(config)} | {config['seed']} | "
-             f"{result['steps']} | {bound if bound is not None else 'budget'} | {outcome} | "
-             f"{'**yes**' if change else 'no'} |")
-    echo(f"\n{stopped} trials stopped by the rule; {changed} of them would change a figure.\n")
+    changed = 0
+    # each rerun is a `minigrad train` process: threads only wait for them
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        reruns = pool.map(lambda t: rerun(t[0], t[1], t[3], os.path.join(
+            study, RECHECKS, os.path.basename(t[0]))), stopped)
+        for (folder, config, result, bound), (again, last) in zip(stopped, reruns):
+            reached = again["steps_to_target"] if again["reached"] else -1
+            change = changes(reached, bound)
+            changed += change
+            outcome = f"target at {reached}" if reached >= 0 else \
+                f"{again['steps']} steps, acc {again['final_test_accuracy']:.4f}" + \
+                (", non-finite loss" if "non-finite" in last or "nan" in last.lower() else "")
+            echo(f"| {os.path.basename(folder)} | {setting(config)} | {config['seed']} | "
+                 f"{result['steps']} | {bound if bound is not None else 'budget'} | {outcome} | "
+                 f"{'**yes**' if change else 'no'} |")
+    echo(f"\n{len(stopped)} trials stopped by the rule; {changed} of them would change a "
+         "figure.\n")
     return changed
 
 
 @click.command("recheck-diverged", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("study_dirs", metavar="STUDY_DIR...", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Reruns trained at a time, each a `minigrad train` process (the table keeps "
+                   "the trials' order).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the tables to this Markdown file (atomically, once all reruns "
                    "have ended).")
 @one_line_errors
-def recheck_diverged(study_dirs, out):
+def recheck_diverged(study_dirs, jobs, out):
     """Train every trial of each study that the divergence rule (--diverged-after) stopped
     again without the rule, to where it could still change a figure (its search's fewest steps
     to target; the whole budget for a confirmation seed or a sensitivity point), and print a
@@ -194,7 +202,7 @@ def recheck_diverged(study_dirs, out):
         click.echo(line)
         lines.append(line)
 
-    changed = sum(recheck(study, echo) for study in study_dirs)
+    changed = sum(recheck(study, echo, jobs) for study in study_dirs)
     if out:
         write_text(out, "\n".join(lines) + "\n")
     sys.exit(EXIT_CHANGED if changed else 0)
