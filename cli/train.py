@@ -122,6 +122,11 @@ def read_config_file(ctx, path):
                    "step: x0.1 after each third).")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
               help="Linear lr warmup over the first N steps (sgd, kfac; default 0).")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
+              help="Linear lr warmup over the first E epochs, ceil(E x steps per epoch) steps "
+                   "(sgd, kfac; default 0): the same share of the data at every batch size, as "
+                   "a study wants (Goyal et al. 2017 warm up over 5 epochs). Not with "
+                   "--warmup-steps.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Evaluate on the test split every K steps (default: once per epoch) and at the end.")
 @click.option("--target-accuracy", type=click.FloatRange(min=0, max=1), default=None,
@@ -301,12 +306,15 @@ def _new_config(out, options, overwrite, given):
     if config["diverged_after"] and config["model"] == "autoencoder":
         raise click.UsageError("--diverged-after compares the accuracy with chance; --model "
                                "autoencoder has no accuracy")
-    for key, default in (("schedule", "constant"), ("warmup_steps", 0)):
-        if config[key] is None:
+    for key, default in (("schedule", "constant"), ("warmup_steps", 0), ("warmup_epochs", 0)):
+        if config.get(key) is None:
             config[key] = default
         elif name not in ("sgd", "kfac") and config[key] != default:
             raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer sgd and "
                                    f"kfac only, not {name}")
+    if config["warmup_steps"] and config["warmup_epochs"]:
+        raise click.UsageError(f"--warmup-steps {config['warmup_steps']} and --warmup-epochs "
+                               f"{config['warmup_epochs']:g}: give one warmup length, not both")
     return config
 
 

@@ -247,6 +247,20 @@ def test_schedules_are_recorded_per_step(tmp_path, optimizer, schedule):
     assert lr[0] == pytest.approx(0.01)
 
 
+def test_warmup_epochs_warm_up_over_that_share_of_the_epoch_steps(tmp_path):
+    """--warmup-epochs E: linear warmup over ceil(E x steps per epoch) steps (digits, B = 64:
+    ceil(1437 / 64) = 23 steps per epoch, so E = 0.5 is 12 steps), recorded in the config."""
+    from minigrad.optim import schedules
+    out = tmp_path / "w"
+    ok(invoke("--batch-size", 64, "--warmup-epochs", 0.5, "--lr", 0.04, "--steps", 30,
+              "--out", out))
+    run = read_run(str(out))
+    expected = schedules.linear_warmup(schedules.constant(0.04), 12)
+    np.testing.assert_allclose(run["steps"]["lr"], [expected(t) for t in range(30)], rtol=1e-12)
+    assert run["steps"]["lr"][11] == pytest.approx(0.04) and run["steps"]["lr"][10] < 0.04
+    assert run["attrs"]["warmup_epochs"] == 0.5 and run["attrs"]["warmup_steps"] == 0
+
+
 def test_default_schedule_is_the_constant_lr(tmp_path):
     ok(invoke("--steps", 5, "--out", tmp_path / "d"))
     run = read_run(str(tmp_path / "d"))
@@ -278,6 +292,8 @@ def test_schedule_resumes_exactly(tmp_path):
 @pytest.mark.parametrize("args, option", [
     (["--optimizer", "trcg", "--schedule", "cosine"], "--schedule"),
     (["--optimizer", "strcg", "--warmup-steps", "3"], "--warmup-steps"),
+    (["--optimizer", "trcg", "--warmup-epochs", "1"], "--warmup-epochs"),
+    (["--warmup-steps", "3", "--warmup-epochs", "1"], "--warmup-steps 3 and --warmup-epochs 1"),
     (["--schedule", "linear"], "--schedule"),
 ])
 def test_schedule_option_errors(tmp_path, args, option):

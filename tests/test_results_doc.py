@@ -106,7 +106,8 @@ def test_every_command_of_the_study_script_parses(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     names = [c[0] for c in calls]
     assert names == ["scaling", "train", "scaling", "scaling", "compare", "scaling", "train",
-                     "scaling", "sensitivity", "scaling", "scaling", "sensitivity", "scaling"]
+                     "scaling", "sensitivity", "scaling", "scaling", "sensitivity", "scaling",
+                     "scaling", "scaling"]
     for argv in calls:
         with main.commands[argv[0]].make_context(argv[0], argv[1:]) as ctx:
             assert ctx.params["out"].startswith(str(tmp_path / "studies"))

@@ -15,7 +15,7 @@ SCHEDULES = ("constant", "cosine", "step")
 DEFAULT_EPOCHS = 20
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", *APPLIES, "seed", "dtype",
-              "schedule", "warmup_steps")
+              "schedule", "warmup_steps", "warmup_epochs")
 # options a resume may give anew (the others keep the run's values)
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "eval_every", "checkpoint_every", "checkpoint_seconds",
                         "target_accuracy", "target_loss", "stop_at_target", "keep_checkpoints",

@@ -3,8 +3,9 @@ a checkpoint, and the learning-rate schedule of sgd and kfac.
 
 --schedule (sgd, kfac): the lr as a function of the optimizer step t over T steps, T the total
 of the FIRST session (config "schedule_steps"; a resume with a new --steps keeps it): constant,
-cosine (to 0 at T), step (x0.1 after each ceil(T/3) steps); --warmup-steps W multiplies it by
-min(1, (t+1)/W). steps/lr in run.h5 is the lr each step used.
+cosine (to 0 at T), step (x0.1 after each ceil(T/3) steps); --warmup-steps W, or --warmup-epochs
+E with W = ceil(E x steps per epoch), multiplies it by min(1, (t+1)/W). steps/lr in run.h5 is
+the lr each step used.
 """
 import math
 
@@ -56,19 +57,28 @@ def restore_optimizer(optimizer, saved):
     optimizer.load_state_dict(saved)
 
 
+def warmup_steps(config):
+    """The steps of linear lr warmup: --warmup-steps, or ceil(--warmup-epochs x the run's steps
+    per epoch) (config["steps_per_epoch"], set before the optimizer is built); 0 for none."""
+    if config.get("warmup_epochs"):
+        return math.ceil(config["warmup_epochs"] * config["steps_per_epoch"])
+    return int(config.get("warmup_steps") or 0)
+
+
 def lr_schedule(config):
     """The lr (sgd, kfac) as a callable of the step: --schedule over config["schedule_steps"]
-    steps (the total of the first session), with linear warmup over --warmup-steps."""
+    steps (the total of the first session), with linear warmup over warmup_steps(config)."""
     lr, kind = config["lr"], config.get("schedule") or "constant"
     total = int(config.get("schedule_steps") or 1)
+    warmup = warmup_steps(config)
     if kind == "cosine":
         fn = schedules.cosine(lr, total)
     elif kind == "step":
         fn = schedules.step_decay(lr, max(1, math.ceil(total / 3)), STEP_DECAY_GAMMA)
-    elif not config.get("warmup_steps"):
+    elif not warmup:
         return lr   # a plain number, as without a schedule
     else:
         fn = schedules.constant(lr)
-    if config.get("warmup_steps"):
-        fn = schedules.linear_warmup(fn, config["warmup_steps"])
+    if warmup:
+        fn = schedules.linear_warmup(fn, warmup)
     return fn
