@@ -18,8 +18,9 @@ the rule stopped it, and it goes on until
 and `changes` says whether it would have: reached the target (sensitivity, confirmation seeds),
 or at or before the search's bound (search trials; a tie at the bound is reported too, since
 cost and accuracy then decide). Reruns live in STUDY_DIR/rechecks/<trial>/ and resume after an
-interruption (a finished one is read, not trained again). One Markdown table per study, with a
-last line that counts the trials and those that change a figure.
+interruption (a finished one is read, not trained again). A rerun uses the study's BLAS threads
+per trial (--threads-per-job; the thread count changes the rounding). One Markdown table per
+study, with a last line that counts the trials and those that change a figure.
 """
 import glob
 import json
@@ -35,7 +36,9 @@ from . import runlog
 from .atomic import write_stream
 from .common import UserError, one_line_errors
 from .study import trials as study_trials
+from .study.pool import BLAS_THREADS
 from .study.results import trial_result
+from .training.run_folder import check_writable
 
 RECHECKS = "rechecks"   # the reruns' folder in the study's
 CHANCE = "consecutive evaluations at chance"   # train's message when the rule ends a run
@@ -44,7 +47,8 @@ SKIP = {"diverged_after", "schedule_steps", "steps_per_epoch", "train_examples",
 HIDDEN_MODELS = ("mlp", "autoencoder")   # the models that take --hidden
 SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 NOT_ENDED = ("crashed", "running", "interrupted")   # results.trial_result's statuses to (re)run
-EXIT_CHANGED = 3   # a rerun changes a figure (1 is an error, as for every command)
+EXIT_CHANGED = 3   # a rerun changes a figure (1 and 2 are errors, as for every command)
+SUMMARY = ("scaling", "compare", "sensitivity")   # the study commands (and their .h5 files)
 
 
 def write_text(path, text):
@@ -105,20 +109,35 @@ def search_bounds(trials):
     return bounds
 
 
-def search_seed(study):
+def study_options(study, kind=None):
+    """(kind, options) of the study in `study`: from its summary file (scaling.h5, compare.h5 or
+    sensitivity.h5, written when the study ends), or, for a study still running, `kind` as
+    given with its command's defaults (seed 0, one BLAS thread per trial); UserError if neither
+    or if they disagree."""
+    for name in SUMMARY:
+        path = os.path.join(study, name + ".h5")
+        if os.path.isfile(path):
+            if kind not in (None, name):
+                raise UserError(f"--kind {kind}: {study!r} is a {name} study ({path})")
+            with h5py.File(path, "r") as f:
+                return name, json.loads(f.attrs["options"])
+    if kind is None:
+        raise UserError(f"no {', '.join(n + '.h5' for n in SUMMARY)} in {study!r}: the study "
+                        "has not ended; give --kind to recheck it as it stands")
+    return kind, {}
+
+
+def search_seed(kind, options):
     """The seed of the study's searches (scaling, compare), whose trials are pruned at their
     search's bound; None for a sensitivity map, whose every trial runs its budget."""
-    for name in ("scaling.h5", "compare.h5"):
-        path = os.path.join(study, name)
-        if os.path.isfile(path):
-            with h5py.File(path, "r") as f:
-                return json.loads(f.attrs["options"]).get("seed", 0)
-    return None if os.path.isfile(os.path.join(study, "sensitivity.h5")) else 0
+    return None if kind == "sensitivity" else options.get("seed", 0)
 
 
-def rerun(folder, config, bound, out):
-    """Train the rerun of the trial in `folder` into `out` (resumed, or read if it ended);
-    its results.trial_result and its log's last line."""
+def rerun(folder, config, bound, out, threads):
+    """Train the rerun of the trial in `folder` into `out` (resumed, or read if it ended) with
+    `threads` BLAS threads, the study's per trial (the thread count changes the rounding: with
+    another, the rerun would not be the trial bit for bit); its results.trial_result and its
+    log's last line."""
     if trial_result(out)["status"] in NOT_ENDED:
         os.makedirs(out, exist_ok=True)
         prune_file = None
@@ -129,7 +148,8 @@ def rerun(folder, config, bound, out):
         with open(os.path.join(out, study_trials.LOG_FILE), "a") as log:
             subprocess.run([sys.executable, "-m", "minigrad.cli", "train",
                             *train_args(config, out, mode, prune_file)],
-                           stdout=log, stderr=subprocess.STDOUT)
+                           stdout=log, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, **{k: str(threads) for k in BLAS_THREADS}))
     with open(os.path.join(out, study_trials.LOG_FILE)) as fh:
         last = (fh.read().strip().splitlines() or [""])[-1]
     result = trial_result(out)
@@ -138,16 +158,18 @@ def rerun(folder, config, bound, out):
     return result, last
 
 
-def recheck(study, echo, jobs=1):
+def recheck(study, echo, jobs=1, kind=None):
     """Rerun the trials of `study` that the rule stopped, `jobs` at a time, calling echo(line)
     with the table's lines (in the trials' order, each as soon as it and those before it are
-    known); the number of trials whose rerun changes a figure."""
+    known); the number of trials whose rerun changes a figure. `kind`: study_options'."""
     folders = sorted(glob.glob(os.path.join(study, study_trials.TRIALS, "*")))
     if not folders:
         raise UserError(f"no trials in {study!r}: expected the folder of a `minigrad scaling`, "
                         f"`compare` or `sensitivity` study (with {study_trials.TRIALS}/)")
+    kind, options = study_options(study, kind)
     trials = {d: outcome_of(d) for d in folders if os.path.isfile(os.path.join(d, "run.h5"))}
-    seed = search_seed(study)
+    seed = search_seed(kind, options)
+    threads = options.get("threads_per_job", 1)
     bounds = search_bounds(trials)
     stopped = []   # (folder, config, result, bound) of the trials the rule stopped
     for folder, (config, result) in trials.items():
@@ -163,7 +185,7 @@ def recheck(study, echo, jobs=1):
     # each rerun is a `minigrad train` process: threads only wait for them
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         reruns = pool.map(lambda t: rerun(t[0], t[1], t[3], os.path.join(
-            study, RECHECKS, os.path.basename(t[0]))), stopped)
+            study, RECHECKS, os.path.basename(t[0])), threads), stopped)
         for (folder, config, result, bound), (again, last) in zip(stopped, reruns):
             reached = again["steps_to_target"] if again["reached"] else -1
             change = changes(reached, bound)
@@ -185,24 +207,33 @@ def recheck(study, echo, jobs=1):
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Reruns trained at a time, each a `minigrad train` process (the table keeps "
                    "the trials' order).")
+@click.option("--kind", type=click.Choice(SUMMARY), default=None,
+              help="The study command, for a study that has not ended (no summary file yet: "
+                   "a scaling or compare search's trials then run to its bound so far).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the tables to this Markdown file (atomically, once all reruns "
-                   "have ended).")
+                   "have ended; its folder is checked first).")
 @one_line_errors
-def recheck_diverged(study_dirs, jobs, out):
+def recheck_diverged(study_dirs, jobs, kind, out):
     """Train every trial of each study that the divergence rule (--diverged-after) stopped
     again without the rule, to where it could still change a figure (its search's fewest steps
     to target; the whole budget for a confirmation seed or a sensitivity point), and print a
     table per study saying whether any would have. Reruns go to STUDY_DIR/rechecks/ and resume
-    after an interruption. Exit status 0 if no rerun changes a figure, 3 if one does (the
-    study's figures are then not exact), 1 on an error."""
+    after an interruption; an error in one is reported once those running beside it have
+    ended. Exit status 0 if no rerun changes a figure, 3 if one does (the study's figures are
+    then not exact), 1 or 2 on an error (2: the command line)."""
+    if out:   # before hours of reruns, not after
+        folder = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(folder):
+            raise UserError(f"--out {out!r}: no folder {folder!r}")
+        check_writable(folder)
     lines = []
 
     def echo(line):
         click.echo(line)
         lines.append(line)
 
-    changed = sum(recheck(study, echo, jobs) for study in study_dirs)
+    changed = sum(recheck(study, echo, jobs, kind) for study in study_dirs)
     if out:
         write_text(out, "\n".join(lines) + "\n")
     sys.exit(EXIT_CHANGED if changed else 0)

@@ -15,6 +15,7 @@ steps with the batch loss and the last test accuracy (or reconstruction error).
 
 At every evaluation the per-layer statistics of nn.capture are logged (cli/runlog.py, layers/).
 """
+import math
 import os
 import time
 
@@ -32,7 +33,7 @@ from . import parallel
 from .checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .common import one_line_errors, parse_hidden
 from .training.config import (APPLIES, CHANGEABLE_ON_RESUME, DATASETS, DEFAULT_EPOCHS, MODELS,
-                              OPTIMIZERS, SCHEDULES, STRUCTURAL)
+                              OPTIMIZERS, SCHEDULE_DEFAULTS, SCHEDULED, SCHEDULES, STRUCTURAL)
 from .training.hyperparameters import default as option_default
 from .training.hyperparameters import hyperparameter_options, run_values
 from .training.run_folder import check_writable
@@ -265,6 +266,8 @@ def _resumed_config(out, options, given):
     saved = read_checkpoint(out)
     old = saved[1]["config"]
     trained = dict(old, **run_values(old))   # LEGACY_VALUES for options newer than the run
+    for key, default in SCHEDULE_DEFAULTS.items():   # a run older than the option had none
+        trained.setdefault(key, default)
     for key in STRUCTURAL:
         if given(key) and options[key] != trained.get(key, options[key]):
             raise click.UsageError(f"--resume: --{key.replace('_', '-')} {options[key]!r} differs "
@@ -306,12 +309,15 @@ def _new_config(out, options, overwrite, given):
     if config["diverged_after"] and config["model"] == "autoencoder":
         raise click.UsageError("--diverged-after compares the accuracy with chance; --model "
                                "autoencoder has no accuracy")
-    for key, default in (("schedule", "constant"), ("warmup_steps", 0), ("warmup_epochs", 0)):
+    for key, default in SCHEDULE_DEFAULTS.items():
         if config.get(key) is None:
             config[key] = default
-        elif name not in ("sgd", "kfac") and config[key] != default:
-            raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer sgd and "
-                                   f"kfac only, not {name}")
+        elif name not in SCHEDULED and config[key] != default:
+            raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer "
+                                   f"{' and '.join(SCHEDULED)} only, not {name}")
+    if not math.isfinite(config["warmup_epochs"]):
+        raise click.UsageError(f"--warmup-epochs must be a finite number of epochs, got "
+                               f"{config['warmup_epochs']}")
     if config["warmup_steps"] and config["warmup_epochs"]:
         raise click.UsageError(f"--warmup-steps {config['warmup_steps']} and --warmup-epochs "
                                f"{config['warmup_epochs']:g}: give one warmup length, not both")

@@ -1,6 +1,7 @@
 """`minigrad recheck-diverged` (cli/recheck.py): a trial the divergence rule stopped is
 trained again without the rule, bit for bit the same run up to where the rule stopped it, and on
 to its search's bound (or its whole budget), and the command says whether that changes a figure."""
+import json
 import os
 
 import h5py
@@ -41,9 +42,10 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     assert stopped < bound   # the rule stopped it before the bound
 
     out = tmp_path / "recheck.md"
-    # two reruns at a time: the table keeps the trials' order (the second call, one at a time,
-    # prints the same)
-    result = CliRunner().invoke(main, ["recheck-diverged", study, "--jobs", "2", "--out", str(out)])
+    # a study still running (no scaling.h5 yet) is rechecked as the kind given; two reruns at a
+    # time, the table in the trials' order
+    result = CliRunner().invoke(main, ["recheck-diverged", study, "--kind", "scaling",
+                                       "--jobs", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output   # neither reaches the target: nothing changes
     rerun = os.path.join(study, "rechecks", "sgd-b64-killed")
     again = losses(rerun)
@@ -62,26 +64,55 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
 
     # a second call reads the finished reruns instead of training them again
     mtime = os.path.getmtime(os.path.join(rerun, "run.h5"))
-    again = CliRunner().invoke(main, ["recheck-diverged", study])
+    again = CliRunner().invoke(main, ["recheck-diverged", study, "--kind", "scaling"])
     assert again.exit_code == 0 and again.output == table
     assert os.path.getmtime(os.path.join(rerun, "run.h5")) == mtime
 
 
-def test_a_rerun_that_reaches_the_target_in_time_is_a_changed_figure(tmp_path):
-    """A confirmation seed the rule stopped whose rerun reaches the target: the batch size would
-    have counted as reached, so the table says **yes** and the exit status is 3."""
+def summary(study, kind, **options):
+    """The study's summary file as its command leaves it, with these options."""
+    with h5py.File(os.path.join(study, kind + ".h5"), "w") as f:
+        f.attrs["options"] = json.dumps(options)
+
+
+def test_a_rerun_that_reaches_the_target_in_time_is_a_changed_figure(tmp_path, monkeypatch):
+    """A sensitivity point the rule stopped whose rerun reaches the target: the point would
+    have counted as reached, so the table says **yes** and the exit status is 3. The rerun has
+    the study's BLAS threads per trial."""
     study = str(tmp_path / "study")
     trial(study, "sgd-b64-best", "--lr", "0.1")
-    stopped = trial(study, "sgd-b64-seed1", "--lr", "0.1", "--seed", "1")
+    stopped = trial(study, "sgd-b64-other", "--lr", "0.1", "--seed", "1")
     # as if the rule had stopped it: its log's last line is the rule's
     with open(os.path.join(stopped, "train.log"), "a") as fh:
         fh.write("Error: diverged: 3 consecutive evaluations at chance (test accuracy 0.1)\n")
+    summary(study, "sensitivity", seed=0, threads_per_job=2)
+    envs, real = [], recheck.subprocess.run
+    monkeypatch.setattr(recheck.subprocess, "run",
+                        lambda *a, **k: envs.append(k["env"]) or real(*a, **k))
     result = CliRunner().invoke(main, ["recheck-diverged", study])
     assert result.exit_code == recheck.EXIT_CHANGED, result.output
-    assert "| sgd-b64-seed1 | lr=0.1 momentum=0.9 | 1 |" in result.output
+    assert "| sgd-b64-other | lr=0.1 momentum=0.9 | 1 |" in result.output
     assert "| budget | target at" in result.output and "| **yes** |" in result.output
     assert result.output.rstrip().endswith("1 trials stopped by the rule; 1 of them would change "
                                            "a figure.")
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["2"]
+    # a sensitivity map has no search bound: its seed-0 points run their whole budget too
+    assert recheck.search_seed("sensitivity", {"seed": 0}) is None
+    assert recheck.search_seed("scaling", {"seed": 3}) == 3
+
+
+def test_the_study_kind_comes_from_its_summary_file_or_from_kind(tmp_path):
+    study = str(tmp_path / "study")
+    trial(study, "sgd-b64-best", "--lr", "0.1")
+    result = CliRunner().invoke(main, ["recheck-diverged", study])
+    assert result.exit_code == 1 and "the study has not ended; give --kind" in result.output
+    summary(study, "scaling", seed=0)
+    result = CliRunner().invoke(main, ["recheck-diverged", study, "--kind", "sensitivity"])
+    assert result.exit_code == 1 and "is a scaling study" in result.output
+    result = CliRunner().invoke(main, ["recheck-diverged", study, "--out",
+                                       str(tmp_path / "nowhere" / "t.md")])
+    assert result.exit_code == 1 and "--out" in result.output and "no folder" in result.output
+    assert CliRunner().invoke(main, ["recheck-diverged", study]).exit_code == 0
 
 
 def test_a_folder_without_trials_is_one_line_naming_it(tmp_path):

@@ -8,6 +8,7 @@ import os
 
 import h5py
 import numpy as np
+import click
 import pytest
 from click.testing import CliRunner
 from minigrad.cli import cost, study
@@ -103,6 +104,20 @@ def test_bad_train_options_are_usage_errors_naming_the_entry(tmp_path, entry, wo
     assert result.exit_code == 2, result.output
     assert f"--train-option {entry!r}" in result.output and words in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_schedule_options_reach_sgd_and_kfac_trials_only():
+    """--lr's schedule (schedule, warmup_steps, warmup_epochs) is an sgd and kfac option: a
+    study passes it to their trials, scoped to another optimizer it is refused, and given to all
+    it skips the trust-region ones (whose train would refuse it)."""
+    from minigrad.cli.study.trials import fixed_train_options, train_args
+    fixed = fixed_train_options(["warmup_epochs=5"], ["sgd", "trcg"])
+    assert fixed["sgd"]["warmup_epochs"] == 5.0 and "warmup_epochs" not in fixed["trcg"]
+    with pytest.raises(click.UsageError, match="warmup-epochs applies to sgd, kfac only, not trcg"):
+        fixed_train_options(["trcg.warmup_epochs=5"], ["trcg"])
+    spec = {"optimizer": "sgd", "batch_size": 64, "lr": 0.1, **fixed["sgd"]}
+    args = train_args(spec, "out", "new")
+    assert args[args.index("--warmup-epochs") + 1] == "5.0"
 
 
 @pytest.mark.parametrize("args, words", [

@@ -247,13 +247,14 @@ def test_schedules_are_recorded_per_step(tmp_path, optimizer, schedule):
     assert lr[0] == pytest.approx(0.01)
 
 
-def test_warmup_epochs_warm_up_over_that_share_of_the_epoch_steps(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "kfac"])
+def test_warmup_epochs_warm_up_over_that_share_of_the_epoch_steps(tmp_path, optimizer):
     """--warmup-epochs E: linear warmup over ceil(E x steps per epoch) steps (digits, B = 64:
     ceil(1437 / 64) = 23 steps per epoch, so E = 0.5 is 12 steps), recorded in the config."""
     from minigrad.optim import schedules
     out = tmp_path / "w"
-    ok(invoke("--batch-size", 64, "--warmup-epochs", 0.5, "--lr", 0.04, "--steps", 30,
-              "--out", out))
+    ok(invoke("--optimizer", optimizer, "--batch-size", 64, "--warmup-epochs", 0.5, "--lr", 0.04,
+              "--steps", 30, "--out", out))
     run = read_run(str(out))
     expected = schedules.linear_warmup(schedules.constant(0.04), 12)
     np.testing.assert_allclose(run["steps"]["lr"], [expected(t) for t in range(30)], rtol=1e-12)
@@ -268,9 +269,10 @@ def test_default_schedule_is_the_constant_lr(tmp_path):
     np.testing.assert_array_equal(run["steps"]["lr"], [0.1] * 5)
 
 
-def test_schedule_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("warmup", [("--warmup-steps", 3), ("--warmup-epochs", 0.2)])
+def test_schedule_resumes_exactly(tmp_path, warmup):
     a, b = tmp_path / "a", tmp_path / "b"
-    args = ("--schedule", "cosine", "--warmup-steps", 3, "--steps", 24, "--checkpoint-every", 10)
+    args = ("--schedule", "cosine", *warmup, "--steps", 24, "--checkpoint-every", 10)
     ok(invoke(*args, "--out", a))
     real = step_module.one_step
     try:
@@ -294,11 +296,19 @@ def test_schedule_resumes_exactly(tmp_path):
     (["--optimizer", "strcg", "--warmup-steps", "3"], "--warmup-steps"),
     (["--optimizer", "trcg", "--warmup-epochs", "1"], "--warmup-epochs"),
     (["--warmup-steps", "3", "--warmup-epochs", "1"], "--warmup-steps 3 and --warmup-epochs 1"),
+    (["--warmup-epochs", "inf"], "--warmup-epochs must be a finite number of epochs, got inf"),
     (["--schedule", "linear"], "--schedule"),
 ])
 def test_schedule_option_errors(tmp_path, args, option):
     result = invoke(*args, "--out", tmp_path / "x")
     assert result.exit_code == 2 and option in result.output, result.output
+
+
+def test_a_resume_cannot_change_the_warmup(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--steps", 4, "--out", out))
+    result = invoke("--out", out, "--resume", "--steps", 8, "--warmup-epochs", 1)
+    assert result.exit_code == 2 and "--warmup-epochs 1.0 differs from the run's 0" in result.output
 
 
 # ---------------------------------------------------------------------------- progress bar

@@ -14,8 +14,11 @@ OPTIMIZERS = tuple(OPTIONS)
 SCHEDULES = ("constant", "cosine", "step")
 DEFAULT_EPOCHS = 20
 # options that define the run: fixed at the first session, a resume may not change them
+# the lr schedule's options (sgd and kfac only: SCHEDULED) and the values that mean "none"
+SCHEDULE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "warmup_epochs": 0}
+SCHEDULED = ("sgd", "kfac")
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", *APPLIES, "seed", "dtype",
-              "schedule", "warmup_steps", "warmup_epochs")
+              *SCHEDULE_DEFAULTS)
 # options a resume may give anew (the others keep the run's values)
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "eval_every", "checkpoint_every", "checkpoint_seconds",
                         "target_accuracy", "target_loss", "stop_at_target", "keep_checkpoints",

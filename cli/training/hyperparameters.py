@@ -256,7 +256,8 @@ NOTES = {
     "kl_clip": f"On the command line {OFF:g} turns it off (the library's None). While the clip "
                "binds, the step of the preconditioned layers no longer depends on the lr.",
     "fisher": "true costs one more backward pass on the steps that update the factors.",
-    "lr": "On the command line a number; --schedule and --warmup-steps vary it over the run.",
+    "lr": "On the command line a number; --schedule and --warmup-steps (or --warmup-epochs) "
+          "vary it over the run.",
 }
 
 

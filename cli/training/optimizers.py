@@ -60,8 +60,8 @@ def restore_optimizer(optimizer, saved):
 def warmup_steps(config):
     """The steps of linear lr warmup: --warmup-steps, or ceil(--warmup-epochs x the run's steps
     per epoch) (config["steps_per_epoch"], set before the optimizer is built); 0 for none."""
-    if config.get("warmup_epochs"):
-        return math.ceil(config["warmup_epochs"] * config["steps_per_epoch"])
+    if config.get("warmup_epochs"):   # (rounded first: 0.07 x 100 is 7.000000000000001)
+        return math.ceil(round(config["warmup_epochs"] * config["steps_per_epoch"], 9))
     return int(config.get("warmup_steps") or 0)
 
 

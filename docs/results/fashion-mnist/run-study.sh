@@ -96,11 +96,12 @@ step 4 && minigrad compare --dataset fashion-mnist --model lenet --batch-size 12
 LENET=(--dataset fashion-mnist --model lenet --batch-sizes 128,256,512,1024,2048,4096,8192
        --target-accuracy 0.88 --budget-epochs 128=20,256=29,512=40,1024=57,2048=80,4096=114,8192=160
        --eval-every 128=50,256=25,512=20,1024=10,2048=8,4096=5,8192=4
-       --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs"
-       --grid sgd.lr=0.0015625,0.003125,0.00625,0.0125,0.025,0.05,0.1,0.2
-       --grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2 --grid kfac.damping=0.001,0.01,0.1,1
-       --grid kfac.kl_clip=0,0.0001,0.001)
-step 5 && minigrad scaling "${LENET[@]}" --optimizers sgd,kfac --out "$out/lenet"
+       --lr-scaling sqrt --base-batch-size 128 --confirm-seeds 3 --jobs "$jobs")
+LENET_SGD=(--grid sgd.lr=0.0015625,0.003125,0.00625,0.0125,0.025,0.05,0.1,0.2)
+LENET_KFAC=(--grid kfac.lr=0.00078125,0.003125,0.0125,0.05,0.2
+            --grid kfac.damping=0.001,0.01,0.1,1 --grid kfac.kl_clip=0,0.0001,0.001)
+step 5 && minigrad scaling "${LENET[@]}" "${LENET_SGD[@]}" "${LENET_KFAC[@]}" \
+    --optimizers sgd,kfac --out "$out/lenet"
 # LeNet-5's reference run for the noise scale (lr 0.05, the search's best at B = 128)
 noise_lenet="$out/noise-lenet-sgd-b128"
 if ! step 5; then
@@ -139,17 +140,19 @@ step 9 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,
     --out "$out/mlp-sensitivity-kfac-noclip"
 # 10. LeNet-5 scaling with all four optimizers: step 5's trials (reused) and the trust-region
 #     methods' (after steps 6 to 9: they do not reach 88% at B = 128, so their trials may run
-#     their whole budgets, an hour or more each). One initial radius, 1: the radius adapts
-#     within tens of steps of thousands, and at B = 128 (step 4, on the page) the radii 0.1, 1
-#     and 10 end within 0.05 of each other's accuracy for both methods; three radii would
-#     triple about 12 h of CPU.
-step 10 && minigrad scaling "${LENET[@]}" --grid trcg.radius=1 \
-    --grid strcg.radius=1 --optimizers sgd,kfac,trcg,strcg --out "$out/lenet"
+#     their whole budgets, an hour or more each). One initial radius per method, the one that
+#     ended best at B = 128 in step 4 (TRCG 0.1, STRCG 1), not searched: the radius adapts as
+#     a run goes (halved on every rejected step), and at B = 128 the radii 0.1, 1 and 10 end
+#     within 0.05 of each other's accuracy for both methods; three radii would triple about
+#     12 h of CPU.
+step 10 && minigrad scaling "${LENET[@]}" "${LENET_SGD[@]}" "${LENET_KFAC[@]}" \
+    --grid trcg.radius=0.1 --grid strcg.radius=1 --optimizers sgd,kfac,trcg,strcg \
+    --out "$out/lenet"
 # 11. SGD with a linear lr warmup over its first 5 epochs (Goyal et al. 2017) at each model's three
 #     largest batch sizes, each with its model's SGD grid: without it, from B = 2048 on most of
 #     LeNet-5's lr values collapsed to chance after a loss spike in the first epochs, and the
 #     MLP missed its target at B = 16384; does SGD's large-batch figure depend on a warmup?
-step 11 && minigrad scaling "${LENET[@]}" --batch-sizes 2048,4096,8192 \
+step 11 && minigrad scaling "${LENET[@]}" "${LENET_SGD[@]}" --batch-sizes 2048,4096,8192 \
     --budget-epochs 2048=80,4096=114,8192=160 --eval-every 2048=8,4096=5,8192=4 \
     --optimizers sgd --train-option sgd.warmup_epochs=5 --out "$out/lenet-sgd-warmup"
 step 11 && minigrad scaling "${MLP[@]}" --batch-sizes 4096,8192,16384 \
