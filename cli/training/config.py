@@ -13,10 +13,10 @@ MODELS = ("mlp", "lenet", "resnet20", "autoencoder")
 OPTIMIZERS = tuple(OPTIONS)
 SCHEDULES = ("constant", "cosine", "step")
 DEFAULT_EPOCHS = 20
-# options that define the run: fixed at the first session, a resume may not change them
 # the lr schedule's options (sgd and kfac only: SCHEDULED) and the values that mean "none"
 SCHEDULE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "warmup_epochs": 0}
 SCHEDULED = ("sgd", "kfac")
+# options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", *APPLIES, "seed", "dtype",
               *SCHEDULE_DEFAULTS)
 # options a resume may give anew (the others keep the run's values)

@@ -148,10 +148,11 @@ step 9 && minigrad sensitivity --dataset fashion-mnist --model mlp --hidden 256,
 step 10 && minigrad scaling "${LENET[@]}" "${LENET_SGD[@]}" "${LENET_KFAC[@]}" \
     --grid trcg.radius=0.1 --grid strcg.radius=1 --optimizers sgd,kfac,trcg,strcg \
     --out "$out/lenet"
-# 11. SGD with a linear lr warmup over its first 5 epochs (Goyal et al. 2017) at each model's three
-#     largest batch sizes, each with its model's SGD grid: without it, from B = 2048 on most of
-#     LeNet-5's lr values collapsed to chance after a loss spike in the first epochs, and the
-#     MLP missed its target at B = 16384; does SGD's large-batch figure depend on a warmup?
+# 11. SGD with a linear lr warmup over its first 5 epochs (Goyal et al. 2017) at each model's
+#     three largest batch sizes, each with its model's SGD grid: without it, from B = 2048 on
+#     most of LeNet-5's lr values collapsed to chance after a loss spike in the first epochs,
+#     and the MLP missed its target at B = 16384; does SGD's large-batch figure depend on a
+#     warmup?
 step 11 && minigrad scaling "${LENET[@]}" "${LENET_SGD[@]}" --batch-sizes 2048,4096,8192 \
     --budget-epochs 2048=80,4096=114,8192=160 --eval-every 2048=8,4096=5,8192=4 \
     --optimizers sgd --train-option sgd.warmup_epochs=5 --out "$out/lenet-sgd-warmup"
