@@ -43,7 +43,8 @@ from .training.run_folder import check_writable
 RECHECKS = "rechecks"   # the reruns' folder in the study's
 CHANCE = "consecutive evaluations at chance"   # train's message when the rule ends a run
 # config entries that are not train options, or that the rerun sets itself
-SKIP = {"diverged_after", "schedule_steps", "steps_per_epoch", "train_examples", "world_size"}
+SKIP = {"diverged_after", "diverged_epochs", "schedule_steps", "steps_per_epoch", "train_examples",
+        "world_size"}
 HIDDEN_MODELS = ("mlp", "autoencoder")   # the models that take --hidden
 SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 NOT_ENDED = ("crashed", "running", "interrupted")   # results.trial_result's statuses to (re)run

@@ -145,6 +145,11 @@ def read_config_file(ctx, path):
                    "the run has left its start (a training loss at an evaluation outside "
                    "[0.99, 1.02] ln C): a run still on its starting plateau is slow, not "
                    "diverged. 0: never.")
+@click.option("--diverged-epochs", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="With --diverged-after K: end the run only once its K or more evaluations "
+                   "at chance in a row also span E epochs or more (from the first of them), so "
+                   "that frequent evaluations (a small --eval-every, a large batch) do not make "
+                   "the rule short: a run at chance can recover.")
 @click.option("--noise-scale-examples", type=click.IntRange(min=0), default=0, show_default=True,
               help="At each evaluation, log the gradient noise scale B_simple (McCandlish et al. "
                    "2018) from the exact per-example gradients of N training examples drawn "
@@ -315,6 +320,9 @@ def _new_config(out, options, overwrite, given):
         elif name not in SCHEDULED and config[key] != default:
             raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer "
                                    f"{' and '.join(SCHEDULED)} only, not {name}")
+    if not math.isfinite(config.get("diverged_epochs") or 0):
+        raise click.UsageError(f"--diverged-epochs must be a finite number of epochs, got "
+                               f"{config['diverged_epochs']}")
     if not math.isfinite(config["warmup_epochs"]):
         raise click.UsageError(f"--warmup-epochs must be a finite number of epochs, got "
                                f"{config['warmup_epochs']}")

@@ -161,6 +161,32 @@ def test_a_run_stuck_at_chance_ends_as_diverged_by_the_stated_rule(tmp_path):
     assert all(np.isfinite(run["steps"]["loss"]))                # not a non-finite loss
 
 
+def test_diverged_epochs_makes_the_rule_wait_that_many_epochs_at_chance(tmp_path):
+    """The same blown-up run with --diverged-epochs 2: it ends at the first evaluation that
+    completes 3 or more evaluations at chance in a row whose first is 2 epochs (46 steps) or
+    more before it, recomputed from its evaluations; without it, 3 evaluations (10 steps)."""
+    out = tmp_path / "blown"
+    result = train("--lr", 5, "--epochs", 12, "--eval-every", 5, "--diverged-after", 3,
+                   "--diverged-epochs", 2, "--out", out)
+    per_epoch = math.ceil(N_TRAIN / 64)
+    assert result.exit_code == 1, result.output
+    run = read_run(str(out))
+    ev = run["evals"]
+    low, high = 0.99 * math.log(CLASSES), 1.02 * math.log(CLASSES)
+    left = np.maximum.accumulate([not low <= loss <= high for loss in ev["train_loss"]])
+    chance = [(s >= per_epoch and a <= 1 / CLASSES + 0.02 and not loss < low and gone)
+              for s, a, loss, gone in zip(ev["step"], ev["test_accuracy"], ev["train_loss"], left)]
+    first = len(chance) - chance[::-1].index(False) if False in chance else 0   # streak start
+    span = ev["step"][-1] - ev["step"][first]
+    assert all(chance[first:]) and span >= 2 * per_epoch and len(chance) - first >= 3
+    assert span - 5 < 2 * per_epoch                  # the evaluation before would not do
+    assert f"consecutive evaluations at chance over {span} steps" in result.output
+    quick = train("--lr", 5, "--epochs", 12, "--eval-every", 5, "--diverged-after", 3,
+                  "--out", tmp_path / "quick")
+    assert read_run(str(tmp_path / "quick"))["attrs"]["steps"] < run["attrs"]["steps"]
+    assert "over" not in quick.output.splitlines()[-1]   # the message as before
+
+
 def test_a_run_still_on_its_starting_plateau_is_slow_not_diverged(tmp_path):
     """lr 1e-7 leaves the MLP where it started (seed 1: test accuracy 0.078, the loss at ln C):
     every evaluation after the first epoch is at chance, but the run never left its start, so

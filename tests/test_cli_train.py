@@ -304,6 +304,29 @@ def test_schedule_option_errors(tmp_path, args, option):
     assert result.exit_code == 2 and option in result.output, result.output
 
 
+def test_a_run_interrupted_at_chance_resumes_to_the_same_divergence(tmp_path, monkeypatch):
+    """--diverged-epochs counts the epochs at chance from the first evaluation of the streak,
+    which the checkpoint keeps: a run interrupted inside the streak ends where it would have."""
+    args = ("--lr", 5, "--epochs", 12, "--eval-every", 5, "--diverged-after", 3,
+            "--diverged-epochs", 2)
+    whole = invoke(*args, "--out", tmp_path / "a")
+    assert whole.exit_code == 1 and "over 50 steps" in whole.output
+    real = step_module.one_step
+
+    def stop_at_140(name, model, optimizer, xb, yb, step, *rows):
+        if step == 139:   # inside the streak of evaluations at chance that ends the run
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(name, model, optimizer, xb, yb, step, *rows)
+    monkeypatch.setattr(step_module, "one_step", stop_at_140)
+    assert invoke(*args, "--out", tmp_path / "b").exit_code == 130
+    monkeypatch.setattr(step_module, "one_step", real)
+    resumed = invoke("--out", tmp_path / "b", "--resume")
+    assert resumed.exit_code == 1 and "over 50 steps" in resumed.output
+    ra, rb = read_run(str(tmp_path / "a")), read_run(str(tmp_path / "b"))
+    assert ra["attrs"]["steps"] == rb["attrs"]["steps"] == 155
+    np.testing.assert_array_equal(ra["steps"]["loss"], rb["steps"]["loss"])
+
+
 def test_a_resume_cannot_change_the_warmup(tmp_path):
     out = tmp_path / "r"
     ok(invoke("--steps", 4, "--out", out))

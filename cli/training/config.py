@@ -22,5 +22,6 @@ STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", *APPLIES,
 # options a resume may give anew (the others keep the run's values)
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "eval_every", "checkpoint_every", "checkpoint_seconds",
                         "target_accuracy", "target_loss", "stop_at_target", "keep_checkpoints",
-                        "device", "diverged_after", "layer_stats", "noise_scale_examples",
+                        "device", "diverged_after", "diverged_epochs", "layer_stats",
+                        "noise_scale_examples",
                         "threads")
