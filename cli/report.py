@@ -144,6 +144,15 @@ def success_part(points):
     return "; ".join(parts)
 
 
+def sgd_compared(c, method, problem, base):
+    """{B: Point} of the SGD that `method` is compared with on `problem`: SGD at its best
+    (Collection.best_sgd) for the other optimizers; the baseline (plain SGD) for an SGD row
+    with fixed train options; None without one."""
+    if method.optimizer != "sgd":
+        return c.best_sgd(problem)
+    return c.points.get((base, problem)) if base else None
+
+
 def method_parts(c, method, problem):
     """{column: text} of one method on one problem (the parts of its main-table cells)."""
     out = {}
@@ -151,7 +160,7 @@ def method_parts(c, method, problem):
     if points:
         base = c.baseline(problem, c.points)
         is_base = base == method
-        base_points = c.points.get((base, problem)) if base else None
+        base_points = sgd_compared(c, method, problem, base)
         out["success"] = success_part(points)
         out["count"] = f"{sum(p.reached for p in points.values())} of {len(points)}"
         out["data"] = versus_cell(points, base_points, is_base, "epochs", f2)
@@ -253,7 +262,7 @@ def figures_table(c, problem):
         fractions = c.fractions.get((m, problem), {})
         s = scaling_of(points) if points else None
         e_to = {b: e for _, b, e in s.pairs} if s else {}
-        base_points = c.points.get((base, problem), {}) if base and base != m else {}
+        base_points = (sgd_compared(c, m, problem, base) or {}) if base != m else {}
         for b in sorted(set(points) | set(fractions)):
             p, f, q = points.get(b), fractions.get(b), base_points.get(b)
             ratio = p.epochs / q.epochs if p and q and p.reached and q.reached else math.nan

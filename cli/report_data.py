@@ -404,6 +404,24 @@ class Collection:
             sgd = [m for m in sgd if not m.options]
         return sgd[0] if len(sgd) == 1 else None
 
+    def best_sgd(self, problem):
+        """SGD at its best on `problem`, {B: Point}: at each batch size, of the SGD methods
+        studied there (without fixed train options and with them, e.g. a warmup), the point
+        that reached the target in the fewest steps (ties: the baseline's, then the methods'
+        order), or the baseline's where none reached it (else the first's); None without SGD.
+        What a second-order method is compared with: SGD tuned, a fixed option being one more
+        of its hyperparameters."""
+        base = self.baseline(problem, self.points)
+        sgd = sorted((m for m in self.methods if m.optimizer == "sgd"
+                      and (m, problem) in self.points), key=lambda m: (m != base, m.sort_key()))
+        best = {}
+        for m in sgd:
+            for b, p in self.points[(m, problem)].items():
+                q = best.get(b)
+                if q is None or (p.reached and (not q.reached or p.steps < q.steps)):
+                    best[b] = p
+        return best or None
+
 
 def _merge(target, key, values, what):
     mine = target.setdefault(key, {})

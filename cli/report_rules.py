@@ -251,6 +251,10 @@ def rules_markdown():
   "B_simple predicts it"; r > {k}: "scaling stops above B_simple"; r < 1/{k}: "scaling stops
   below B_simple"; when B_c is the largest size studied only r > {k} is told ("scaling goes on
   above B_simple"), otherwise "cannot tell".
-- The SGD row a method is compared with is the one of the same data set, model and target (the
-  one without fixed train options if there are several).
+- A method is compared with SGD on the same data set, model and target. K-FAC, TRCG and STRCG
+  are compared, at each batch size, with SGD at its best there: of its rows (without fixed
+  train options and with them, such as a warmup), the one that reached the target in the
+  fewest steps, a fixed option counting as one more hyperparameter of SGD; an SGD row with
+  fixed train options is compared with the one without (the baseline). Robustness compares
+  with the baseline's maps.
 """

@@ -604,6 +604,32 @@ def test_data_efficiency_and_cost_words_follow_the_rule(made, no_plots):
         "reached/1.25, 4096: not reached/0.6)")
 
 
+def test_second_order_methods_are_compared_with_sgd_at_its_best(made, no_plots):
+    """With an SGD row that has a fixed train option (a warmup) studied at B = 2048 and 4096,
+    better than plain SGD at 2048 (100 steps against 125) and worse at 4096 (80 against 60):
+    TRCG is compared with the better SGD at each batch size; the warmup row with plain SGD, the
+    baseline, which stays the baseline."""
+    write_study(made / "warm", "scaling", {"sgd": {2048: (100, 1.5, 100, 1.0),
+                                                   4096: (80, 3.0, 80, 0.8)}},
+                train_options=["sgd.warmup_epochs=5"])
+    ok(invoke(report, made / "scaling", made / "warm", "--out", made / "r"))
+    text = (made / "r" / "report.md").read_text()
+    rows = main_table(text)
+    data = {k: v["data efficiency (epochs to target)"] for k, v in rows.items()}
+    assert data["sgd"].startswith("digits mlp 8: baseline (")
+    # epochs: TRCG 1.0 at 2048 against the warmup's 1.5 (plain SGD's 2.5); 1.2 at 4096 against
+    # plain SGD's 2.4 (the warmup's 3.0 took more steps)
+    assert data["trcg"] == ("digits mlp 8: **better than SGD**: median 0.50 (128: 0.50/1.00 = "
+                            "0.50, 256: 0.50/1.00 = 0.50, 512: 0.50/1.00 = 0.50, 1024: "
+                            "0.50/1.00 = 0.50, 2048: 1.00/1.50 = 0.67, 4096: 1.20/2.40 = 0.50)")
+    assert data["sgd (warmup_epochs=5)"] == ("digits mlp 8: **similar to SGD**: median 0.93 "
+                                             "(2048: 1.50/2.50 = 0.60, 4096: 3.00/2.40 = 1.25)")
+    figures = {(r[0], r[1]): r for r in tables(text, "### digits mlp 8: digits, mlp 8, test "
+                                                     "accuracy >= 0.9")[0][1]}
+    assert figures[("trcg", "2048")][8] == "0.67" and figures[("trcg", "4096")][8] == "0.50"
+    assert "with SGD at its best there" in text
+
+
 def test_robustness_words_follow_the_rule(made, no_plots):
     ok(invoke(report, made / "scaling", made / "sensitivity", "--out", made / "r"))
     rows = main_table((made / "r" / "report.md").read_text())
