@@ -69,10 +69,11 @@ def figure_text(point, field, text):
     return text(getattr(point, field)) if point.reached else "not reached"
 
 
-def versus(mine, base, field, text):
+def versus(mine, base, field, text, notes=None):
     """(words, median, figures) of one figure (a Point field) of a method's points against the
     SGD points `base` ({B: Point}; None: no comparison): at each batch size the method was
-    studied at "B: mine/SGD's = ratio", the ratio where both reached the target."""
+    studied at "B: mine/SGD's = ratio", the ratio where both reached the target; `notes` {B:
+    text} follow SGD's figure (which SGD row it is, sgd_compared)."""
     items, ratios = [], []
     for b, p in sorted(mine.items()):
         mine_text = figure_text(p, field, text)
@@ -80,7 +81,7 @@ def versus(mine, base, field, text):
             items.append(f"{b}: {mine_text}")
             continue
         q = base.get(b)
-        theirs = figure_text(q, field, text)
+        theirs = figure_text(q, field, text) + (notes or {}).get(b, "")
         if p.reached and q is not None and q.reached and getattr(q, field) > 0:
             ratio = getattr(p, field) / getattr(q, field)
             ratios.append(ratio)
@@ -91,8 +92,8 @@ def versus(mine, base, field, text):
     return words, median, ", ".join(items)
 
 
-def versus_cell(mine, base, is_base, field, text):
-    words, median, figures = versus(mine, None if is_base else base, field, text)
+def versus_cell(mine, base, is_base, field, text, notes=None):
+    words, median, figures = versus(mine, None if is_base else base, field, text, notes)
     if is_base:
         return f"baseline ({figures})"
     if base is None:
@@ -145,12 +146,16 @@ def success_part(points):
 
 
 def sgd_compared(c, method, problem, base):
-    """{B: Point} of the SGD that `method` is compared with on `problem`: SGD at its best
-    (Collection.best_sgd) for the other optimizers; the baseline (plain SGD) for an SGD row
-    with fixed train options; None without one."""
+    """({B: Point}, {B: note}) of the SGD that `method` is compared with on `problem`: SGD at
+    its best (Collection.best_sgd) for the other optimizers, noted with the fixed options of
+    the SGD row where it is not the baseline ("(warmup_epochs=5)"); the baseline (plain SGD)
+    for an SGD row with fixed train options; (None, {}) without one."""
     if method.optimizer != "sgd":
-        return c.best_sgd(problem)
-    return c.points.get((base, problem)) if base else None
+        best = c.best_sgd(problem)
+        notes = {b: " " + m.label[len(m.optimizer):].strip() for b, (m, _) in best.items()
+                 if m != base}
+        return ({b: p for b, (_, p) in best.items()} or None), notes
+    return (c.points.get((base, problem)) if base else None), {}
 
 
 def method_parts(c, method, problem):
@@ -160,13 +165,14 @@ def method_parts(c, method, problem):
     if points:
         base = c.baseline(problem, c.points)
         is_base = base == method
-        base_points = sgd_compared(c, method, problem, base)
+        base_points, notes = sgd_compared(c, method, problem, base)
         out["success"] = success_part(points)
         out["count"] = f"{sum(p.reached for p in points.values())} of {len(points)}"
-        out["data"] = versus_cell(points, base_points, is_base, "epochs", f2)
+        out["data"] = versus_cell(points, base_points, is_base, "epochs", f2, notes)
         out["scaling"] = scaling_cell(points)
-        out["cost"] = (f"grad evals {versus_cell(points, base_points, is_base, 'cost', count)}; "
-                       f"wall s {versus_cell(points, base_points, is_base, 'wall', seconds)}")
+        cost = versus_cell(points, base_points, is_base, "cost", count, notes)
+        wall = versus_cell(points, base_points, is_base, "wall", seconds, notes)
+        out["cost"] = f"grad evals {cost}; wall s {wall}"
     fractions = c.fractions.get((method, problem))
     if fractions:
         base = c.baseline(problem, c.fractions)
@@ -262,14 +268,16 @@ def figures_table(c, problem):
         fractions = c.fractions.get((m, problem), {})
         s = scaling_of(points) if points else None
         e_to = {b: e for _, b, e in s.pairs} if s else {}
-        base_points = (sgd_compared(c, m, problem, base) or {}) if base != m else {}
+        base_points, notes = sgd_compared(c, m, problem, base) if base != m else ({}, {})
+        base_points = base_points or {}
         for b in sorted(set(points) | set(fractions)):
             p, f, q = points.get(b), fractions.get(b), base_points.get(b)
             ratio = p.epochs / q.epochs if p and q and p.reached and q.reached else math.nan
+            ratio_text = f2(ratio) + (notes.get(b, "") if _finite(ratio) else "")
             rows.append([m.label, b, "-" if p is None else "yes" if p.reached else "no",
                          count(p.steps) if p else "-", spread_text(p),
                          count(rules.ideal_steps(s.s0, s.b0, b)) if p and s else "-",
-                         f2(e_to.get(b)), f2(p.epochs) if p else "-", f2(ratio),
+                         f2(e_to.get(b)), f2(p.epochs) if p else "-", ratio_text,
                          count(p.cost) if p else "-", seconds(p.wall) if p else "-",
                          f"{f.fraction:.2f} ({f.reached}/{f.grid})" if f else "-",
                          p.setting or "-" if p else "-"])

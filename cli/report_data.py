@@ -30,7 +30,7 @@ from .common import UserError
 from .study.results import edge_values, is_off, on_edge, reached_rank
 from .study.trials import TRIAL_DEFAULTS
 from .training import hyperparameters
-from .training.config import APPLIES
+from .training.config import APPLIES, SCHEDULE_DEFAULTS, SCHEDULED
 
 STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 # train options that do not change the training (what is logged, what is kept): not part of a
@@ -147,12 +147,25 @@ def method_of(optimizer, train_options, grid_entries=()):
         key, _, value = str(entry).partition("=")
         scope, dot, name = key.strip().rpartition(".")
         name, value = name.replace("-", "_"), value.strip()
-        mine = scope == optimizer if dot else optimizer in APPLIES.get(name, search.OPTIMIZERS)
-        default = str(TRIAL_DEFAULTS.get(name, "")).lower()
-        if mine and name not in BOOKKEEPING and value.lower() != default:
+        applies = APPLIES.get(name, SCHEDULED if name in SCHEDULE_DEFAULTS else search.OPTIMIZERS)
+        mine = scope == optimizer if dot else optimizer in applies
+        if mine and name not in BOOKKEEPING and not _is_default(name, value):
             given.append((name, value))
     label = optimizer + (f" ({', '.join(f'{n}={v}' for n, v in given)})" if given else "")
     return Method(optimizer, tuple(sorted(given)), label)
+
+
+def _is_default(name, value):
+    """Whether the --train-option value `value` (text) of `name` is what a study's trial gets
+    anyway: the study's trial default (TRIAL_DEFAULTS), else `minigrad train`'s own default
+    (compared as numbers where both are: 0, 0.0 and 0e0 are one value)."""
+    from .train import train
+    defaults = {p.name: p.default for p in train.params}
+    default = TRIAL_DEFAULTS.get(name, defaults.get(name))
+    try:
+        return float(value) == float(default)
+    except (TypeError, ValueError):
+        return value.lower() == str(default).lower()
 
 
 def _fixed_extra_axes(optimizer, grid_entries):
@@ -405,22 +418,22 @@ class Collection:
         return sgd[0] if len(sgd) == 1 else None
 
     def best_sgd(self, problem):
-        """SGD at its best on `problem`, {B: Point}: at each batch size, of the SGD methods
-        studied there (without fixed train options and with them, e.g. a warmup), the point
-        that reached the target in the fewest steps (ties: the baseline's, then the methods'
-        order), or the baseline's where none reached it (else the first's); None without SGD.
-        What a second-order method is compared with: SGD tuned, a fixed option being one more
-        of its hyperparameters."""
+        """SGD at its best on `problem`, {B: (Method, Point)}: at each batch size, of the SGD
+        methods studied there (without fixed train options and with them, e.g. a warmup), the
+        one whose point reached the target in the fewest steps (ties: the baseline, then the
+        methods' order), or the baseline where none reached it (else the first); {} without
+        SGD. What a second-order method is compared with: SGD tuned, a fixed option being one
+        more of its hyperparameters."""
         base = self.baseline(problem, self.points)
         sgd = sorted((m for m in self.methods if m.optimizer == "sgd"
                       and (m, problem) in self.points), key=lambda m: (m != base, m.sort_key()))
         best = {}
         for m in sgd:
             for b, p in self.points[(m, problem)].items():
-                q = best.get(b)
+                q = best[b][1] if b in best else None
                 if q is None or (p.reached and (not q.reached or p.steps < q.steps)):
-                    best[b] = p
-        return best or None
+                    best[b] = (m, p)
+        return best
 
 
 def _merge(target, key, values, what):

@@ -254,7 +254,9 @@ def rules_markdown():
 - A method is compared with SGD on the same data set, model and target. K-FAC, TRCG and STRCG
   are compared, at each batch size, with SGD at its best there: of its rows (without fixed
   train options and with them, such as a warmup), the one that reached the target in the
-  fewest steps, a fixed option counting as one more hyperparameter of SGD; an SGD row with
-  fixed train options is compared with the one without (the baseline). Robustness compares
-  with the baseline's maps.
+  fewest steps (each row's figures are its seeds' mean), a fixed option counting as one more
+  hyperparameter of SGD; SGD's figure is then followed by that row's options, "(...)", where
+  it is not the row without (the baseline). An SGD row with fixed train options is compared
+  with the baseline, and has no comparison where there is none (every SGD row has options).
+  Robustness compares with the baseline's maps.
 """

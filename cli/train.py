@@ -281,11 +281,23 @@ def _resumed_config(out, options, given):
     for key in CHANGEABLE_ON_RESUME:
         if given(key):
             config[key] = options[key]
+    _check_diverged_epochs(config)
     if given("epochs"):
         config["steps"] = None
     if given("steps"):
         config["epochs"] = None
     return saved, config
+
+
+def _check_diverged_epochs(config):
+    """--diverged-epochs: a finite number, and only with the rule it qualifies."""
+    epochs = config.get("diverged_epochs") or 0
+    if not math.isfinite(epochs):
+        raise click.UsageError(f"--diverged-epochs must be a finite number of epochs, got "
+                               f"{epochs}")
+    if epochs and not config.get("diverged_after"):
+        raise click.UsageError(f"--diverged-epochs {epochs:g} qualifies --diverged-after K, "
+                               "which is 0 (the rule is off): give --diverged-after too")
 
 
 def _new_config(out, options, overwrite, given):
@@ -320,9 +332,7 @@ def _new_config(out, options, overwrite, given):
         elif name not in SCHEDULED and config[key] != default:
             raise click.UsageError(f"--{key.replace('_', '-')} applies to --optimizer "
                                    f"{' and '.join(SCHEDULED)} only, not {name}")
-    if not math.isfinite(config.get("diverged_epochs") or 0):
-        raise click.UsageError(f"--diverged-epochs must be a finite number of epochs, got "
-                               f"{config['diverged_epochs']}")
+    _check_diverged_epochs(config)
     if not math.isfinite(config["warmup_epochs"]):
         raise click.UsageError(f"--warmup-epochs must be a finite number of epochs, got "
                                f"{config['warmup_epochs']}")

@@ -607,8 +607,9 @@ def test_data_efficiency_and_cost_words_follow_the_rule(made, no_plots):
 def test_second_order_methods_are_compared_with_sgd_at_its_best(made, no_plots):
     """With an SGD row that has a fixed train option (a warmup) studied at B = 2048 and 4096,
     better than plain SGD at 2048 (100 steps against 125) and worse at 4096 (80 against 60):
-    TRCG is compared with the better SGD at each batch size; the warmup row with plain SGD, the
-    baseline, which stays the baseline."""
+    TRCG is compared with the better SGD at each batch size, the warmup row's figure noted with
+    its option; the warmup row is compared with plain SGD, the baseline, which stays the
+    baseline. STRCG, which reached only at 128 and 256, is compared with plain SGD there."""
     write_study(made / "warm", "scaling", {"sgd": {2048: (100, 1.5, 100, 1.0),
                                                    4096: (80, 3.0, 80, 0.8)}},
                 train_options=["sgd.warmup_epochs=5"])
@@ -621,13 +622,46 @@ def test_second_order_methods_are_compared_with_sgd_at_its_best(made, no_plots):
     # plain SGD's 2.4 (the warmup's 3.0 took more steps)
     assert data["trcg"] == ("digits mlp 8: **better than SGD**: median 0.50 (128: 0.50/1.00 = "
                             "0.50, 256: 0.50/1.00 = 0.50, 512: 0.50/1.00 = 0.50, 1024: "
-                            "0.50/1.00 = 0.50, 2048: 1.00/1.50 = 0.67, 4096: 1.20/2.40 = 0.50)")
+                            "0.50/1.00 = 0.50, 2048: 1.00/1.50 (warmup_epochs=5) = 0.67, 4096: "
+                            "1.20/2.40 = 0.50)")
+    assert rows["trcg"]["cost to target"].startswith(
+        "digits mlp 8: grad evals **better than SGD**: median 0.47 (128: 340/800 = 0.42,")
+    assert "2048: 40/100 (warmup_epochs=5) = 0.40" in rows["trcg"]["cost to target"]
     assert data["sgd (warmup_epochs=5)"] == ("digits mlp 8: **similar to SGD**: median 0.93 "
                                              "(2048: 1.50/2.50 = 0.60, 4096: 3.00/2.40 = 1.25)")
     figures = {(r[0], r[1]): r for r in tables(text, "### digits mlp 8: digits, mlp 8, test "
                                                      "accuracy >= 0.9")[0][1]}
-    assert figures[("trcg", "2048")][8] == "0.67" and figures[("trcg", "4096")][8] == "0.50"
+    assert figures[("trcg", "2048")][8] == "0.67 (warmup_epochs=5)"
+    assert figures[("trcg", "4096")][8] == "0.50"
+    assert figures[("sgd (warmup_epochs=5)", "2048")][8] == "0.60"
     assert "with SGD at its best there" in text
+
+
+def test_sgd_at_its_best_is_the_row_that_reached_where_only_one_did(tmp_path, no_plots):
+    """Plain SGD misses the target at B = 512 where the warmup row reaches it: K-FAC is compared
+    with the warmup row there; with no plain SGD row at all (both rows have options) there is
+    no baseline, and K-FAC is still compared with SGD at its best."""
+    write_study(tmp_path / "a", "scaling", {"sgd": {256: (400, 2.0, 400, 4), 512: None},
+                                            "kfac": {256: (100, 0.5, 150, 2),
+                                                     512: (60, 0.6, 90, 1.2)}})
+    write_study(tmp_path / "w", "scaling", {"sgd": {512: (300, 3.0, 300, 3)}},
+                train_options=["sgd.warmup_epochs=5"])
+    ok(invoke(report, tmp_path / "a", tmp_path / "w", "--out", tmp_path / "r"))
+    data = {k: v["data efficiency (epochs to target)"]
+            for k, v in main_table((tmp_path / "r" / "report.md").read_text()).items()}
+    assert data["kfac"] == ("digits mlp 8: **better than SGD**: median 0.22 (256: 0.50/2.00 = "
+                            "0.25, 512: 0.60/3.00 (warmup_epochs=5) = 0.20)")
+    write_study(tmp_path / "m", "scaling", {"sgd": {256: (500, 2.5, 500, 5)}},
+                train_options=["sgd.momentum=0.5"])
+    write_study(tmp_path / "k", "scaling", {"kfac": {256: (100, 0.5, 150, 2),
+                                                     512: (60, 0.6, 90, 1.2)}})
+    ok(invoke(report, tmp_path / "m", tmp_path / "w", tmp_path / "k", "--out", tmp_path / "s"))
+    rows = main_table((tmp_path / "s" / "report.md").read_text())
+    assert rows["sgd (momentum=0.5)"]["data efficiency (epochs to target)"].startswith(
+        "digits mlp 8: no SGD baseline")
+    assert rows["kfac"]["data efficiency (epochs to target)"] == (
+        "digits mlp 8: **better than SGD**: median 0.20 (256: 0.50/2.50 (momentum=0.5) = 0.20, "
+        "512: 0.60/3.00 (warmup_epochs=5) = 0.20)")
 
 
 def test_robustness_words_follow_the_rule(made, no_plots):

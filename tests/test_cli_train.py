@@ -297,6 +297,8 @@ def test_schedule_resumes_exactly(tmp_path, warmup):
     (["--optimizer", "trcg", "--warmup-epochs", "1"], "--warmup-epochs"),
     (["--warmup-steps", "3", "--warmup-epochs", "1"], "--warmup-steps 3 and --warmup-epochs 1"),
     (["--warmup-epochs", "inf"], "--warmup-epochs must be a finite number of epochs, got inf"),
+    (["--diverged-after", "3", "--diverged-epochs", "nan"], "--diverged-epochs must be a finite"),
+    (["--diverged-epochs", "2"], "--diverged-epochs 2 qualifies --diverged-after K, which is 0"),
     (["--schedule", "linear"], "--schedule"),
 ])
 def test_schedule_option_errors(tmp_path, args, option):
@@ -305,19 +307,20 @@ def test_schedule_option_errors(tmp_path, args, option):
 
 
 def test_a_run_interrupted_at_chance_resumes_to_the_same_divergence(tmp_path, monkeypatch):
-    """--diverged-epochs counts the epochs at chance from the first evaluation of the streak,
-    which the checkpoint keeps: a run interrupted inside the streak ends where it would have."""
+    """--diverged-epochs counts the epochs at chance from the first evaluation of the streak
+    (read from the logged evaluations): a run interrupted inside the streak, between two
+    evaluations, ends where it would have."""
     args = ("--lr", 5, "--epochs", 12, "--eval-every", 5, "--diverged-after", 3,
             "--diverged-epochs", 2)
     whole = invoke(*args, "--out", tmp_path / "a")
     assert whole.exit_code == 1 and "over 50 steps" in whole.output
     real = step_module.one_step
 
-    def stop_at_140(name, model, optimizer, xb, yb, step, *rows):
-        if step == 139:   # inside the streak of evaluations at chance that ends the run
+    def stop_at_142(name, model, optimizer, xb, yb, step, *rows):
+        if step == 141:   # inside the streak at chance that ends the run, not at an evaluation
             os.kill(os.getpid(), signal.SIGINT)
         return real(name, model, optimizer, xb, yb, step, *rows)
-    monkeypatch.setattr(step_module, "one_step", stop_at_140)
+    monkeypatch.setattr(step_module, "one_step", stop_at_142)
     assert invoke(*args, "--out", tmp_path / "b").exit_code == 130
     monkeypatch.setattr(step_module, "one_step", real)
     resumed = invoke("--out", tmp_path / "b", "--resume")
@@ -325,6 +328,13 @@ def test_a_run_interrupted_at_chance_resumes_to_the_same_divergence(tmp_path, mo
     ra, rb = read_run(str(tmp_path / "a")), read_run(str(tmp_path / "b"))
     assert ra["attrs"]["steps"] == rb["attrs"]["steps"] == 155
     np.testing.assert_array_equal(ra["steps"]["loss"], rb["steps"]["loss"])
+
+
+def test_a_resume_checks_a_new_diverged_epochs_too(tmp_path):
+    out = tmp_path / "r"
+    ok(invoke("--steps", 4, "--diverged-after", 3, "--out", out))
+    result = invoke("--out", out, "--resume", "--steps", 8, "--diverged-epochs", "inf")
+    assert result.exit_code == 2 and "--diverged-epochs must be a finite" in result.output
 
 
 def test_a_resume_cannot_change_the_warmup(tmp_path):

@@ -82,7 +82,6 @@ class Trainer:
         self.loss_step = None            # first evaluated step at --target-loss
         self.since_eval = []             # batch losses since the last evaluation
         self.evals_at_chance = 0         # consecutive evaluations at chance (--diverged-after)
-        self.chance_since = None         # the step of the first of them (--diverged-epochs)
         self.history = runlog.new_history()
         # this session's bookkeeping
         self.last_checkpoint = None      # the step of the last checkpoint written
@@ -105,9 +104,6 @@ class Trainer:
         self.loss_step = state.get("target_loss_step")
         self.since_eval = list(state.get("since_eval", []))
         self.evals_at_chance = int(state.get("evals_at_chance", 0))
-        # (a checkpoint older than --diverged-epochs: its evaluations were eval_every apart)
-        self.chance_since = state.get("chance_since", None if not self.evals_at_chance else
-                                      self.steps_done - (self.evals_at_chance - 1) * self.eval_every)
         self.last_checkpoint = self.steps_done
 
     def start_clock(self):
@@ -126,8 +122,7 @@ class Trainer:
                 "data": {"epoch": self.epoch, "position": self.position},
                 "history": self.history, "config": self.config, "wall_time": self.wall(),
                 "target_step": self.target_step, "target_loss_step": self.loss_step,
-                "since_eval": list(self.since_eval), "evals_at_chance": self.evals_at_chance,
-                "chance_since": self.chance_since}
+                "since_eval": list(self.since_eval), "evals_at_chance": self.evals_at_chance}
 
     def snapshot(self, status, checkpoint=True):
         """Write run.h5 with `status`, and first the checkpoint (with checkpoint=True). The other
@@ -250,7 +245,7 @@ class Trainer:
         if evaluated:
             train_loss, self.last_acc = self.evaluate()
             if self._diverged():
-                span = self.steps_done - self.chance_since
+                span = self.steps_done - self._chance_since()
                 over = f" over {span} steps ({span / self.per_epoch:.2f} epochs)" \
                     if self.config.get("diverged_epochs") else ""
                 raise agreed(Diverged(
@@ -326,13 +321,18 @@ class Trainer:
         return parallel.evaluate(evaluation.evaluate, self.comm, self.model, images, labels,
                                  self.splits.flatten, self.device)
 
+    def _chance_since(self):
+        """The step of the first of the evaluations at chance in a row so far: the logged
+        evaluations' (exact across a resume, wherever the checkpoint fell)."""
+        return self.history["evals"]["step"][-self.evals_at_chance]
+
     def _diverged(self):
         """--diverged-after K (and --diverged-epochs E): K or more evaluations at chance in a
         row, the first of them E epochs or more before this one."""
         if self.evals_at_chance < (self.config.get("diverged_after") or math.inf):
             return False
         epochs = self.config.get("diverged_epochs") or 0
-        return self.steps_done - self.chance_since >= epochs * self.per_epoch
+        return self.steps_done - self._chance_since() >= epochs * self.per_epoch
 
     def _count_targets_and_chance(self, acc, train_loss):
         """The step the accuracy target was reached at, and the evaluations at chance in a row
@@ -343,10 +343,6 @@ class Trainer:
             at = (self.steps_done >= self.per_epoch and at_chance(acc, train_loss, classes)
                   and left_start(self.history["evals"]["train_loss"], classes))
             self.evals_at_chance = self.evals_at_chance + 1 if at else 0
-            if self.evals_at_chance == 1:
-                self.chance_since = self.steps_done
-            elif not at:
-                self.chance_since = None
         if self.target_step is None and self.config["target_accuracy"] is not None \
                 and not self.autoencoder and acc >= self.config["target_accuracy"]:
             self.target_step = self.steps_done
