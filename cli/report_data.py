@@ -37,6 +37,9 @@ STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 # method's name
 BOOKKEEPING = ("layer_stats", "noise_scale_examples", "keep_checkpoints", "checkpoint_every",
                "checkpoint_seconds", "profile", "device")
+# train options of the study's protocol, not of the method: when a run stuck at chance ends (a
+# study may run one optimizer's trials without the rule); shown with the study, not in its name
+PROTOCOL = ("diverged_after", "diverged_epochs")
 
 Point = namedtuple("Point", "reached steps epochs wall cost source steps_min steps_max seeds "
                             "setting")
@@ -140,7 +143,7 @@ def problem_of(options):
 def method_of(optimizer, train_options, grid_entries=()):
     """The Method of `optimizer` in a study with these --train-option entries ([OPT.]NAME=VALUE):
     the entries for it (prefixed with it, or unprefixed and applying to it), less bookkeeping
-    options and values equal to the study's own trial defaults; and the EXTRA_AXES its --grid
+    and protocol options (BOOKKEEPING, PROTOCOL) and values equal to the defaults; and the EXTRA_AXES its --grid
     entries (OPT.NAME=V1,V2,...) fix to one value other than the option's default."""
     given = _fixed_extra_axes(optimizer, grid_entries)
     for entry in train_options or ():
@@ -149,7 +152,7 @@ def method_of(optimizer, train_options, grid_entries=()):
         name, value = name.replace("-", "_"), value.strip()
         applies = APPLIES.get(name, SCHEDULED if name in SCHEDULE_DEFAULTS else search.OPTIMIZERS)
         mine = scope == optimizer if dot else optimizer in applies
-        if mine and name not in BOOKKEEPING and not _is_default(name, value):
+        if mine and name not in BOOKKEEPING + PROTOCOL and not _is_default(name, value):
             given.append((name, value))
     label = optimizer + (f" ({', '.join(f'{n}={v}' for n, v in given)})" if given else "")
     return Method(optimizer, tuple(sorted(given)), label)
