@@ -50,6 +50,7 @@ SETTING = ("lr", "momentum", "damping", "kl_clip", "radius", "hessian_fraction")
 NOT_ENDED = ("crashed", "running", "interrupted")   # results.trial_result's statuses to (re)run
 EXIT_CHANGED = 3   # a rerun changes a figure (1 and 2 are errors, as for every command)
 SUMMARY = ("scaling", "compare", "sensitivity")   # the study commands (and their .h5 files)
+FOLDERS = "trial folders"   # study_options' key for the trials its summary file lists
 
 
 def write_text(path, text):
@@ -112,16 +113,21 @@ def search_bounds(trials):
 
 def study_options(study, kind=None):
     """(kind, options) of the study in `study`: from its summary file (scaling.h5, compare.h5 or
-    sensitivity.h5, written when the study ends), or, for a study still running, `kind` as
-    given with its command's defaults (seed 0, one BLAS thread per trial); UserError if neither
-    or if they disagree."""
+    sensitivity.h5, written when the study ends; options[FOLDERS]: the trials it lists), or,
+    for a study still running, `kind` as given with its command's defaults (seed 0, one BLAS
+    thread per trial, every trial folder); UserError if neither or if they disagree."""
     for name in SUMMARY:
         path = os.path.join(study, name + ".h5")
         if os.path.isfile(path):
             if kind not in (None, name):
                 raise UserError(f"--kind {kind}: {study!r} is a {name} study ({path})")
             with h5py.File(path, "r") as f:
-                return name, json.loads(f.attrs["options"])
+                options = json.loads(f.attrs["options"])
+                if "trials/folder" in f:   # its trials (the folder may hold others' too)
+                    options[FOLDERS] = [os.path.basename(x.decode() if isinstance(x, bytes)
+                                                         else str(x))
+                                        for x in f["trials/folder"][()]]
+                return name, options
     if kind is None:
         raise UserError(f"no {', '.join(n + '.h5' for n in SUMMARY)} in {study!r}: the study "
                         "has not ended; give --kind to recheck it as it stands")
@@ -168,6 +174,9 @@ def recheck(study, echo, jobs=1, kind=None):
         raise UserError(f"no trials in {study!r}: expected the folder of a `minigrad scaling`, "
                         f"`compare` or `sensitivity` study (with {study_trials.TRIALS}/)")
     kind, options = study_options(study, kind)
+    if FOLDERS in options:   # trials of an earlier form of the study are not its figures'
+        listed = set(options[FOLDERS])
+        folders = [d for d in folders if os.path.basename(d) in listed]
     trials = {d: outcome_of(d) for d in folders if os.path.isfile(os.path.join(d, "run.h5"))}
     seed = search_seed(kind, options)
     threads = options.get("threads_per_job", 1)

@@ -69,10 +69,13 @@ def test_a_stopped_trial_is_rerun_bit_for_bit_to_its_search_bound(tmp_path, caps
     assert os.path.getmtime(os.path.join(rerun, "run.h5")) == mtime
 
 
-def summary(study, kind, **options):
-    """The study's summary file as its command leaves it, with these options."""
+def summary(study, kind, folders=None, **options):
+    """The study's summary file as its command leaves it, with these options (and the trial
+    folders its trial table lists)."""
     with h5py.File(os.path.join(study, kind + ".h5"), "w") as f:
         f.attrs["options"] = json.dumps(options)
+        if folders is not None:
+            f["trials/folder"] = [f"trials/{name}".encode() for name in folders]
 
 
 def test_a_rerun_that_reaches_the_target_in_time_is_a_changed_figure(tmp_path, monkeypatch):
@@ -113,6 +116,21 @@ def test_the_study_kind_comes_from_its_summary_file_or_from_kind(tmp_path):
                                        str(tmp_path / "nowhere" / "t.md")])
     assert result.exit_code == 1 and "--out" in result.output and "no folder" in result.output
     assert CliRunner().invoke(main, ["recheck-diverged", study]).exit_code == 0
+
+
+def test_only_the_trials_the_summary_lists_are_the_studys(tmp_path):
+    """A study folder can hold trials of an earlier form of the study (a grid since changed):
+    those its summary file does not list are not its figures' and are not rerun."""
+    study = str(tmp_path / "study")
+    trial(study, "sgd-b64-best", "--lr", "0.1")
+    trial(study, "sgd-b64-killed", "--lr", "2")
+    summary(study, "scaling", folders=["sgd-b64-best"], seed=0)
+    result = CliRunner().invoke(main, ["recheck-diverged", study])
+    assert result.exit_code == 0 and "0 trials stopped by the rule" in result.output
+    assert not os.path.exists(os.path.join(study, "rechecks"))
+    summary(study, "scaling", folders=["sgd-b64-best", "sgd-b64-killed"], seed=0)
+    result = CliRunner().invoke(main, ["recheck-diverged", study])
+    assert result.exit_code == 0 and "1 trials stopped by the rule" in result.output
 
 
 def test_a_folder_without_trials_is_one_line_naming_it(tmp_path):
