@@ -35,7 +35,7 @@ import h5py
 from . import runlog
 from .atomic import write_stream
 from .common import UserError, one_line_errors
-from .study import trials as study_trials
+from .study import pruning, trials as study_trials
 from .study.pool import BLAS_THREADS
 from .study.results import trial_result
 from .training.run_folder import check_writable
@@ -150,7 +150,7 @@ def rerun(folder, config, bound, out, threads):
         prune_file = None
         if bound is not None:   # (a resumed run is given its bound again)
             prune_file = os.path.join(out, "bound")
-            write_text(prune_file, f"{bound}\n")
+            pruning.reset(prune_file, bound)
         mode = "resume" if os.path.isfile(os.path.join(out, "checkpoint.npz")) else "new"
         with open(os.path.join(out, study_trials.LOG_FILE), "a") as log:
             subprocess.run([sys.executable, "-m", "minigrad.cli", "train",

@@ -30,7 +30,7 @@ from .common import UserError
 from .study.results import edge_values, is_off, on_edge, reached_rank
 from .study.trials import TRIAL_DEFAULTS
 from .training import hyperparameters
-from .training.config import APPLIES, SCHEDULE_DEFAULTS, SCHEDULED
+from .training.config import applies_to
 
 STUDY_FILES = ("scaling.h5", "sensitivity.h5", "compare.h5")
 # train options that do not change the training (what is logged, what is kept): not part of a
@@ -150,7 +150,7 @@ def method_of(optimizer, train_options, grid_entries=()):
         key, _, value = str(entry).partition("=")
         scope, dot, name = key.strip().rpartition(".")
         name, value = name.replace("-", "_"), value.strip()
-        applies = APPLIES.get(name, SCHEDULED if name in SCHEDULE_DEFAULTS else search.OPTIMIZERS)
+        applies = applies_to(name)
         mine = scope == optimizer if dot else optimizer in applies
         if mine and name not in BOOKKEEPING + PROTOCOL and not _is_default(name, value):
             given.append((name, value))

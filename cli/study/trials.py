@@ -19,7 +19,7 @@ import click
 from .. import parallel, runlog, search
 from ..checkpoint import checkpoint_path, read_checkpoint
 from ..train import train as train_command
-from ..training.config import APPLIES, SCHEDULE_DEFAULTS, SCHEDULED
+from ..training.config import applies_to
 from ..training.signals import EXIT_INTERRUPTED, STOP_SIGNALS
 from ..training.stopping import read_stop_file
 
@@ -63,7 +63,7 @@ def fixed_train_options(entries, optimizers):
             value = params[name].type_cast_value(ctx, text.strip())
         except click.BadParameter as e:
             raise click.UsageError(f"--train-option {entry!r}: {e.format_message()}")
-        applies = APPLIES.get(name, SCHEDULED if name in SCHEDULE_DEFAULTS else search.OPTIMIZERS)
+        applies = applies_to(name)
         if dot:
             if scope not in optimizers:
                 raise click.UsageError(f"--train-option {entry!r}: {scope} is not in --optimizers")

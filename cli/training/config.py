@@ -16,6 +16,14 @@ DEFAULT_EPOCHS = 20
 # the lr schedule's options (sgd and kfac only: SCHEDULED) and the values that mean "none"
 SCHEDULE_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "warmup_epochs": 0}
 SCHEDULED = ("sgd", "kfac")
+
+
+def applies_to(name):
+    """The optimizers that take the train option `name`: a hyperparameter's (APPLIES), sgd and
+    kfac for the lr schedule's options, every optimizer for the others."""
+    return APPLIES.get(name, SCHEDULED if name in SCHEDULE_DEFAULTS else OPTIMIZERS)
+
+
 # options that define the run: fixed at the first session, a resume may not change them
 STRUCTURAL = ("dataset", "model", "hidden", "optimizer", "batch_size", *APPLIES, "seed", "dtype",
               *SCHEDULE_DEFAULTS)
