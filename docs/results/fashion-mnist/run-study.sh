@@ -10,6 +10,12 @@
 # continued with the same code reuses every finished trial; scaling studies stop a trial early
 # once it can no longer beat the best finished one (exact: no reported figure changes).
 #
+# The study outlasts a machine. study_state.py (beside this script) saves its work so far in one
+# small file, in-progress.tar.xz here while the study runs (finished trials' logs, unfinished
+# trials' checkpoints), and restores it on a new machine, naming the commit to resume from:
+#   python docs/results/fashion-mnist/study_state.py restore \
+#       docs/results/fashion-mnist/in-progress.tar.xz STUDIES_DIR
+#
 # Protocol (docs/results.md says why):
 #   data     Fashion-MNIST (Debian's dataset-fashion-mnist), 60,000 training / 10,000 test images
 #   models   MLP 784-256-256-10, ReLU; LeNet-5; float32, seed 0
