@@ -275,6 +275,43 @@ def test_conv_kfc_scaling_is_exact_for_a_conv_output_with_squared_error():
     np.testing.assert_allclose(mean_over_passes * per_example, G, atol=1e-14)
 
 
+@pytest.mark.parametrize("channels, kernel, stride, padding, bias", [
+    (8, 3, 1, 1, True),     # patches copied as rows (C kw >= 16), several cache-sized chunks
+    (8, 3, 2, 0, False),
+    (1, 5, 1, 2, True),     # as columns (LeNet-5's first convolution)
+    (3, (2, 3), (2, 1), (1, 0), True)])
+def test_conv_factors_are_the_patch_sums_of_the_whole_batch(channels, kernel, stride, padding,
+                                                            bias):
+    """A Conv2d's factors, computed chunk by chunk from the patches, equal the dense formula on the
+    whole batch's im2col array: A = mean over (n, t) of a~ a~^T, G = N sum over (n, t) of g g^T,
+    summed over two calls of the layer (on images of two sizes) and two backward passes."""
+    rng = np.random.default_rng(7)
+    conv = nn.Conv2d(channels, 4, kernel, stride=stride, padding=padding, bias=bias, rng=0,
+                     dtype=f64)
+    images = [rng.standard_normal((40, channels, 12, 11)), rng.standard_normal((40, channels, 9, 9))]
+    with capture(conv) as stats:
+        outputs = [conv(t(x)) for x in images]
+        loss = sum(((y * y).sum() for y in outputs), t(0.0))
+        for scale in (1.0, 0.5):
+            mg.grad(loss * scale, params_of(conv), retain_graph=True)
+    patches = []
+    for x in images:
+        cols = F.im2col(t(x), conv.kernel_size, stride, padding).data
+        n, c, kh, kw, oh, ow = cols.shape
+        patches.append(cols.reshape(n, c * kh * kw, oh * ow).transpose(0, 2, 1))
+    a = np.concatenate(patches, axis=1)
+    if bias:
+        a = np.concatenate([a, np.ones(a.shape[:2] + (1,))], axis=2)
+    a2 = a.reshape(-1, a.shape[2])
+    A, G = stats.kfac_factors(conv, backward="sum")
+    np.testing.assert_allclose(A, a2.T @ a2 / len(a2), rtol=1e-12, atol=1e-14)
+    expected = 0
+    for k in range(2):
+        g = np.concatenate([gk.reshape(40, 4, -1) for gk in stats.output_grads(conv, k)], axis=2)
+        expected = expected + 40 * np.einsum("not,npt->op", g, g)
+    np.testing.assert_allclose(G, expected, rtol=1e-12)
+
+
 # ----------------------------------------------------------- per-example norms and noise scale
 @pytest.mark.parametrize("case", list(CASES))
 def test_per_example_grad_norms_match_per_example_loop(case):

@@ -147,6 +147,43 @@ def conv_weight_grad(x, g, kernel, stride, padding):
     return xp.ascontiguousarray(dw2.T).reshape(out_ch, in_ch, kh, kw)
 
 
+def patch_moments(x, kernel, stride, padding):
+    """(S, s) = (sum_{n,p,q} u u^T, sum_{n,p,q} u) over every patch u = xpad[n, :, p sh + i, q sw + j]
+    of the batch, indexed (c, i, j) as W.reshape(O, -1): K-FAC's input factor of a convolution
+    (nn/capture.py) without its (N, OH OW, C kh kw) patch array, chunk by chunk (S += rows^T rows,
+    or sum_n cols_n cols_n^T), rows' (i, j, c) order permuted to (c, i, j) at the end."""
+    xp = xp_of(x)
+    c, (kh, kw) = x.shape[1], kernel
+    d = c * kh * kw
+    rows = _rows_layout(c, kernel)
+    big, small = xp.zeros((d, d), dtype=x.dtype), xp.zeros(d, dtype=x.dtype)
+    for _, patches in _patches(x, kernel, stride, padding, rows):
+        if rows:
+            big += patches.T @ patches
+            small += patches.sum(axis=0)
+        else:
+            big += xp.matmul(patches, patches.transpose(0, 2, 1)).sum(axis=0)
+            small += patches.sum(axis=(0, 2))
+    if rows:
+        order = xp.arange(d).reshape(kh, kw, c).transpose(2, 0, 1).ravel()
+        big, small = big[order][:, order], small[order]
+    return big, small
+
+
+def channel_moments(g):
+    """sum_{n,p,q} g[n, :, p, q] g[n, :, p, q]^T (O x O) of an NCHW array, chunk by chunk (each chunk
+    copied channel-major, (O, nb OH OW), for one product): K-FAC's output factor of a convolution."""
+    xp = xp_of(g)
+    n, o = g.shape[:2]
+    step = _examples_per_chunk(g, g[0].size * g.itemsize)
+    total = xp.zeros((o, o), dtype=g.dtype)
+    for start in range(0, n, step):
+        part = xp.ascontiguousarray(g[start:start + step].reshape(-1, o, g[0, 0].size)
+                                    .transpose(1, 0, 2)).reshape(o, -1)
+        total += part @ part.T
+    return total
+
+
 def _transposed_conv_fits(in_ch, out_ch, size, out, stride, padding, kernel):
     """Whether dx is best a transposed convolution: stride 1, padding < kernel (so that its padding
     k - 1 - p is >= 0), and its columns (O kh kw rows per input pixel) no larger than the column

@@ -64,6 +64,7 @@ import numpy as np
 from ..backend import xp_of
 from ..derivative_order import backward_order
 from ..functional.conv import im2col
+from ..functional.conv_op import channel_moments, out_size, patch_moments
 from ..tensor import Tensor
 from .layers import Conv2d, Linear, _BatchNorm
 from .noise_scale import gradient_noise_scale
@@ -231,19 +232,49 @@ class CaptureStats:
         of the MEAN loss's Hessian instead gives N times that). A and G are backend arrays in the dtype of the recorded arrays.
         """
         rec = self._called(layer)
-        a = self._homogeneous_inputs(rec)
-        n, t = a.shape[:2]
-        a2 = a.reshape(n * t, -1)
-        A = a2.T @ a2 / (n * t)
-        G = None
-        passes = self._passes(rec, backward)
-        for k in passes:
-            g2 = self._output_grads(rec, k, n, t).reshape(n * t, -1)
-            term = (g2.T @ g2) * n          # (1/N) sum (N g)(N g)^T
-            G = term if G is None else G + term
+        if rec.kind == "conv":
+            passes = self._passes(rec, backward)
+            A, G = self._conv_kfac_factors(rec, passes)
+        else:
+            a = self._homogeneous_inputs(rec)
+            n, t = a.shape[:2]
+            a2 = a.reshape(n * t, -1)
+            A = a2.T @ a2 / (n * t)
+            G = None
+            passes = self._passes(rec, backward)
+            for k in passes:
+                g2 = self._output_grads(rec, k, n, t).reshape(n * t, -1)
+                term = (g2.T @ g2) * n          # (1/N) sum (N g)(N g)^T
+                G = term if G is None else G + term
         if backward == "mean":
             G = G / len(passes)
         return A, G
+
+    def _conv_kfac_factors(self, rec, passes):
+        """kfac_factors' (A, G) of a Conv2d, summed over its calls and passes from the patches'
+        and the output gradients' moments (functional/conv_op.py), chunk by chunk: the same sums
+        as the other layers', without an (N, T, C kh kw + 1) array of every patch (at B = 4096
+        on LeNet-5 those arrays and their copies took half of K-FAC's step)."""
+        m = rec.module
+        _same_batch(rec, [c.a for c in rec.calls])
+        n = rec.calls[0].a.shape[0]
+        kernel, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+                                   for v in (m.kernel_size, m.stride, m.padding))
+        xp, t, big, small = xp_of(rec.calls[0].a), 0, 0, 0
+        for call in rec.calls:
+            b, s = patch_moments(call.a, kernel, stride, padding)
+            big, small = big + b, small + s
+            t += math.prod(out_size(call.a.shape[2:], kernel, stride, padding))
+        if m.bias is not None:   # the bias input a~ = 1: its moments are the sums and N T
+            d = len(small)
+            whole = xp.empty((d + 1, d + 1), dtype=big.dtype)
+            whole[:d, :d], whole[:d, d], whole[d, :d], whole[d, d] = big, small, small, n * t
+            big = whole
+        G = None
+        for k in passes:
+            term = sum(channel_moments(call.grads[k]) for call in rec.calls) * n
+            G = term if G is None else G + term
+        return big / (n * t), G
 
     def grad_matrix(self, layer, backward=-1):
         """dL/d[W.reshape(O, -1), b] = sum_{n,t} g_{n,t} a~_{n,t}^T, an (O, D+1) array (no bias
