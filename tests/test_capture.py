@@ -278,7 +278,9 @@ def test_conv_kfc_scaling_is_exact_for_a_conv_output_with_squared_error():
 @pytest.mark.parametrize("channels, kernel, stride, padding, bias", [
     (8, 3, 1, 1, True),     # patches copied as rows (C kw >= 16), several cache-sized chunks
     (8, 3, 2, 0, False),
+    (8, (3, 2), (1, 2), (0, 1), True),   # rows, a kernel that is not square (C kw = 16)
     (1, 5, 1, 2, True),     # as columns (LeNet-5's first convolution)
+    (3, 3, 3, 0, True),     # as columns, fewer output pixels than patch values
     (3, (2, 3), (2, 1), (1, 0), True)])
 def test_conv_factors_are_the_patch_sums_of_the_whole_batch(channels, kernel, stride, padding,
                                                             bias):

@@ -358,16 +358,17 @@ def test_capture_statistics_on_gpu_match_cpu():
     x, labels = rng.standard_normal((4, 2, 6, 6)), rng.integers(0, 3, 4)
     out = {}
     for device in ("cpu", "cuda"):
-        model = nn.Sequential(nn.Conv2d(2, 3, 3, rng=0, dtype=np.float64), nn.Tanh(),
-                              nn.Flatten(), nn.Linear(48, 3, rng=1, dtype=np.float64)).to(device)
+        # the second convolution's patches are copied as rows (C kw >= 16), the first's as columns
+        model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, rng=0, dtype=np.float64), nn.Tanh(),
+                              nn.Conv2d(8, 3, (3, 2), rng=2, dtype=np.float64), nn.Tanh(),
+                              nn.Flatten(), nn.Linear(60, 3, rng=1, dtype=np.float64)).to(device)
         with nn.capture(model) as stats:
             F.cross_entropy(model(mg.tensor(x, device=device)), labels).backward()
-            A, G = stats.kfac_factors(model[0])
-            A3, G3 = stats.kfac_factors(model[3])
+            factors = [f for k in (0, 2, 5) for f in stats.kfac_factors(model[k])]
             norms = stats.per_example_grad_norms()
             noise = stats.noise_scale()
             summary = stats.summary()
-        arrays = [to_device(a, "cpu") for a in (A, G, A3, G3, norms)]
+        arrays = [to_device(a, "cpu") for a in factors + [norms]]
         out[device] = arrays + [np.array([noise.b_simple, noise.trace_cov, noise.grad_sq_norm])] + \
             [np.array([v for v in info.values() if v is not None], dtype=float)
              for info in summary.values()]

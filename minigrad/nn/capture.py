@@ -63,7 +63,7 @@ import numpy as np
 
 from ..backend import xp_of
 from ..derivative_order import backward_order
-from ..functional.conv import im2col
+from ..functional.conv import _pair, im2col
 from ..functional.conv_op import channel_moments, out_size, patch_moments
 from ..tensor import Tensor
 from .layers import Conv2d, Linear, _BatchNorm
@@ -258,11 +258,12 @@ class CaptureStats:
         m = rec.module
         _same_batch(rec, [c.a for c in rec.calls])
         n = rec.calls[0].a.shape[0]
-        kernel, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-                                   for v in (m.kernel_size, m.stride, m.padding))
+        kernel, stride, padding = (_pair("kfac_factors", name, getattr(m, name), low) for name, low
+                                   in (("kernel_size", 1), ("stride", 1), ("padding", 0)))
         xp, t, big, small = xp_of(rec.calls[0].a), 0, 0, 0
-        for call in rec.calls:
-            b, s = patch_moments(call.a, kernel, stride, padding)
+        for call in rec.calls:   # in the dtype the forward computed in (uint8 images: float)
+            x = call.a.astype(xp.result_type(call.a.dtype, m.weight.data.dtype), copy=False)
+            b, s = patch_moments(x, kernel, stride, padding)
             big, small = big + b, small + s
             t += math.prod(out_size(call.a.shape[2:], kernel, stride, padding))
         if m.bias is not None:   # the bias input a~ = 1: its moments are the sums and N T
