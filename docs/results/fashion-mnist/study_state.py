@@ -127,7 +127,7 @@ def main(argv):
     pin = save(argv[1], argv[2]) if argv[0] == "save" else restore(argv[1], argv[2])
     print(f"{'saved ' + argv[2] if argv[0] == 'save' else 'restored into ' + argv[2]}: trained "
           f"with commit {pin['commit']}")
-    if pin["dirty"]:
+    if pin.get("dirty"):   # (archives of the first version have no flag)
         print("warning: that checkout had uncommitted changes: the commit alone is not the code "
               "the trials ran", file=sys.stderr)
 
