@@ -132,7 +132,7 @@ def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
 
     tables = sorted(glob.glob(os.path.join(RESULTS, "*", "*", "recheck-diverged.md")))
     assert tables, "the MLP study's recheck is committed"
-    counts = []
+    counts = {}
     for path in tables:
         lines = read(path).strip().splitlines()
         rows = [line.split(" | ") for line in lines if line.startswith("| ")][2:]
@@ -141,11 +141,12 @@ def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
         assert count and int(count.group(1)) == len(rows), path
         changed = [row[0].lstrip("| ") for row in rows if row[-1].rstrip(" |") != "no"]
         assert int(count.group(2)) == len(changed) == 0, f"{path}: {changed} change a figure"
-        counts.append(int(count.group(1)))
-    # the preface's counts are the tables' ("(steps 1, 3, 7 and 9: 28, 29, 36 and 6 trials)")
-    quoted = re.search(r"\(steps [\d, and]+: ([\d, and]+) trials\)", read(PREFACE))
+        counts[os.path.basename(os.path.dirname(path))] = int(count.group(1))
+    # the preface gives each table's count by its study ("(mlp 26, lenet-b128 0 trials)")
+    quoted = re.search(r"\(((?:[\w-]+\s+\d+,\s+)*[\w-]+\s+\d+) trials\)", read(PREFACE))
     assert quoted, "the preface gives the rechecks' counts"
-    assert sorted(map(int, re.findall(r"\d+", quoted.group(1)))) == sorted(counts)
+    pairs = re.findall(r"([\w-]+)\s+(\d+)", quoted.group(1))
+    assert {name: int(n) for name, n in pairs} == counts
 
 
 def test_lenet_trust_region_radius_is_step_4s_best():

@@ -22,7 +22,8 @@ comes from (run it with the pinned checkout's Python), and whether that checkout
 changes (`restore` then warns: the commit alone is not the code). `restore` never overwrites a
 file that is already there (local work is newer than the file's), and refuses a member that is
 not a plain file inside the studies folder. Each save committed to the repository is a new
-binary blob in its history: commit it once a session, not every save.
+binary blob in its history, but what is not committed is lost with its machine, and a session
+can end without warning: commit a save about every hour, not every one.
 """
 import contextlib
 import glob
