@@ -12,9 +12,11 @@
 #
 # The study outlasts a machine. study_state.py (beside this script) saves its work so far in one
 # small file, in-progress.tar.xz here while the study runs (finished trials' logs, unfinished
-# trials' checkpoints), and restores it on a new machine, naming the commit to resume from:
-#   python docs/results/fashion-mnist/study_state.py restore \
-#       docs/results/fashion-mnist/in-progress.tar.xz STUDIES_DIR
+# trials' checkpoints), and restores it on a new machine, naming the commit to resume from.
+# continue_study.py does a session's part unattended: it restores that file, makes the pinned
+# checkout and its environment, runs the steps not yet done in the given order (rechecking each
+# study's diverged trials after its step) and commits the saved work every hour:
+#   python docs/results/fashion-mnist/continue_study.py STUDIES_DIR --steps 8,2,6,5,11,10
 #
 # Protocol (docs/results.md says why):
 #   data     Fashion-MNIST (Debian's dataset-fashion-mnist), 60,000 training / 10,000 test images

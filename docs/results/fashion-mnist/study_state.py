@@ -4,7 +4,8 @@ The study (run-study.sh) takes days of CPU, longer than a machine may last; a ne
 from the repository alone. `save` packs what a resumed study needs into one tar.xz: every trial's
 run.h5 and train.log (a finished trial is then "done earlier": its figures come from run.h5), the
 checkpoint of each trial that is not done (it resumes from there), and the same for the reruns of
-`minigrad recheck-diverged` (STUDY/rechecks/). Left out: the checkpoints of done trials, pruned
+`minigrad recheck-diverged` (STUDY/rechecks/), and continue_study.py's record of the finished
+steps. Left out: the checkpoints of done trials, pruned
 ones included (a study that prunes, as every scaling study of run-study.sh does, counts a
 pruned trial done; one run without pruning, --no-prune, under mpiexec or with --search tpe,
 would train it again from its start), and any checkpoint larger than MAX_CHECKPOINT (an MLP's
@@ -46,6 +47,7 @@ PIN = "PIN.json"   # in the archive: the commit the trials were trained with
 # extraction that refuses links and special files where Python can (3.10.12, 3.11.4 and on)
 SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 MAX_CHECKPOINT = 2 ** 21   # bytes: larger checkpoints are left out (the module docstring)
+STEPS_DONE = "steps-done.json"   # continue_study.py's record of the finished steps
 
 
 def members(studies):
@@ -64,6 +66,8 @@ def members(studies):
                 kept += _run_files(folder, checkpoint=trial_result(folder)["status"] in NOT_ENDED)
         elif os.path.isfile(os.path.join(root, RUN_FILE)):   # a run folder
             kept += _run_files(root, checkpoint=True)
+    if os.path.isfile(os.path.join(studies, STEPS_DONE)):
+        kept.append(os.path.join(studies, STEPS_DONE))
     return [os.path.relpath(path, studies) for path in kept]
 
 
