@@ -19,7 +19,9 @@ only on it is lost with it. This driver does what a session must do, in order, u
     python docs/results/fashion-mnist/continue_study.py STUDIES_DIR --steps 8,2,6,5,11,10
         [--jobs 2] [--checkout ../study-run] [--venv ../venv-study] [--pin COMMIT]
 
---pin is needed only when there is no archive yet (the study's start). Fashion-MNIST must be
+Run it with the Python of an environment that has minigrad installed (the README's: restoring
+imports study_state.py, which imports minigrad). --pin is needed only when there is no archive
+yet (the study's start). Fashion-MNIST must be
 installed (`apt-get install -y dataset-fashion-mnist`). Putting the finished studies on the
 results page (their summary files copied under docs/results/fashion-mnist/, the report command
 and the preface extended) stays a person's work: the page says what the figures mean.
