@@ -10,7 +10,8 @@ FILE.md with its figures in the folder FILE/, and prints its main table. --prefa
 --discussion set hand-written markdown before and after what it computes. One row per method
 (an optimizer, with the train options a study fixed for it): its order, success cases, data efficiency, scalability, robustness and cost, each
 cell a verdict with the figures it rests on; the words follow the rules of cli/report_rules.py,
-which report.md states. Then the figures per data set and model, and the measured critical batch
+which report.md states. Then each method's steps to the target per batch size at a glance, the
+figures per data set and model, and the measured critical batch
 sizes beside the gradient noise scale B_simple of the --noise-run reference runs.
 
 Every number comes from the files; the report is deterministic (no dates, no absolute paths:
@@ -287,6 +288,29 @@ def figures_table(c, problem):
                      "grid reaching target", "best setting"), rows)
 
 
+def glance_table(c, problem):
+    """Steps to the target (the seeds' mean) of every method at every batch size of one problem:
+    a row per method, a column per batch size, the fewest steps of each column in bold."""
+    methods = [m for m in c.methods if c.points.get((m, problem))]
+    sizes = sorted({b for m in methods for b in c.points[(m, problem)]})
+    if not methods:
+        return ""
+    fewest = {}
+    for b in sizes:
+        reached = [p.steps for m in methods if (p := c.points[(m, problem)].get(b))
+                   and p.reached]
+        fewest[b] = min(reached) if reached else None
+    rows = []
+    for m in methods:
+        cells = [m.label]
+        for b in sizes:
+            p = c.points[(m, problem)].get(b)
+            text = "-" if p is None else count(p.steps) if p.reached else "not reached"
+            cells.append(f"**{text}**" if p and p.reached and p.steps == fewest[b] else text)
+        rows.append(cells)
+    return md_table(("method", *(f"B = {b}" for b in sizes)), rows)
+
+
 def noise_runs_table(runs, out):
     rows = []
     for r in runs:
@@ -388,7 +412,15 @@ def write_report(c, runs, layout, preface=None, discussion=None):
               "Each cell gives its verdict, per data set and model, and the figures it rests on "
               "(B: the batch size; x/y: the method's figure and SGD's)."), "",
               md_table(MAIN_HEADER, md_rows), "",
-              "## Rules", "", rules.rules_markdown(),
+              "## Steps to the target", "",
+              ("Each method's steps to the target at each batch size (its seeds' mean; the "
+              "fewest of each batch size in bold), the figure behind the scalability column; "
+              "the tables further down give the rest."), ""]
+    for p in c.problems:
+        table = glance_table(c, p)
+        if table:
+            lines += [f"### {labels[p]}: {p.target_text()}", "", table, ""]
+    lines += ["## Rules", "", rules.rules_markdown(),
               "## Figures by data set and model", ""]
     for p in c.problems:
         lines += [f"### {labels[p]}: {p.dataset}, {p.model_text()}, {p.target_text()}", "",

@@ -353,6 +353,30 @@ def test_every_figure_cell_follows_from_the_study_files(real):
     assert any(row[-1].endswith("kl_clip=off") for row in rows)
 
 
+def test_steps_at_a_glance_follow_from_the_study_files(real):
+    """The "Steps to the target" table: each method's steps at each batch size, the fewest of
+    each batch size in bold."""
+    root, _, text = real
+    points = best_points(root / "studies" / "scaling" / "scaling.h5")
+    (header, rows), = tables(text, "### digits mlp 8: test accuracy >= 0.7")
+    sizes = sorted(points["sgd"])
+    assert header == ["method"] + [f"B = {b}" for b in sizes]
+    fewest = {b: min((points[o][b]["steps"] for o in points if points[o][b]["reached"]),
+                     default=None) for b in sizes}
+    expected = []
+    for opt in ("sgd", "kfac"):
+        cells = [LABEL[opt]]
+        for b in sizes:
+            p = points[opt][b]
+            cell = whole(p["steps"]) if p["reached"] else "not reached"
+            cells.append(f"**{cell}**" if p["reached"] and p["steps"] == fewest[b] else cell)
+        expected.append(cells)
+    assert rows == expected
+    assert any(c.startswith("**") for row in rows for c in row)
+    assert text.index("## Summary") < text.index("## Steps to the target") < \
+        text.index("## Rules")
+
+
 def test_noise_scale_tables_follow_from_the_run_and_the_study(real):
     root, _, text = real
     run = root / "runs" / "sgd-noise"
