@@ -56,7 +56,6 @@ def stubs(tmp_path, script=STUB_SCRIPT):
     (bin_dir / "minigrad").chmod(0o755)
     (tmp_path / "run-study.sh").write_text(script)
     (tmp_path / "studies").mkdir()
-    os.environ["CALLS"] = str(tmp_path / "calls")
     return str(bin_dir), str(tmp_path / "run-study.sh"), str(tmp_path / "studies")
 
 
@@ -98,18 +97,23 @@ def test_the_record_of_done_steps_is_saved_with_the_study(tmp_path):
     assert json.loads((tmp_path / cs.STEPS_DONE).read_text()) == [5]
 
 
-def test_the_archive_is_committed_alone(tmp_path):
-    cs = load("continue_study")
-    repo = tmp_path / "repo"
-    run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True,  # noqa: E731
+def git_repo(path):
+    run = lambda *a: subprocess.run(["git", "-C", str(path), *a], check=True,  # noqa: E731
                                     capture_output=True, text=True).stdout
-    repo.mkdir()
+    path.mkdir()
     run("init", "-q")
     run("config", "user.email", "t@example.org")
     run("config", "user.name", "t")
-    (repo / "other.txt").write_text("one")
+    (path / "other.txt").write_text("one")
     run("add", "other.txt")
     run("commit", "-qm", "first")
+    return run
+
+
+def test_the_archive_is_committed_alone(tmp_path):
+    cs = load("continue_study")
+    repo = tmp_path / "repo"
+    run = git_repo(repo)
     archive = repo / "in-progress.tar.xz"
     archive.write_bytes(b"state 1")
     (repo / "other.txt").write_text("two")
@@ -122,3 +126,32 @@ def test_the_archive_is_committed_alone(tmp_path):
     archive.write_bytes(b"state 2")
     assert keeper.commit("test") is True
     assert run("show", "HEAD:in-progress.tar.xz") == "state 2"
+    assert run("diff", "--cached", "--name-only").split() == ["other.txt"]
+    # the person's commit, with the archive changed on disk, takes their work alone
+    archive.write_bytes(b"state 3")
+    run("commit", "-qm", "theirs")
+    assert run("show", "--name-only", "--format=", "HEAD").split() == ["other.txt"]
+    assert keeper.commit("test") is True and run("show", "HEAD:in-progress.tar.xz") == "state 3"
+
+
+def test_a_failed_save_is_logged_not_raised(tmp_path):
+    import io
+    cs = load("continue_study")
+    log = io.StringIO()
+    keeper = cs.Keeper(str(tmp_path), "false", str(tmp_path), log=log)   # `false` exits 1
+    keeper.keep("test")
+    assert "keeping the study's work failed (test)" in log.getvalue()
+    with pytest.raises(RuntimeError, match="study_state.py save"):
+        keeper.save()
+
+
+def test_the_pin_is_resolved_to_a_full_commit(tmp_path):
+    cs = load("continue_study")
+    repo = tmp_path / "repo"
+    run = git_repo(repo)
+    head = run("rev-parse", "HEAD").strip()
+    run("branch", "pinned")
+    assert cs.resolve(str(repo), "pinned") == cs.resolve(str(repo), head[:8]) == head
+    for bad in ("no-such-branch", ""):
+        with pytest.raises(SystemExit, match="is not a commit"):
+            cs.resolve(str(repo), bad)

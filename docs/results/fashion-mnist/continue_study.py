@@ -1,4 +1,4 @@
-"""Go on with the Fashion-MNIST study on a machine that may be new, keeping its work in the repository.
+"""Go on with the Fashion-MNIST study on a machine that may be new, keeping its work safe.
 
 The study (run-study.sh) takes days of CPU; a machine here lasts a session, and anything left
 only on it is lost with it. This driver does what a session must do, in order, unattended:
@@ -12,24 +12,30 @@ only on it is lost with it. This driver does what a session must do, in order, u
    as done in STUDIES_DIR/steps-done.json; after a step, reruns each of its studies' trials that
    the divergence rule stopped (`minigrad recheck-diverged`, writing recheck-diverged.md beside
    the study's summary file) and records the step as done;
-4. meanwhile saves the work every --save-every seconds into in-progress.tar.xz and commits that
-   file every --commit-every seconds (and after each step), with `git commit --only`, so that
-   nothing else staged in the repository is committed with it.
+4. meanwhile saves the work every --save-every seconds into in-progress.tar.xz, and commits
+   that file, if it changed, once --commit-every seconds have passed since its last commit,
+   after each step and when the driver stops (SIGTERM included). The file is committed alone,
+   from the working tree (`git commit --only`), never left staged, so that a person committing
+   in the same checkout meanwhile neither takes it along nor has their staged work taken. A
+   failed save or commit is logged and tried again at the next tick.
 
     python docs/results/fashion-mnist/continue_study.py STUDIES_DIR --steps 8,2,6,5,11,10
         [--jobs 2] [--checkout ../study-run] [--venv ../venv-study] [--pin COMMIT]
+        [--save-every 900] [--commit-every 3600]
 
 Run it with the Python of an environment that has minigrad installed (the README's: restoring
 imports study_state.py, which imports minigrad). --pin is needed only when there is no archive
-yet (the study's start). Fashion-MNIST must be
-installed (`apt-get install -y dataset-fashion-mnist`). Putting the finished studies on the
-results page (their summary files copied under docs/results/fashion-mnist/, the report command
-and the preface extended) stays a person's work: the page says what the figures mean.
+yet (the study's start); with one, it must name the archive's commit. The checkout must be a
+clean checkout of that commit, and its environment must import minigrad from it. Fashion-MNIST
+must be installed (`apt-get install -y dataset-fashion-mnist`). Putting the finished studies
+on the results page (their summary files copied under docs/results/fashion-mnist/, the report
+command and the preface extended) stays a person's work: the page says what the figures mean.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -74,8 +80,9 @@ def mark_done(studies_dir, step):
 
 
 def run_steps(steps, studies_dir, script, bin_dir, jobs, log, after_step=lambda step: None):
-    """Run each step of `steps` not yet done with run-study.sh, then recheck its studies; stops
-    at the first step that fails (its trials resume on the next call). Returns the steps run."""
+    """Run each step of `steps` not yet done with run-study.sh, recheck its studies, record it
+    as done and call `after_step(step)`. A failed step or recheck raises SystemExit, the step
+    not recorded (its trials resume on the next call). Returns the steps run."""
     env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     studies = step_studies(script)
@@ -112,75 +119,124 @@ def git(repo, *args, check=True):
                           text=True).stdout.strip()
 
 
-class Keeper:
-    """Saves the study into ARCHIVE (with the pinned Python: the archive records its commit)
-    and commits ARCHIVE alone; `every` runs both on a timer in a thread."""
+def resolve(repo, commit):
+    """The full hash of `commit` (a hash, a branch, a tag), or an error naming it."""
+    found = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet",
+                            f"{commit}^{{commit}}"], capture_output=True, text=True)
+    if found.returncode != 0 or not commit:
+        raise SystemExit(f"continue_study: {commit!r} is not a commit of {repo}")
+    return found.stdout.strip()
 
-    def __init__(self, studies_dir, python, repo, archive=ARCHIVE):
-        self.studies_dir, self.python, self.repo, self.archive = \
-            studies_dir, python, repo, archive
+
+class Keeper:
+    """Saves the study into ARCHIVE with the pinned Python (the archive records its commit) and
+    commits ARCHIVE alone. Saves and commits never overlap (one lock); a failure is logged and
+    the next tick tries again: losing one save must not stop the study."""
+
+    def __init__(self, studies_dir, python, repo, archive=ARCHIVE, log=sys.stderr):
+        self.studies_dir, self.python, self.repo, self.archive, self.log = \
+            studies_dir, python, repo, archive, log
         self.lock = threading.Lock()
+        self.last_commit = time.monotonic()
 
     def save(self):
         with self.lock:
-            subprocess.run([self.python, os.path.join(HERE, "study_state.py"), "save",
-                            self.studies_dir, self.archive], check=True, capture_output=True)
+            done = subprocess.run([self.python, os.path.join(HERE, "study_state.py"), "save",
+                                   self.studies_dir, self.archive], capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"study_state.py save: {done.stderr.strip()[-500:]}")
 
-    def commit(self, why, tries=5):
-        """Commit ARCHIVE alone if it changed; retried while another git holds the index."""
+    def commit(self, why):
+        """Commit ARCHIVE alone, if it differs from HEAD's. The file is committed from the
+        working tree (`git commit --only`), never left staged: staged, a person's own
+        `git commit` at that moment would take it along. Only its first commit, while
+        untracked, goes through `git add`."""
         with self.lock:
-            for attempt in range(tries):
-                try:
-                    git(self.repo, "add", "--", self.archive)
-                    if subprocess.run(["git", "-C", self.repo, "diff", "--cached", "--quiet",
-                                       "--", self.archive]).returncode == 0:
-                        return False   # the same as the last commit's
-                    git(self.repo, "commit", "-q", "--only", "-m",
-                        f"The Fashion-MNIST study's work so far ({why})", "--", self.archive)
-                    return True
-                except subprocess.CalledProcessError:
-                    if attempt == tries - 1:
-                        raise
-                    time.sleep(10)
+            name = os.path.relpath(self.archive, self.repo)
+            if subprocess.run(["git", "-C", self.repo, "ls-files", "--error-unmatch", "--",
+                               name], capture_output=True).returncode != 0:
+                git(self.repo, "add", "--", name)
+            elif subprocess.run(["git", "-C", self.repo, "diff", "--quiet", "HEAD", "--",
+                                 name]).returncode == 0:
+                return False   # the same as the last commit's
+            git(self.repo, "commit", "-q", "--only", "-m",
+                f"The Fashion-MNIST study's work so far ({why})", "--", name)
+            self.last_commit = time.monotonic()
+            return True
+
+    def keep(self, why):
+        """Save then commit, logging a failure instead of raising it."""
+        try:
+            self.save()
+            self.commit(why)
+        except Exception as error:   # noqa: BLE001 (any failure: the next tick tries again)
+            self.log.write(f"continue_study: keeping the study's work failed ({why}): "
+                           f"{error}\n")
+            self.log.flush()
 
     def every(self, save_every, commit_every):
+        """A thread that saves every `save_every` s and commits once `commit_every` s have
+        passed since the last commit (a commit after a step counts)."""
         def loop():
-            last_commit = time.monotonic()
             while True:
                 time.sleep(save_every)
-                try:
-                    self.save()
-                    if time.monotonic() - last_commit >= commit_every:
-                        self.commit("saved on the hour")
-                        last_commit = time.monotonic()
-                except (subprocess.CalledProcessError, OSError) as error:   # the next try
-                    print(f"continue_study: save failed: {error}", file=sys.stderr)
+                if time.monotonic() - self.last_commit >= commit_every:
+                    self.keep("saved on the hour")
+                else:
+                    try:
+                        self.save()
+                    except Exception as error:   # noqa: BLE001
+                        self.log.write(f"continue_study: save failed: {error}\n")
+                        self.log.flush()
         threading.Thread(target=loop, daemon=True).start()
 
 
 def prepare(args, repo):
-    """Restore the archive, then make the pinned checkout and its environment if missing;
-    returns the pinned environment's bin folder."""
-    pin = args.pin
+    """Restore the archive, then make the pinned checkout and its environment if missing and
+    check them; returns the pinned environment's bin folder."""
+    pin = resolve(repo, args.pin) if args.pin is not None else None
     if os.path.isfile(ARCHIVE):
         out = subprocess.run([sys.executable, os.path.join(HERE, "study_state.py"), "restore",
-                              ARCHIVE, args.studies_dir], check=True, capture_output=True,
-                             text=True).stdout
-        pin = re.search(r"trained with commit ([0-9a-f]{40})", out).group(1)
+                              ARCHIVE, args.studies_dir], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"continue_study: restoring {ARCHIVE}: {out.stderr.strip()}")
+        sys.stderr.write(out.stderr)   # the warning of a dirty pinned checkout, if any
+        archived = re.search(r"trained with commit ([0-9a-f]{40})", out.stdout).group(1)
+        if pin is not None and pin != archived:
+            raise SystemExit(f"continue_study: --pin {args.pin} is not {archived}, the commit "
+                             f"the archived trials were trained with")
+        pin = archived
     elif pin is None:
         raise SystemExit(f"continue_study: no {ARCHIVE} to resume from: give --pin COMMIT")
     os.makedirs(args.studies_dir, exist_ok=True)
     if not os.path.isdir(args.checkout):
         git(repo, "worktree", "add", "--detach", args.checkout, pin)
-    head = git(args.checkout, "rev-parse", "HEAD")
-    if not head.startswith(pin) and not pin.startswith(head):
-        raise SystemExit(f"continue_study: {args.checkout} is at {head}, the trials were "
-                         f"trained with {pin}")
+    if git(args.checkout, "rev-parse", "HEAD") != pin or \
+            git(args.checkout, "status", "--porcelain", "--untracked-files=no"):
+        raise SystemExit(f"continue_study: {args.checkout} is not a clean checkout of {pin}, "
+                         "the commit the trials are trained with")
     bin_dir = os.path.join(args.venv, "bin")
     if not os.path.isfile(os.path.join(bin_dir, "minigrad")):
         subprocess.run([sys.executable, "-m", "venv", args.venv], check=True)
         subprocess.run([os.path.join(bin_dir, "pip"), "install", "-q", "-e",
                         args.checkout + "[plot]"], check=True)
+    # the pinned code must import what study_state.py needs and know the commands run here
+    where = subprocess.run([os.path.join(bin_dir, "python"), "-c",
+                            "import minigrad, os; print(os.path.dirname(minigrad.__file__))"],
+                           capture_output=True, text=True).stdout.strip()
+    if os.path.realpath(os.path.dirname(where or "/")) != os.path.realpath(args.checkout):
+        raise SystemExit(f"continue_study: {args.venv} does not import minigrad from "
+                         f"{args.checkout}")
+    state = os.path.join(HERE, "study_state.py")
+    for check in ([os.path.join(bin_dir, "python"), "-c",
+                   "import importlib.util as u, sys; s = u.spec_from_file_location('s', "
+                   "sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))", state],
+                  [os.path.join(bin_dir, "minigrad"), "recheck-diverged", "--help"]):
+        done = subprocess.run(check, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"continue_study: the pinned code cannot run {check[-1]}: "
+                             f"{done.stderr.strip()[-300:]}")
     if not os.path.isdir(DATA):
         raise SystemExit(f"continue_study: no Fashion-MNIST in {DATA}: "
                          "apt-get install -y dataset-fashion-mnist")
@@ -195,7 +251,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--checkout", default=None, help="the pinned checkout (made if missing)")
     parser.add_argument("--venv", default=None, help="its virtual environment (made if missing)")
-    parser.add_argument("--pin", default=None, help="the commit to train with, without archive")
+    parser.add_argument("--pin", default=None,
+                        help="the commit to train with; needed without an archive, and must be "
+                             "the archive's commit with one")
     parser.add_argument("--save-every", type=float, default=900)
     parser.add_argument("--commit-every", type=float, default=3600)
     args = parser.parse_args(argv)
@@ -206,18 +264,17 @@ def main(argv=None):
     args.studies_dir = os.path.abspath(args.studies_dir)
     steps = [int(s) for s in args.steps.split(",")]
     bin_dir = prepare(args, repo)
-    keeper = Keeper(args.studies_dir, os.path.join(bin_dir, "python"), repo)
-    keeper.every(args.save_every, args.commit_every)
+    # the session's end sends SIGTERM: leave through `finally` (a last save and commit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     script = os.path.join(args.checkout, "docs", "results", "fashion-mnist", "run-study.sh")
     with open(os.path.join(args.studies_dir, "run-study.log"), "a") as log:
-        def after(step):
-            keeper.save()
-            keeper.commit(f"step {step} done")
+        keeper = Keeper(args.studies_dir, os.path.join(bin_dir, "python"), repo, log=log)
+        keeper.every(args.save_every, args.commit_every)
         try:
-            run_steps(steps, args.studies_dir, script, bin_dir, args.jobs, log, after)
+            run_steps(steps, args.studies_dir, script, bin_dir, args.jobs, log,
+                      lambda step: keeper.keep(f"step {step} done"))
         finally:
-            keeper.save()
-            keeper.commit("the driver stopped")
+            keeper.keep("the driver stopped")
     print(f"continue_study: steps {steps_done(args.studies_dir)} are done")
 
 
