@@ -224,7 +224,7 @@ def prepare(args, repo):
     # the pinned code must import what study_state.py needs and know the commands run here
     where = subprocess.run([os.path.join(bin_dir, "python"), "-c",
                             "import minigrad, os; print(os.path.dirname(minigrad.__file__))"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, cwd="/").stdout.strip()   # (not ./)
     if os.path.realpath(os.path.dirname(where or "/")) != os.path.realpath(args.checkout):
         raise SystemExit(f"continue_study: {args.venv} does not import minigrad from "
                          f"{args.checkout}")
@@ -233,7 +233,7 @@ def prepare(args, repo):
                    "import importlib.util as u, sys; s = u.spec_from_file_location('s', "
                    "sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))", state],
                   [os.path.join(bin_dir, "minigrad"), "recheck-diverged", "--help"]):
-        done = subprocess.run(check, capture_output=True, text=True)
+        done = subprocess.run(check, capture_output=True, text=True, cwd="/")
         if done.returncode != 0:
             raise SystemExit(f"continue_study: the pinned code cannot run {check[-1]}: "
                              f"{done.stderr.strip()[-300:]}")
