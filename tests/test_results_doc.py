@@ -143,7 +143,7 @@ def test_no_trial_the_divergence_rule_stopped_would_change_a_figure():
         assert int(count.group(2)) == len(changed) == 0, f"{path}: {changed} change a figure"
         counts[os.path.basename(os.path.dirname(path))] = int(count.group(1))
     # the preface gives each table's count by its study ("(mlp 26, lenet-b128 0 trials)")
-    quoted = re.search(r"\(((?:[\w-]+\s+\d+,\s+)*[\w-]+\s+\d+) trials\)", read(PREFACE))
+    quoted = re.search(r"\(((?:[\w-]+\s+\d+,\s+)*[\w-]+\s+\d+)\s+trials\)", read(PREFACE))
     assert quoted, "the preface gives the rechecks' counts"
     pairs = re.findall(r"([\w-]+)\s+(\d+)", quoted.group(1))
     assert {name: int(n) for name, n in pairs} == counts
