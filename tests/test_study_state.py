@@ -49,6 +49,11 @@ def test_a_restored_study_resumes_with_its_finished_trials_done_earlier(tmp_path
     assert [k for k in kept if k.endswith("checkpoint.npz")] == [
         os.path.join("s", "trials", trials[0], "checkpoint.npz")]
     assert all(os.path.join("s", "trials", t, "run.h5") in kept for t in trials)
+    # the study's summary and its recheck page, which a step recorded as done does not remake
+    (first / "recheck-diverged.md").write_text("0 trials stopped by the rule")
+    kept = state.members(str(tmp_path / "machine1"))
+    assert [k for k in kept if os.path.dirname(k) == "s"] == [
+        os.path.join("s", "scaling.h5"), os.path.join("s", "recheck-diverged.md")]
 
     # a rerun of recheck-diverged beside the trials: its files, and its checkpoint while open
     rerun = first / "rechecks" / trials[1]
@@ -72,6 +77,8 @@ def test_a_restored_study_resumes_with_its_finished_trials_done_earlier(tmp_path
     assert state.restore(str(archive), str(tmp_path / "machine2")) == pin
     second = tmp_path / "machine2" / "s"
     assert not (second / "optuna.db").exists()
+    assert (second / "scaling.h5").read_bytes() == (first / "scaling.h5").read_bytes()
+    assert (second / "recheck-diverged.md").read_text() == "0 trials stopped by the rule"
     result = CliRunner().invoke(main, STUDY + ["--out", str(second)])
     assert result.exit_code == 0, result.output
     assert result.output.count("(done earlier)") == 3   # the unfinished one is resumed

@@ -4,8 +4,10 @@ The study (run-study.sh) takes days of CPU, longer than a machine may last; a ne
 from the repository alone. `save` packs what a resumed study needs into one tar.xz: every trial's
 run.h5 and train.log (a finished trial is then "done earlier": its figures come from run.h5), the
 checkpoint of each trial that is not done (it resumes from there), and the same for the reruns of
-`minigrad recheck-diverged` (STUDY/rechecks/), and continue_study.py's record of the finished
-steps. Left out: the checkpoints of done trials, pruned
+`minigrad recheck-diverged` (STUDY/rechecks/), each study's summary (its scaling.h5,
+sensitivity.h5 or compare.h5, and recheck-diverged.md: what the results page is made from, and
+the driver does not make them again for a step it has recorded as done), and continue_study.py's
+record of the finished steps. Left out: the checkpoints of done trials, pruned
 ones included (a study that prunes, as every scaling study of run-study.sh does, counts a
 pruned trial done; one run without pruning, --no-prune, under mpiexec or with --search tpe,
 would train it again from its start), and any checkpoint larger than MAX_CHECKPOINT (an MLP's
@@ -39,6 +41,7 @@ import minigrad
 from minigrad.cli.atomic import atomic_write
 from minigrad.cli.checkpoint import checkpoint_path
 from minigrad.cli.recheck import NOT_ENDED, RECHECKS
+from minigrad.cli.report_data import STUDY_FILES
 from minigrad.cli.runlog import RUN_FILE
 from minigrad.cli.study.results import trial_result
 from minigrad.cli.study.trials import LOG_FILE, TRIALS, trial_mode
@@ -48,6 +51,7 @@ PIN = "PIN.json"   # in the archive: the commit the trials were trained with
 SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 MAX_CHECKPOINT = 2 ** 21   # bytes: larger checkpoints are left out (the module docstring)
 STEPS_DONE = "steps-done.json"   # continue_study.py's record of the finished steps
+RECHECK_PAGE = "recheck-diverged.md"   # where continue_study.py writes a study's recheck
 
 
 def members(studies):
@@ -64,6 +68,8 @@ def members(studies):
                 kept += _run_files(folder, checkpoint=trial_mode(folder, prune=True) != "done")
             for folder in sorted(glob.glob(os.path.join(root, RECHECKS, "*"))):
                 kept += _run_files(folder, checkpoint=trial_result(folder)["status"] in NOT_ENDED)
+            kept += [os.path.join(root, n) for n in (*STUDY_FILES, RECHECK_PAGE)
+                     if os.path.isfile(os.path.join(root, n))]
         elif os.path.isfile(os.path.join(root, RUN_FILE)):   # a run folder
             kept += _run_files(root, checkpoint=True)
     if os.path.isfile(os.path.join(studies, STEPS_DONE)):
