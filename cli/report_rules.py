@@ -241,7 +241,11 @@ def rules_markdown():
   batch size), over the batch sizes where both reached it; median < {lo}: "better than SGD",
   median > {hi}: "worse than SGD", otherwise "similar to SGD".
 - **Cost**: the same rule for gradient-evaluation equivalents to the target and for wall time
-  (seconds of optimizer steps) to the target.
+  (seconds of optimizer steps) to the target. One gradient evaluation is a forward and a
+  backward pass over the step's batch; a forward alone counts 1/3, a curvature-vector product
+  on m of the B rows 2 m / B, and K-FAC's true Fisher adds 2/3 on the steps that update its
+  factors (the backward on sampled labels); eigendecompositions show in wall time only
+  (cli/cost.py).
 - **Robustness** (Ma et al. 2020): the fraction of the sensitivity grid reaching the target at
   each batch size; the mean over the batch sizes mapped for both, minus SGD's: > {m}: "more
   robust than SGD", < -{m}: "less robust than SGD", otherwise "as robust as SGD".
