@@ -4,7 +4,10 @@ the record of done steps saved with the study, and the archive committed alone."
 import importlib.util
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -155,3 +158,101 @@ def test_the_pin_is_resolved_to_a_full_commit(tmp_path):
     for bad in ("no-such-branch", ""):
         with pytest.raises(SystemExit, match="is not a commit"):
             cs.resolve(str(repo), bad)
+
+
+# a step whose study takes a while and, on SIGTERM, takes a second to write its "checkpoint"
+SLOW_MINIGRAD = """#!/usr/bin/env bash
+trap 'sleep 1; echo checkpointed >> "$CALLS"; exit 143' TERM
+echo "$*" >> "$CALLS"
+sleep 60 &
+wait
+"""
+
+
+def test_sigterm_reaches_the_step_and_the_driver_waits_for_its_checkpoints(tmp_path,
+                                                                           monkeypatch):
+    cs = load("continue_study")
+    bin_dir, script, studies = stubs(tmp_path)
+    (tmp_path / "bin" / "minigrad").write_text(SLOW_MINIGRAD)
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    # at once, before the wait for the checkpoints: the commit of the save already on disk
+    first = []
+    stop = cs.Stop(lambda: first.append((tmp_path / "calls").read_text().splitlines()))
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        # the signal comes to this process (the driver) only, as `kill PID` would send it
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        start = time.monotonic()
+        with open(tmp_path / "log", "w") as log, pytest.raises(SystemExit, match="stopped"):
+            cs.run_steps([1, 3], studies, script, bin_dir, 2, log, stop=stop)
+        assert time.monotonic() - start < 30   # not the study's 60 s
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN   # repeats cannot cut it short
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # the study got SIGTERM and had written its checkpoint when run_steps returned
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"scaling --grid x --out {studies}/a", "checkpointed"]
+    assert first == [[f"scaling --grid x --out {studies}/a"]]   # called once, before that
+    assert cs.steps_done(studies) == []   # step 1 stays to do, step 3 never started
+    assert "=== step 1 stopped" in (tmp_path / "log").read_text()
+
+
+def test_a_commit_waits_for_a_persons_git_and_a_failed_one_is_retried(tmp_path):
+    cs = load("continue_study")
+    repo = tmp_path / "repo"
+    run = git_repo(repo)
+    archive = repo / "in-progress.tar.xz"
+    archive.write_bytes(b"state 1")
+    lock = repo / ".git" / "index.lock"
+    keeper = cs.Keeper("unused", "unused", str(repo), archive=str(archive))
+    # a lock that stays: the first commit fails with git's message, and leaves nothing staged
+    lock.write_text("")
+    with pytest.raises(RuntimeError, match="index.lock"):
+        keeper.commit("test", tries=2)
+    assert keeper.pending
+    lock.unlink()
+    assert run("diff", "--cached", "--name-only").split() == []
+    assert run("status", "--porcelain").split() == ["??", "in-progress.tar.xz"]
+    # a commit that fails after the first `git add` (a hook refuses it): the add is undone
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    keeper.pending = False
+    with pytest.raises(RuntimeError, match="git commit"):
+        keeper.commit("test")
+    assert keeper.pending
+    assert run("status", "--porcelain").split() == ["??", "in-progress.tar.xz"]
+    hook.unlink()
+    # a lock that goes within the tries: the commit waits for it
+    lock.write_text("")
+    threading.Timer(1.5, lock.unlink).start()
+    assert keeper.commit("test") is True and not keeper.pending
+    assert run("show", "HEAD:in-progress.tar.xz") == "state 1"
+
+
+def test_the_driver_refuses_a_repository_it_could_not_commit_to(tmp_path, monkeypatch):
+    cs = load("continue_study")
+    repo = tmp_path / "repo"
+    git_repo(repo)
+    cs.check_git(str(repo))   # a clean repository with an identity passes
+    (repo / ".git" / "index.lock").write_text("")
+    with pytest.raises(SystemExit, match="index.lock exists"):
+        cs.check_git(str(repo))
+
+
+def test_a_failed_commit_is_tried_again_at_the_next_tick_whatever_the_hour(tmp_path):
+    cs = load("continue_study")
+    repo = tmp_path / "repo"
+    run = git_repo(repo)
+    archive = repo / "in-progress.tar.xz"
+    archive.write_bytes(b"state 1")
+    # `true` as the Python: every save succeeds without touching the archive
+    keeper = cs.Keeper("unused", "true", str(repo), archive=str(archive))
+    keeper.pending = True   # as after a failed commit, well inside the hour
+    keeper.every(0.2, 3600)
+    deadline = time.monotonic() + 20
+    while keeper.pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+    keeper.stopping = True
+    assert not keeper.pending
+    assert run("show", "HEAD:in-progress.tar.xz") == "state 1"

@@ -144,3 +144,22 @@ def test_restore_refuses_a_member_outside_the_studies_folder(tmp_path):
     with pytest.raises(SystemExit, match="refusing '../outside'"):
         state.restore(str(archive), str(tmp_path / "studies"))
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_restore_cut_short_leaves_no_part_file(tmp_path, monkeypatch):
+    state = load()
+    (tmp_path / "a" / "run").mkdir(parents=True)
+    (tmp_path / "a" / "run" / "run.h5").write_bytes(b"x" * 100_000)
+    archive = tmp_path / "state.tar.xz"
+    state.save(str(tmp_path / "a"), str(archive))
+
+    def half(source, out):   # the machine goes while the file is being written
+        out.write(source.read(50_000))
+        raise OSError("no space left on device")
+    monkeypatch.setattr(state.shutil, "copyfileobj", half)
+    with pytest.raises(Exception, match="no space left"):
+        state.restore(str(archive), str(tmp_path / "b"))
+    assert os.listdir(tmp_path / "b" / "run") == []   # no run.h5 that a later restore keeps
+    monkeypatch.undo()
+    state.restore(str(archive), str(tmp_path / "b"))
+    assert (tmp_path / "b" / "run" / "run.h5").read_bytes() == b"x" * 100_000

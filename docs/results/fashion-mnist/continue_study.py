@@ -14,10 +14,17 @@ only on it is lost with it. This driver does what a session must do, in order, u
    the study's summary file) and records the step as done;
 4. meanwhile saves the work every --save-every seconds into in-progress.tar.xz, and commits
    that file, if it changed, once --commit-every seconds have passed since its last commit,
-   after each step and when the driver stops (SIGTERM included). The file is committed alone,
-   from the working tree (`git commit --only`), never left staged, so that a person committing
-   in the same checkout meanwhile neither takes it along nor has their staged work taken. A
-   failed save or commit is logged and tried again at the next tick.
+   after each step and when the driver stops. The file is committed alone, from the working
+   tree (`git commit --only`), never left staged, so that a person's plain `git commit` in the
+   same checkout meanwhile neither takes it along nor has their staged work taken (`git commit
+   -a` or `git add -u` would take it: commit named paths). A failed save or commit is logged
+   (run-study.log and stderr) and tried again at the next tick.
+
+SIGTERM (a session's end) stops the driver cleanly: the running step's processes get it too
+and write their checkpoints, the save already on disk is committed at once, then the driver
+waits for those processes, saves and commits once more. Saves run a copy of study_state.py
+taken at the start. The driver refuses to start where git could not commit (a stale
+.git/index.lock, no committer identity).
 
     python docs/results/fashion-mnist/continue_study.py STUDIES_DIR --steps 8,2,6,5,11,10
         [--jobs 2] [--checkout ../study-run] [--venv ../venv-study] [--pin COMMIT]
@@ -32,12 +39,16 @@ on the results page (their summary files copied under docs/results/fashion-mnist
 command and the preface extended) stays a person's work: the page says what the figures mean.
 """
 import argparse
+import contextlib
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -79,44 +90,110 @@ def mark_done(studies_dir, step):
     os.replace(tmp, os.path.join(studies_dir, STEPS_DONE))
 
 
-def run_steps(steps, studies_dir, script, bin_dir, jobs, log, after_step=lambda step: None):
+class Stop:
+    """The driver's SIGTERM handler (a session's end). It never raises: raised inside a save or
+    a `git commit`, it would kill git and leave .git/index.lock behind, which fails every later
+    commit. It records the request, ignores repeats (the way out must not be cut short), and
+    passes SIGTERM on to the process group of the step running (run-study.sh, its study and
+    trials: each trial writes its checkpoint and exits); run_steps then waits for that group to
+    end and stops."""
+
+    def __init__(self, at_once=None):
+        self.requested = False
+        self.group = None   # the process group of the running step or recheck, if any
+        self.at_once = at_once   # called once, as soon as the request is seen outside the handler
+
+    def first_aid(self):
+        """Call `at_once` (main's: commit the save already on disk), once."""
+        action, self.at_once = self.at_once, None
+        if action is not None:
+            action()
+
+    def __call__(self, signum, frame):
+        signal.signal(signum, signal.SIG_IGN)
+        self.requested = True
+        self.forward()
+
+    def forward(self):
+        if self.group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.group, signal.SIGTERM)
+
+    def run(self, command, env, log, grace=120):
+        """Run `command` in a new process group (forwarded SIGTERM, see above); returns its
+        status. After a stop request, first waits up to `grace` s for every process of the
+        group to end (the trials' checkpoints), so that the last save finds them written."""
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        self.group = child.pid
+        if self.requested:   # the request came between Popen and the line above
+            self.forward()
+        status = child.wait()
+        if self.requested:
+            self.first_aid()   # before the wait below: a SIGKILL may follow the SIGTERM soon
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(child.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+        self.group = None
+        return status
+
+
+def run_steps(steps, studies_dir, script, bin_dir, jobs, log, after_step=lambda step: None,
+              stop=None):
     """Run each step of `steps` not yet done with run-study.sh, recheck its studies, record it
     as done and call `after_step(step)`. A failed step or recheck raises SystemExit, the step
-    not recorded (its trials resume on the next call). Returns the steps run."""
+    not recorded (its trials resume on the next call); so does a stop request (`stop`, a
+    Stop), once the running step's processes have ended. Returns the steps run."""
     env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    stop = stop or Stop()
     studies = step_studies(script)
     ran = []
+
+    def stamp(step, what):
+        log.write(f"=== step {step} {what} {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}\n")
+        log.flush()
+
+    def check(step, status, what):
+        if stop.requested:
+            stamp(step, "stopped")
+            raise SystemExit(f"continue_study: stopped (SIGTERM) in step {step}; its trials "
+                             "resume on the next call")
+        if status != 0:
+            stamp(step, "failed")
+            raise SystemExit(f"continue_study: {what} failed: see the log")
+
     for step in steps:
         if step in steps_done(studies_dir):
             continue
-        stamp = lambda what: log.write(f"=== step {step} {what} "   # noqa: E731
-                                       f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}\n")
-        stamp("start")
-        log.flush()
-        if subprocess.run(["bash", script, studies_dir, str(jobs), str(step), str(step)],
-                          env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-            stamp("failed")
-            raise SystemExit(f"continue_study: step {step} of {script} failed: see the log")
+        check(step, 0, "")   # a request during the last step's save and commit
+        stamp(step, "start")
+        check(step, stop.run(["bash", script, studies_dir, str(jobs), str(step), str(step)],
+                             env, log), f"step {step} of {script}")
         for name in studies.get(step, []):
             folder = os.path.join(studies_dir, name)
-            if subprocess.run([os.path.join(bin_dir, "minigrad"), "recheck-diverged", folder,
-                               "--jobs", "1", "--out",
-                               os.path.join(folder, "recheck-diverged.md")],
-                              env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-                stamp("failed")
-                raise SystemExit(f"continue_study: recheck-diverged {folder} failed: see the log")
+            check(step, stop.run([os.path.join(bin_dir, "minigrad"), "recheck-diverged", folder,
+                                  "--jobs", "1", "--out",
+                                  os.path.join(folder, "recheck-diverged.md")], env, log),
+                  f"recheck-diverged {folder}")
         mark_done(studies_dir, step)
-        stamp("done")
-        log.flush()
+        stamp(step, "done")
         ran.append(step)
         after_step(step)
     return ran
 
 
-def git(repo, *args, check=True):
-    return subprocess.run(["git", "-C", repo, *args], check=check, capture_output=True,
-                          text=True).stdout.strip()
+def git(repo, *args, check=True, timeout=120):
+    """git's output; with `check`, a failure raises RuntimeError with git's own message."""
+    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args[:2])}: {done.stderr.strip()[-400:]}")
+    return done.stdout.strip()
 
 
 def resolve(repo, commit):
@@ -130,75 +207,129 @@ def resolve(repo, commit):
 
 class Keeper:
     """Saves the study into ARCHIVE with the pinned Python (the archive records its commit) and
-    commits ARCHIVE alone. Saves and commits never overlap (one lock); a failure is logged and
-    the next tick tries again: losing one save must not stop the study."""
+    commits ARCHIVE alone. Two saves never overlap, nor two commits (a lock each); a commit may
+    run during a save (the save replaces the file whole: the commit takes the old or the new
+    one). A failure is logged and the next tick tries again, a failed commit at the next tick
+    whatever the hour: losing one save must not stop the study."""
 
-    def __init__(self, studies_dir, python, repo, archive=ARCHIVE, log=sys.stderr):
-        self.studies_dir, self.python, self.repo, self.archive, self.log = \
-            studies_dir, python, repo, archive, log
-        self.lock = threading.Lock()
+    def __init__(self, studies_dir, python, repo, archive=ARCHIVE, log=sys.stderr,
+                 state=os.path.join(HERE, "study_state.py"), save_timeout=1800):
+        self.studies_dir, self.python, self.repo, self.archive, self.log, self.state = \
+            studies_dir, python, repo, archive, log, state
+        self.save_timeout = save_timeout
+        self.save_lock, self.commit_lock = threading.Lock(), threading.Lock()
         self.last_commit = time.monotonic()
+        self.pending = False    # a commit failed: the next tick commits
+        self.stopping = False   # the driver is on its way out: the thread starts no save
 
     def save(self):
-        with self.lock:
-            done = subprocess.run([self.python, os.path.join(HERE, "study_state.py"), "save",
-                                   self.studies_dir, self.archive], capture_output=True,
-                                  text=True)
+        with self.save_lock:
+            done = subprocess.run([self.python, self.state, "save", self.studies_dir,
+                                   self.archive], capture_output=True, text=True,
+                                  timeout=self.save_timeout)
             if done.returncode != 0:
                 raise RuntimeError(f"study_state.py save: {done.stderr.strip()[-500:]}")
 
-    def commit(self, why):
+    def commit(self, why, tries=10):
         """Commit ARCHIVE alone, if it differs from HEAD's. The file is committed from the
         working tree (`git commit --only`), never left staged: staged, a person's own
         `git commit` at that moment would take it along. Only its first commit, while
-        untracked, goes through `git add`."""
-        with self.lock:
+        untracked, goes through `git add` (undone if the commit fails). A commit that finds
+        .git/index.lock (a person's git at work) is tried again a second later, `tries` times."""
+        with self.commit_lock:
             name = os.path.relpath(self.archive, self.repo)
-            if subprocess.run(["git", "-C", self.repo, "ls-files", "--error-unmatch", "--",
-                               name], capture_output=True).returncode != 0:
-                git(self.repo, "add", "--", name)
-            elif subprocess.run(["git", "-C", self.repo, "diff", "--quiet", "HEAD", "--",
-                                 name]).returncode == 0:
-                return False   # the same as the last commit's
-            git(self.repo, "commit", "-q", "--only", "-m",
-                f"The Fashion-MNIST study's work so far ({why})", "--", name)
+            added = False
+            try:
+                if subprocess.run(["git", "-C", self.repo, "ls-files", "--error-unmatch", "--",
+                                   name], capture_output=True).returncode != 0:
+                    self._git(tries, "add", "--", name)
+                    added = True
+                elif subprocess.run(["git", "-C", self.repo, "diff", "--quiet", "HEAD", "--",
+                                     name]).returncode == 0:
+                    self.pending = False
+                    return False   # the same as the last commit's
+                self._git(tries, "commit", "-q", "--only", "-m",
+                          f"The Fashion-MNIST study's work so far ({why})", "--", name)
+            except Exception:
+                self.pending = True
+                if added:
+                    with contextlib.suppress(Exception):
+                        self._git(tries, "reset", "-q", "--", name)
+                raise
+            self.pending = False
             self.last_commit = time.monotonic()
             return True
 
-    def keep(self, why):
-        """Save then commit, logging a failure instead of raising it."""
+    def _git(self, tries, *args):
+        for attempt in range(tries):
+            try:
+                return git(self.repo, *args)
+            except RuntimeError as error:
+                if "index.lock" not in str(error) or attempt == tries - 1:
+                    raise
+                time.sleep(1)
+
+    def complain(self, message):
+        """Into the log, and to stderr (the log is in the studies folder, lost with it)."""
+        message = f"continue_study: {message}\n"
+        for out in (self.log, sys.stderr):
+            out.write(message)
+            out.flush()
+
+    def keep(self, why, save=True):
+        """Save (unless `save` is false) then commit, logging a failure instead of raising it."""
         try:
-            self.save()
+            if save:
+                self.save()
             self.commit(why)
         except Exception as error:   # noqa: BLE001 (any failure: the next tick tries again)
-            self.log.write(f"continue_study: keeping the study's work failed ({why}): "
-                           f"{error}\n")
-            self.log.flush()
+            self.complain(f"keeping the study's work failed ({why}): {error}")
 
     def every(self, save_every, commit_every):
         """A thread that saves every `save_every` s and commits once `commit_every` s have
-        passed since the last commit (a commit after a step counts)."""
+        passed since the last commit (a commit after a step counts), or a commit failed."""
         def loop():
             while True:
                 time.sleep(save_every)
-                if time.monotonic() - self.last_commit >= commit_every:
+                if self.stopping:
+                    return
+                if self.pending or time.monotonic() - self.last_commit >= commit_every:
                     self.keep("saved on the hour")
                 else:
                     try:
                         self.save()
                     except Exception as error:   # noqa: BLE001
-                        self.log.write(f"continue_study: save failed: {error}\n")
-                        self.log.flush()
+                        self.complain(f"save failed: {error}")
         threading.Thread(target=loop, daemon=True).start()
 
 
-def prepare(args, repo):
+def check_git(repo):
+    """Refuse to start where no commit could be made: a .git/index.lock left by a killed git
+    (it fails every commit, the driver's and a person's), or no committer identity. Removes the
+    temporary files of saves cut short (atomic_write's, beside the archive)."""
+    lock = os.path.join(git(repo, "rev-parse", "--absolute-git-dir"), "index.lock")
+    if os.path.exists(lock):
+        raise SystemExit(f"continue_study: {lock} exists: a git command is running, or one was "
+                         "killed and left it; remove it once no git is running")
+    try:
+        git(repo, "var", "GIT_COMMITTER_IDENT")
+    except RuntimeError as error:
+        raise SystemExit(f"continue_study: git cannot commit here ({error}): set user.name "
+                         "and user.email") from None
+    for tmp in glob.glob(os.path.join(os.path.dirname(ARCHIVE),
+                                      "." + os.path.basename(ARCHIVE) + ".*.tmp")):
+        os.remove(tmp)
+
+
+def prepare(args, repo, state):
     """Restore the archive, then make the pinned checkout and its environment if missing and
-    check them; returns the pinned environment's bin folder."""
+    check them (the pinned code must run `state`, the driver's copy of study_state.py); returns
+    the pinned environment's bin folder."""
+    check_git(repo)
     pin = resolve(repo, args.pin) if args.pin is not None else None
     if os.path.isfile(ARCHIVE):
-        out = subprocess.run([sys.executable, os.path.join(HERE, "study_state.py"), "restore",
-                              ARCHIVE, args.studies_dir], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, state, "restore", ARCHIVE, args.studies_dir],
+                             capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"continue_study: restoring {ARCHIVE}: {out.stderr.strip()}")
         sys.stderr.write(out.stderr)   # the warning of a dirty pinned checkout, if any
@@ -228,7 +359,6 @@ def prepare(args, repo):
     if os.path.realpath(os.path.dirname(where or "/")) != os.path.realpath(args.checkout):
         raise SystemExit(f"continue_study: {args.venv} does not import minigrad from "
                          f"{args.checkout}")
-    state = os.path.join(HERE, "study_state.py")
     for check in ([os.path.join(bin_dir, "python"), "-c",
                    "import importlib.util as u, sys; s = u.spec_from_file_location('s', "
                    "sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))", state],
@@ -263,17 +393,27 @@ def main(argv=None):
     args.venv = os.path.abspath(args.venv or os.path.join(parent, "venv-study"))
     args.studies_dir = os.path.abspath(args.studies_dir)
     steps = [int(s) for s in args.steps.split(",")]
-    bin_dir = prepare(args, repo)
-    # the session's end sends SIGTERM: leave through `finally` (a last save and commit)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # saves run the copy taken now: an edit of study_state.py in the checkout meanwhile (a
+    # person's work, a branch switched) cannot break them
+    state = shutil.copy(os.path.join(HERE, "study_state.py"),
+                        tempfile.mkdtemp(prefix="continue-study-"))
+    bin_dir = prepare(args, repo, state)
     script = os.path.join(args.checkout, "docs", "results", "fashion-mnist", "run-study.sh")
     with open(os.path.join(args.studies_dir, "run-study.log"), "a") as log:
-        keeper = Keeper(args.studies_dir, os.path.join(bin_dir, "python"), repo, log=log)
+        keeper = Keeper(args.studies_dir, os.path.join(bin_dir, "python"), repo, log=log,
+                        state=state)
+        # the session's end sends SIGTERM: at once a commit of the save already on disk (quick,
+        # in case a SIGKILL follows), then the steps stop, and a last save and commit
+        stop = Stop(lambda: keeper.keep("the last save before the driver stopped", save=False))
+        signal.signal(signal.SIGTERM, stop)
         keeper.every(args.save_every, args.commit_every)
         try:
             run_steps(steps, args.studies_dir, script, bin_dir, args.jobs, log,
-                      lambda step: keeper.keep(f"step {step} done"))
+                      lambda step: keeper.keep(f"step {step} done"), stop)
         finally:
+            keeper.stopping = True
+            if stop.requested:
+                stop.first_aid()
             keeper.keep("the driver stopped")
     print(f"continue_study: steps {steps_done(args.studies_dir)} are done")
 

@@ -33,6 +33,7 @@ import glob
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,8 +48,6 @@ from minigrad.cli.study.results import trial_result
 from minigrad.cli.study.trials import LOG_FILE, TRIALS, trial_mode
 
 PIN = "PIN.json"   # in the archive: the commit the trials were trained with
-# extraction that refuses links and special files where Python can (3.10.12, 3.11.4 and on)
-SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 MAX_CHECKPOINT = 2 ** 21   # bytes: larger checkpoints are left out (the module docstring)
 STEPS_DONE = "steps-done.json"   # continue_study.py's record of the finished steps
 RECHECK_PAGE = "recheck-diverged.md"   # where continue_study.py writes a study's recheck
@@ -109,7 +108,10 @@ def save(studies, path):
             tar.addfile(info, io.BytesIO(data))
             for name in names:
                 with contextlib.suppress(FileNotFoundError):   # a checkpoint its trial removed
-                    tar.add(os.path.join(studies, name), arcname=name)
+                    # the size is the open file's: a trial that replaces the file meanwhile
+                    # (atomically, with a new one) cannot make tar copy part of it
+                    with open(os.path.join(studies, name), "rb") as f:
+                        tar.addfile(tar.gettarinfo(arcname=name, fileobj=f), f)
     atomic_write(path, write)
     return pin
 
@@ -127,8 +129,15 @@ def restore(path, studies):
             if not member.isfile() or os.path.commonpath([root, target]) != root:
                 raise SystemExit(f"{path}: refusing {member.name!r}: not a plain file inside "
                                  f"{studies!r}")
-            if not os.path.exists(target):
-                tar.extract(member, root, **SAFE)
+            if not os.path.exists(target):   # written whole or not at all (atomic_write): a
+                os.makedirs(os.path.dirname(target), exist_ok=True)   # restore cut short
+                source = tar.extractfile(member)   # leaves no part file that a later one keeps
+
+                def write(tmp, source=source, mtime=member.mtime):
+                    with open(tmp, "wb") as out:
+                        shutil.copyfileobj(source, out)
+                    os.utime(tmp, (mtime, mtime))
+                atomic_write(target, write)
     return pin
 
 
