@@ -113,15 +113,21 @@ def git_repo(path):
     return run
 
 
-def test_the_archive_is_committed_alone(tmp_path):
+def keeper_in_a_repo(tmp_path, python="unused"):
+    """(git runner, archive path, Keeper) for a fresh repository holding "state 1" as an
+    untracked archive; `python` runs the saves (`true`: each succeeds, writing nothing)."""
     cs = load("continue_study")
     repo = tmp_path / "repo"
     run = git_repo(repo)
     archive = repo / "in-progress.tar.xz"
     archive.write_bytes(b"state 1")
-    (repo / "other.txt").write_text("two")
+    return run, archive, cs.Keeper("unused", python, str(repo), archive=str(archive))
+
+
+def test_the_archive_is_committed_alone(tmp_path):
+    run, archive, keeper = keeper_in_a_repo(tmp_path)
+    (tmp_path / "repo" / "other.txt").write_text("two")
     run("add", "other.txt")   # staged work of a person: not the driver's to commit
-    keeper = cs.Keeper("unused", "unused", str(repo), archive=str(archive))
     assert keeper.commit("test") is True
     assert run("show", "--name-only", "--format=", "HEAD").split() == ["in-progress.tar.xz"]
     assert run("diff", "--cached", "--name-only").split() == ["other.txt"]
@@ -198,13 +204,9 @@ def test_sigterm_reaches_the_step_and_the_driver_waits_for_its_checkpoints(tmp_p
 
 
 def test_a_commit_waits_for_a_persons_git_and_a_failed_one_is_retried(tmp_path):
-    cs = load("continue_study")
+    run, archive, keeper = keeper_in_a_repo(tmp_path)
     repo = tmp_path / "repo"
-    run = git_repo(repo)
-    archive = repo / "in-progress.tar.xz"
-    archive.write_bytes(b"state 1")
     lock = repo / ".git" / "index.lock"
-    keeper = cs.Keeper("unused", "unused", str(repo), archive=str(archive))
     # a lock that stays: the first commit fails with git's message, and leaves nothing staged
     lock.write_text("")
     with pytest.raises(RuntimeError, match="index.lock"):
@@ -241,13 +243,7 @@ def test_the_driver_refuses_a_repository_it_could_not_commit_to(tmp_path, monkey
 
 
 def test_a_failed_commit_is_tried_again_at_the_next_tick_whatever_the_hour(tmp_path):
-    cs = load("continue_study")
-    repo = tmp_path / "repo"
-    run = git_repo(repo)
-    archive = repo / "in-progress.tar.xz"
-    archive.write_bytes(b"state 1")
-    # `true` as the Python: every save succeeds without touching the archive
-    keeper = cs.Keeper("unused", "true", str(repo), archive=str(archive))
+    run, archive, keeper = keeper_in_a_repo(tmp_path, python="true")
     keeper.pending = True   # as after a failed commit, well inside the hour
     keeper.every(0.2, 3600)
     deadline = time.monotonic() + 20
