@@ -34,9 +34,16 @@ Run it with the Python of an environment that has minigrad installed (the README
 imports study_state.py, which imports minigrad). --pin is needed only when there is no archive
 yet (the study's start); with one, it must name the archive's commit. The checkout must be a
 clean checkout of that commit, and its environment must import minigrad from it. Fashion-MNIST
-must be installed (`apt-get install -y dataset-fashion-mnist`). Putting the finished studies
-on the results page (their summary files copied under docs/results/fashion-mnist/, the report
-command and the preface extended) stays a person's work: the page says what the figures mean.
+must be installed (`apt-get install -y dataset-fashion-mnist`).
+
+Putting a finished step on the results page stays a person's work, since the page says what the
+figures mean: copy each of its studies' summary (scaling.h5, sensitivity.h5 or compare.h5) and
+recheck-diverged.md from STUDIES_DIR/NAME/ to docs/results/fashion-mnist/NAME/; in
+docs/results/preface.md add the folder to the `minigrad report` command, its count of rechecked
+trials to the divergence bullet and the step to "So far"; run that command from the
+repository's root; write what the figures say into docs/results/discussion.md (only figures the
+page computes); then run tests/test_results_doc.py, test_readme.py and test_docs_prose.py.
+(LeNet-5's steps 5 and 10 share one study: step 10's summary holds step 5's trials too.)
 """
 import argparse
 import contextlib
