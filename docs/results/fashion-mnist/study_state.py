@@ -129,9 +129,11 @@ def restore(path, studies):
             if not member.isfile() or os.path.commonpath([root, target]) != root:
                 raise SystemExit(f"{path}: refusing {member.name!r}: not a plain file inside "
                                  f"{studies!r}")
-            if not os.path.exists(target):   # written whole or not at all (atomic_write): a
-                os.makedirs(os.path.dirname(target), exist_ok=True)   # restore cut short
-                source = tar.extractfile(member)   # leaves no part file that a later one keeps
+            if not os.path.exists(target):
+                # written whole or not at all (atomic_write): a restore cut short leaves no
+                # part file, which a later restore would keep as it is
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                source = tar.extractfile(member)
 
                 def write(tmp, source=source, mtime=member.mtime):
                     with open(tmp, "wb") as out:
