@@ -94,7 +94,7 @@ def test_a_failed_step_stops_the_driver_and_stays_to_do(tmp_path, monkeypatch):
 
 def test_the_record_of_done_steps_is_saved_with_the_study(tmp_path):
     cs, state = load("continue_study"), load("study_state")
-    assert state.STEPS_DONE == cs.STEPS_DONE
+    assert state.STEPS_DONE == cs.STEPS_DONE and state.RECHECK_PAGE == cs.RECHECK_PAGE
     cs.mark_done(str(tmp_path), 5)
     assert state.members(str(tmp_path)) == [cs.STEPS_DONE]
     assert json.loads((tmp_path / cs.STEPS_DONE).read_text()) == [5]

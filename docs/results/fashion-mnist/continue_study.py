@@ -62,6 +62,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARCHIVE = os.path.join(HERE, "in-progress.tar.xz")
 STEPS_DONE = "steps-done.json"   # in STUDIES_DIR, saved with the archive
+RECHECK_PAGE = "recheck-diverged.md"   # in each study folder, saved with the archive
 DATA = "/usr/share/datasets/fashion-mnist"
 STUDY_KINDS = ("scaling", "sensitivity", "compare")
 
@@ -185,7 +186,7 @@ def run_steps(steps, studies_dir, script, bin_dir, jobs, log, after_step=lambda 
             folder = os.path.join(studies_dir, name)
             check(step, stop.run([os.path.join(bin_dir, "minigrad"), "recheck-diverged", folder,
                                   "--jobs", "1", "--out",
-                                  os.path.join(folder, "recheck-diverged.md")], env, log),
+                                  os.path.join(folder, RECHECK_PAGE)], env, log),
                   f"recheck-diverged {folder}")
         mark_done(studies_dir, step)
         stamp(step, "done")

@@ -50,7 +50,7 @@ from minigrad.cli.study.trials import LOG_FILE, TRIALS, trial_mode
 PIN = "PIN.json"   # in the archive: the commit the trials were trained with
 MAX_CHECKPOINT = 2 ** 21   # bytes: larger checkpoints are left out (the module docstring)
 STEPS_DONE = "steps-done.json"   # continue_study.py's record of the finished steps
-RECHECK_PAGE = "recheck-diverged.md"   # where continue_study.py writes a study's recheck
+RECHECK_PAGE = "recheck-diverged.md"   # continue_study.py's name for a study's recheck
 
 
 def members(studies):
